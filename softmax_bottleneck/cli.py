@@ -1,0 +1,98 @@
+"""Shared command-line plumbing: one-line errors with exit status 2, flags built from dataclasses.
+
+Every ``python -m ...`` entry point raises :class:`InputError` for bad input; :func:`run_main`
+turns it into one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import types
+import typing
+from collections.abc import Callable, Sequence
+
+
+class InputError(Exception):
+    """Bad input from the user (a file, a flag, a config value): reported as one line, exit 2."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit 2) instead of a usage block."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def run_main(body: Callable[[], int | None]) -> int:
+    """Run a CLI body; InputError becomes one stderr line and exit status 2."""
+    try:
+        status = body()
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0 if status is None else status
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _optional_inner(tp) -> tuple[type, bool]:
+    """(inner type, allows None) for ``X | None`` annotations."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0], len(args) < len(typing.get_args(tp))
+    return tp, False
+
+
+def _none_or(inner: type) -> Callable[[str], object]:
+    def parse(text: str):
+        if text.lower() == "none":
+            return None
+        return inner(text)
+
+    parse.__name__ = inner.__name__  # argparse names the type in its error message
+    return parse
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, config_cls, *, skip: Sequence[str] = ()) -> None:
+    """Add one ``--kebab-case`` flag per dataclass field; defaults and help live on the dataclass.
+
+    ``X | None`` fields accept the word ``none``; booleans get ``--flag/--no-flag``.
+    """
+    hints = typing.get_type_hints(config_cls)
+    for field in dataclasses.fields(config_cls):
+        if field.name in skip:
+            continue
+        inner, nullable = _optional_inner(hints[field.name])
+        help_text = field.metadata.get("help", "")
+        default = field.default
+        suffix = f" (default: {default})"
+        if inner is bool:
+            parser.add_argument(_flag(field.name), dest=field.name, action=argparse.BooleanOptionalAction,
+                                default=default, help=help_text + suffix)
+            continue
+        choices = field.metadata.get("choices")
+        parse = _none_or(inner) if nullable else inner
+        parser.add_argument(_flag(field.name), dest=field.name, type=parse, default=default,
+                            choices=choices, metavar=field.metadata.get("metavar"), help=help_text + suffix)
+
+
+def config_from_args(config_cls, args: argparse.Namespace, **overrides):
+    """Build a config dataclass from parsed flags; a ValueError from validation becomes InputError."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls) if hasattr(args, f.name)}
+    values.update(overrides)
+    try:
+        return config_cls(**values)
+    except ValueError as err:
+        raise InputError(str(err)) from None
