@@ -96,3 +96,21 @@ def config_from_args(config_cls, args: argparse.Namespace, **overrides):
         return config_cls(**values)
     except ValueError as err:
         raise InputError(str(err)) from None
+
+
+def resolve_device(name: str):
+    """``auto`` → CUDA when available, else CPU; an explicit ``cuda`` without a GPU is bad input."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: CUDA is not available on this machine (use --device cpu or auto)")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise InputError(f"--device {name}: not a device (use auto, cpu or cuda)") from None
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")

@@ -28,3 +28,28 @@ def run_cli(main, argv, capsys):
         status = exit_.code
     captured = capsys.readouterr()
     return status, captured.out, captured.err
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic(tmp_path_factory):
+    """A small prepared synthetic world on disk (seconds to build)."""
+    from softmax_bottleneck.data import save_prepared
+    from softmax_bottleneck.prepare import prepare_synthetic
+    from softmax_bottleneck.synthetic import SyntheticConfig
+
+    dataset = prepare_synthetic(SyntheticConfig(n_items=50, n_sessions=800, mean_session_length=6, seed=7))
+    save_prepared(dataset, tmp_path_factory.mktemp("data") / "tiny")
+    return dataset
+
+
+TINY_MODEL = ["--hidden-dim", "8", "--batch-size", "16", "--n-sample", "32", "--lr", "0.1", "--quiet"]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_synthetic, tmp_path_factory):
+    """A softmax checkpoint trained 2 epochs on `tiny_synthetic`."""
+    from softmax_bottleneck.train import main
+
+    path = tmp_path_factory.mktemp("runs") / "softmax.pt"
+    assert main(["--data", str(tiny_synthetic.path), "--out", str(path), "--epochs", "2", *TINY_MODEL]) == 0
+    return path

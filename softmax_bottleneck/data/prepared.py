@@ -201,8 +201,8 @@ def load_prepared(path: str | os.PathLike, *, verify: bool = True) -> PreparedDa
             world = {f.stem: np.load(f) for f in sorted((path / "world").glob("*.npy"))}
     except (OSError, ValueError, KeyError) as err:
         raise InputError(f"{path}: damaged prepared dataset ({err})") from None
-    item_ids = items["item_id"].to_numpy().astype(str)
-    support = items["support"].to_numpy(dtype=np.int64)
+    item_ids = np.array(items["item_id"].to_numpy(), dtype=str)  # writable copies (pandas hands out read-only views)
+    support = np.array(items["support"].to_numpy(), dtype=np.int64)
     if verify:
         actual = content_fingerprint(splits, item_ids, support)
         if actual != meta.get("fingerprint"):

@@ -1,0 +1,135 @@
+"""Checkpoints: one ``torch.save`` of a plain dict of builtins and tensors, loaded with ``weights_only=True``.
+
+Keys: ``format``, ``format_version``, ``model_config`` and ``train_config`` (dicts),
+``state_dict``, ``optimizer`` (optional), ``rng`` (generator states, for ``--resume``),
+``epoch``, ``metrics`` (one dict per epoch), ``item_ids``, ``data`` (prepared-data path and
+fingerprint), ``versions`` (library, torch).
+
+Writes go to a temporary file in the same folder and are ``os.replace``d, so a run killed while
+saving leaves the previous checkpoint intact. A checkpoint that is missing, truncated, not ours,
+or would run code when unpickled is refused with one line (InputError), never executed.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import sys
+import warnings
+import zipfile
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .cli import InputError
+from .data import PreparedDataset, load_prepared
+from .model import GRU4Rec, ModelConfig
+
+FORMAT_NAME = "softmax-bottleneck/checkpoint"
+FORMAT_VERSION = 1
+
+
+def versions() -> dict:
+    return {"library": __version__, "torch": str(torch.__version__)}  # TorchVersion is not a builtin
+
+
+_PLAIN = (str, int, float, bool, type(None), torch.Tensor)
+
+
+def _check_plain(value, where: str = "checkpoint") -> None:
+    """Only builtins and tensors may go in, so weights_only=True can load it back."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_plain(key, where)
+            _check_plain(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_plain(item, f"{where}[{index}]")
+    elif type(value) not in _PLAIN and not isinstance(value, torch.Tensor):
+        raise TypeError(f"{where} is a {type(value).__name__}; checkpoints hold builtins and tensors only")
+
+
+def save_checkpoint(payload: dict, path: str | os.PathLike) -> Path:
+    """Atomically write `payload` (plus the format marker) to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "versions": versions(), **payload}
+    _check_plain(payload)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Load and validate a checkpoint without running any code from it."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such checkpoint")
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        if found:
+            raise InputError(f"{path}: refused to load: it asks to import {found.group(1)} (a pickle that could "
+                             "run code; checkpoints hold tensors and builtins only)") from None
+        raise InputError(f"{path}: truncated or not a torch checkpoint (unreadable pickle)") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+        raise InputError(f"{path}: truncated or not a torch checkpoint ({str(err).splitlines()[0][:120]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
+        raise InputError(f"{path}: not a softmax-bottleneck checkpoint (no '{FORMAT_NAME}' format marker)")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise InputError(f"{path}: checkpoint format version {payload.get('format_version')} is not "
+                         f"{FORMAT_VERSION}")
+    missing = [k for k in ("model_config", "train_config", "state_dict", "item_ids", "data") if k not in payload]
+    if missing:
+        raise InputError(f"{path}: damaged checkpoint, missing {', '.join(missing)}")
+    payload["path"] = str(path)
+    return payload
+
+
+def model_from_checkpoint(checkpoint: dict, device: torch.device | str = "cpu") -> GRU4Rec:
+    """Rebuild the network and load its weights; eval mode."""
+    try:
+        config = ModelConfig(**checkpoint["model_config"])
+        model = GRU4Rec(config)
+        model.load_state_dict(checkpoint["state_dict"])
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise InputError(f"{checkpoint.get('path')}: checkpoint does not match this library's model "
+                         f"({str(err).splitlines()[0][:160]})") from None
+    return model.to(device).eval()
+
+
+def dataset_for_checkpoint(checkpoint: dict, data: str | os.PathLike | None = None) -> PreparedDataset:
+    """The prepared dataset a checkpoint was trained on, fingerprint-checked.
+
+    Without `data`, the recorded folder must exist and match the recorded fingerprint. With
+    `data`, a different fingerprint is allowed with a warning, if the item map is the same.
+    """
+    recorded = checkpoint["data"]
+    where = checkpoint.get("path")
+    if data is None:
+        dataset = load_prepared(recorded["path"])
+        if dataset.fingerprint != recorded["fingerprint"]:
+            raise InputError(f"{where}: trained on prepared data {recorded['fingerprint'][:19]} but "
+                             f"{recorded['path']} now holds {dataset.fingerprint[:19]}; pass --data to override")
+        return dataset
+    dataset = load_prepared(data)
+    if dataset.fingerprint != recorded["fingerprint"]:
+        if list(dataset.item_ids) != list(checkpoint["item_ids"]):
+            raise InputError(f"{where}: --data {data} has another item map ({dataset.n_items} items) than the "
+                             f"checkpoint ({len(checkpoint['item_ids'])} items); cannot use it")
+        print(f"warning: --data {data} has fingerprint {dataset.fingerprint[:19]}, the checkpoint was trained on "
+              f"{recorded['fingerprint'][:19]} ({recorded['path']}); using --data", file=sys.stderr)
+    return dataset

@@ -1,0 +1,150 @@
+"""Output heads: hidden states → exact log-probabilities over all items, and the training loss.
+
+Every head owns the output item matrix ``item_weight`` (n_items, d) (GRU4Rec's ``Wy``; with a
+constrained embedding it is also the input embedding) and an optional per-item bias.
+
+- ``softmax``: ``log p = log_softmax(h·Wᵀ + b)``. The log-prob matrix over any set of contexts
+  factors as ``[H, 1, −lse]·[W, b, 1]ᵀ``: rank ≤ d+1 without bias, d+2 with.
+- ``mos`` (K experts, Yang et al. 2018): ``π = softmax(h·Pᵀ)``, ``h_k = tanh(h·Q_kᵀ)``,
+  ``log p = logsumexp_k(log π_k + log_softmax(h_k·Wᵀ + b))``. Mixed in log space: no eps floor,
+  which would manufacture rank.
+
+Sampled training (GRU4Rec): the candidates are the batch's targets followed by shared negative
+samples; each row's softmax runs over the candidates with the logQ correction subtracted from
+the logits. MoS normalises each expert over the candidates and mixes in log space.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+HEADS = ("softmax", "mos")
+
+
+def uniform_init_(tensor: torch.Tensor, fan_in: int, fan_out: int, generator: torch.Generator | None) -> None:
+    """GRU4Rec's initialisation: U(−σ, σ) with σ = sqrt(6 / (fan_in + fan_out))."""
+    sigma = math.sqrt(6.0 / (fan_in + fan_out))
+    with torch.no_grad():
+        tensor.uniform_(-sigma, sigma, generator=generator)
+
+
+class Head(nn.Module):
+    """The shared interface; subclasses define ``candidate_log_probs``."""
+
+    def __init__(self, n_items: int, hidden_dim: int, item_bias: bool):
+        super().__init__()
+        self.n_items, self.hidden_dim = n_items, hidden_dim
+        self.item_weight = nn.Parameter(torch.empty(n_items, hidden_dim))  # (n_items, d)
+        # (n_items, 1) like GRU4Rec's By, so candidate rows can be gathered with sparse gradients
+        self.item_bias = nn.Parameter(torch.zeros(n_items, 1)) if item_bias else None
+        self.sparse_gradients = False  # set by the trainer for indexed (Adagrad) updates
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        uniform_init_(self.item_weight, self.n_items, self.hidden_dim, generator)
+        if self.item_bias is not None:
+            nn.init.zeros_(self.item_bias)
+
+    def embed_items(self, items: torch.Tensor) -> torch.Tensor:
+        """Rows of the item matrix, (…, d); sparse gradients when the optimizer is indexed."""
+        return F.embedding(items, self.item_weight, sparse=self.sparse_gradients)
+
+    def _output(self, candidates: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(weights (n_cand, d), bias (n_cand,) or None) of the candidates, or of all items."""
+        if candidates is None:
+            return self.item_weight, self.bias
+        weight = self.embed_items(candidates)
+        bias = None
+        if self.item_bias is not None:
+            bias = F.embedding(candidates, self.item_bias, sparse=self.sparse_gradients)[:, 0]
+        return weight, bias
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        """The per-item bias as a vector (n_items,), or None."""
+        return None if self.item_bias is None else self.item_bias[:, 0]
+
+    def candidate_log_probs(self, hidden: torch.Tensor, candidates: torch.Tensor | None = None,
+                            log_q: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(candidate | h) normalised over the candidates (all items when None): (batch, n_cand)."""
+        raise NotImplementedError
+
+    def log_probs(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Exact log-probabilities over all items: (batch, d) → (batch, n_items)."""
+        return self.candidate_log_probs(hidden)
+
+    def loss(self, hidden: torch.Tensor, targets: torch.Tensor, candidates: torch.Tensor | None = None,
+             log_q: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-row cross-entropy, (batch,). `targets` index columns of `candidates` (items when None).
+
+        `log_q` (n_cand,) is subtracted from each candidate's logit (sampled-softmax correction).
+        """
+        log_p = self.candidate_log_probs(hidden, candidates, log_q)
+        return -log_p.gather(1, targets[:, None])[:, 0]
+
+    @property
+    def rank_cap(self) -> int | None:
+        """Analytic bound on the rank of the log-prob matrix, or None when there is none."""
+        return None
+
+
+def _logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+            log_q: torch.Tensor | None) -> torch.Tensor:
+    logits = hidden @ weight.T  # (…, n_cand)
+    if bias is not None:
+        logits = logits + bias
+    if log_q is not None:
+        logits = logits - log_q
+    return logits
+
+
+class SoftmaxHead(Head):
+    """``log_softmax(h·Wᵀ + b)``."""
+
+    def candidate_log_probs(self, hidden, candidates=None, log_q=None):
+        weight, bias = self._output(candidates)
+        return torch.log_softmax(_logits(hidden, weight, bias, log_q), dim=-1)
+
+    @property
+    def rank_cap(self) -> int:
+        return self.hidden_dim + (2 if self.item_bias is not None else 1)
+
+
+class MixtureOfSoftmaxesHead(Head):
+    """K softmaxes over tanh projections of h, mixed by a softmax prior, in log space."""
+
+    def __init__(self, n_items: int, hidden_dim: int, item_bias: bool, n_experts: int):
+        super().__init__(n_items, hidden_dim, item_bias)
+        self.n_experts = n_experts
+        self.prior = nn.Linear(hidden_dim, n_experts, bias=False)  # P: (K, d)
+        self.projection = nn.Linear(hidden_dim, n_experts * hidden_dim, bias=False)  # Q_1..Q_K stacked
+
+    def reset_parameters(self, generator=None):
+        super().reset_parameters(generator)
+        uniform_init_(self.prior.weight, self.hidden_dim, self.n_experts, generator)
+        for k in range(self.n_experts):
+            block = self.projection.weight[k * self.hidden_dim:(k + 1) * self.hidden_dim]
+            uniform_init_(block, self.hidden_dim, self.hidden_dim, generator)
+
+    def expert_states(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log π (batch, K), h_k = tanh(Q_k h) (batch, K, d))."""
+        log_prior = torch.log_softmax(self.prior(hidden), dim=-1)
+        states = torch.tanh(self.projection(hidden)).view(*hidden.shape[:-1], self.n_experts, self.hidden_dim)
+        return log_prior, states
+
+    def candidate_log_probs(self, hidden, candidates=None, log_q=None):
+        weight, bias = self._output(candidates)
+        log_prior, states = self.expert_states(hidden)
+        expert_log_p = torch.log_softmax(_logits(states, weight, bias, log_q), dim=-1)  # (batch, K, n_cand)
+        return torch.logsumexp(log_prior[..., None] + expert_log_p, dim=-2)
+
+
+def build_head(kind: str, n_items: int, hidden_dim: int, item_bias: bool, n_experts: int = 1) -> Head:
+    if kind == "softmax":
+        return SoftmaxHead(n_items, hidden_dim, item_bias)
+    if kind == "mos":
+        return MixtureOfSoftmaxesHead(n_items, hidden_dim, item_bias, n_experts)
+    raise ValueError(f"unknown head {kind!r}; expected one of {', '.join(HEADS)}")

@@ -1,0 +1,141 @@
+"""GRU4Rec as its authors define it (hidasib/GRU4Rec_PyTorch_Official), with interchangeable heads.
+
+    item → embedding (constrained: the head's output item matrix; or a separate table)
+         → dropout (training only) → GRU layers, each followed by dropout (training only)
+         → head → exact log-probabilities over all items
+
+As in the official code, the hidden state carried to the next step is the layer output *after*
+dropout. The session-parallel loop zeroes a slot's state exactly once, when a new session takes
+the slot (:func:`carry_state`), in training and evaluation alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .heads import HEADS, Head, build_head, uniform_init_
+
+EMBEDDINGS = ("constrained", "separate")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The network; travels as ``dataclasses.asdict`` inside checkpoints."""
+
+    n_items: int = dataclasses.field(default=0, metadata={"help": "catalogue size (set from the data)"})
+    head: str = dataclasses.field(default="softmax", metadata={"help": "output head", "choices": HEADS})
+    n_experts: int | None = dataclasses.field(default=None, metadata={
+        "help": "MoS experts K (default 4 for mos; softmax is K=1)", "metavar": "K"})
+    hidden_dim: int = dataclasses.field(default=64, metadata={"help": "GRU layer size d", "metavar": "D"})
+    n_layers: int = dataclasses.field(default=1, metadata={"help": "stacked GRU layers", "metavar": "N"})
+    embedding: str = dataclasses.field(default="constrained", metadata={
+        "help": "constrained: input embedding = output item matrix; separate: its own table",
+        "choices": EMBEDDINGS})
+    embedding_dim: int | None = dataclasses.field(default=None, metadata={
+        "help": "size of a separate input embedding (default: hidden dim)", "metavar": "D"})
+    item_bias: bool = dataclasses.field(default=True, metadata={
+        "help": "per-item output bias (raises the softmax rank cap from d+1 to d+2)"})
+    dropout_embedding: float = dataclasses.field(default=0.0, metadata={
+        "help": "dropout on the input embedding (training only)", "metavar": "P"})
+    dropout_hidden: float = dataclasses.field(default=0.4, metadata={
+        "help": "dropout on each GRU layer's output (training only)", "metavar": "P"})
+
+    def __post_init__(self):
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}")
+        if self.n_experts is None:
+            object.__setattr__(self, "n_experts", 4 if self.head == "mos" else 1)
+        if self.n_experts < 1:
+            raise ValueError(f"n_experts must be >= 1, got {self.n_experts}")
+        if self.head == "softmax" and self.n_experts != 1:
+            raise ValueError(f"n_experts={self.n_experts} needs --head mos (a softmax head has one expert)")
+        if self.n_items < 0:
+            raise ValueError(f"n_items must be >= 0, got {self.n_items}")
+        for name in ("hidden_dim", "n_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.embedding not in EMBEDDINGS:
+            raise ValueError(f"embedding must be one of {', '.join(EMBEDDINGS)}, got {self.embedding!r}")
+        if self.embedding_dim is not None and (self.embedding_dim < 1 or self.embedding == "constrained"):
+            raise ValueError("embedding_dim must be >= 1 and needs --embedding separate")
+        for name in ("dropout_embedding", "dropout_hidden"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+
+    @property
+    def input_dim(self) -> int:
+        if self.embedding == "constrained":
+            return self.hidden_dim
+        return self.embedding_dim or self.hidden_dim
+
+
+def carry_state(hidden: torch.Tensor, keep: np.ndarray | None, reset: np.ndarray) -> torch.Tensor:
+    """The state for the next session-parallel step: drop finished rows, zero rows of new sessions.
+
+    hidden: (n_layers, n_active_before, d) → (n_layers, n_active, d), cut from the graph (one-step
+    truncated backprop).
+    """
+    hidden = hidden.detach()
+    if keep is not None:
+        hidden = hidden[:, torch.from_numpy(keep).to(hidden.device)]
+    if reset.any():
+        hidden = hidden.masked_fill(torch.from_numpy(reset).to(hidden.device)[None, :, None], 0.0)
+    return hidden
+
+
+class GRU4Rec(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.head: Head = build_head(config.head, config.n_items, config.hidden_dim, config.item_bias,
+                                     config.n_experts)
+        self.input_embedding = (nn.Embedding(config.n_items, config.input_dim)
+                                if config.embedding == "separate" else None)
+        self.dropout_embedding = nn.Dropout(config.dropout_embedding)
+        self.grus = nn.ModuleList(nn.GRUCell(config.input_dim if layer == 0 else config.hidden_dim,
+                                             config.hidden_dim) for layer in range(config.n_layers))
+        self.dropout_hidden = nn.Dropout(config.dropout_hidden)
+        self.reset_parameters()
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """GRU4Rec's scheme: each gate's matrix U(±sqrt(6/(fan_in+fan_out))), biases zero."""
+        self.head.reset_parameters(generator)
+        if self.input_embedding is not None:
+            uniform_init_(self.input_embedding.weight, self.config.n_items, self.config.input_dim, generator)
+        for gru in self.grus:
+            hidden = gru.hidden_size
+            for weight in (gru.weight_ih, gru.weight_hh):  # (3·hidden, fan_in): reset, update, new gates
+                for gate in weight.split(hidden, dim=0):
+                    uniform_init_(gate, gate.shape[1], hidden, generator)
+            nn.init.zeros_(gru.bias_ih)
+            nn.init.zeros_(gru.bias_hh)
+
+    def set_sparse_gradients(self, sparse: bool) -> None:
+        """Indexed optimizers (Adagrad as in GRU4Rec) update only the item rows a step touched."""
+        self.head.sparse_gradients = sparse
+
+    def init_hidden(self, batch_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        return torch.zeros(self.config.n_layers, batch_size, self.config.hidden_dim, device=device)
+
+    def embed(self, items: torch.Tensor) -> torch.Tensor:
+        if self.input_embedding is None:
+            return self.head.embed_items(items)
+        return F.embedding(items, self.input_embedding.weight, sparse=self.head.sparse_gradients)
+
+    def step(self, items: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One event per row: items (batch,), hidden (n_layers, batch, d) → (output (batch, d), new hidden)."""
+        x = self.dropout_embedding(self.embed(items))
+        states = []
+        for layer, gru in enumerate(self.grus):
+            x = self.dropout_hidden(gru(x, hidden[layer]))
+            states.append(x)
+        return x, torch.stack(states)
+
+    def log_probs(self, output: torch.Tensor) -> torch.Tensor:
+        """Exact log p(item | context) over all items, (batch, n_items)."""
+        return self.head.log_probs(output)

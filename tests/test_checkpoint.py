@@ -1,0 +1,109 @@
+"""Checkpoints: round trip, and every kind of bad file refused with one line and no code run."""
+
+import io
+import os
+import pickle
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO, run_cli
+from softmax_bottleneck.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from softmax_bottleneck.cli import InputError
+from softmax_bottleneck.evaluate import main as evaluate_main
+
+
+class RunsCode:
+    """Unpickling this would create a marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_round_trip_gives_identical_outputs(tiny_checkpoint, tmp_path):
+    checkpoint = load_checkpoint(tiny_checkpoint)
+    assert checkpoint["epoch"] == 2 and len(checkpoint["metrics"]) == 2
+    assert checkpoint["versions"]["torch"] == str(torch.__version__)
+    model = model_from_checkpoint(checkpoint)
+    copy = save_checkpoint({k: v for k, v in checkpoint.items() if k != "path"}, tmp_path / "copy.pt")
+    again = model_from_checkpoint(load_checkpoint(copy))
+    items, hidden = torch.tensor([0, 5, 9]), model.init_hidden(3)
+    with torch.no_grad():
+        torch.testing.assert_close(again.log_probs(again.step(items, hidden)[0]),
+                                   model.log_probs(model.step(items, hidden)[0]), rtol=0, atol=0)
+
+
+def test_only_builtins_and_tensors_go_in(tmp_path):
+    with pytest.raises(TypeError):
+        save_checkpoint({"model_config": object()}, tmp_path / "x.pt")
+    assert not (tmp_path / "x.pt").exists()
+
+
+def _bad_files(tmp_path, tiny_checkpoint):
+    marker = tmp_path / "code-ran"
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "softmax-bottleneck/checkpoint", "payload": RunsCode(marker)}, evil)
+    raw = tiny_checkpoint.read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(raw[: len(raw) // 2])
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, tmp_path / "other.pt")
+    (tmp_path / "text.pt").write_text("not a checkpoint\n")
+    with open(tmp_path / "plain-pickle.pt", "wb") as handle:
+        pickle.dump({"a": 1}, handle)
+    return marker
+
+
+CASES = {"missing.pt": "no such checkpoint", "evil.pt": "refused to load: it asks to import", "truncated.pt": "truncated",
+         "other.pt": "not a softmax-bottleneck checkpoint", "text.pt": "truncated or not a torch checkpoint",
+         "plain-pickle.pt": "not a torch checkpoint"}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_checkpoints_are_refused_without_running_code(tmp_path, tiny_checkpoint, capsys, name):
+    marker = _bad_files(tmp_path, tiny_checkpoint)
+    with pytest.raises(InputError, match=CASES[name]):
+        load_checkpoint(tmp_path / name)
+    status, out, err = run_cli(evaluate_main, ["--checkpoint", tmp_path / name], capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and CASES[name] in err
+    assert not marker.exists()  # the crafted pickle's code never ran
+
+
+def test_the_crafted_pickle_really_would_run_code(tmp_path, tiny_checkpoint):
+    """Guard against a test that cannot fail: unsafe loading of that file does create the marker."""
+    marker = _bad_files(tmp_path, tiny_checkpoint)
+    torch.load(tmp_path / "evil.pt", weights_only=False)
+    assert marker.exists()
+
+
+KILLED_WRITER = r"""
+import io, os, signal, sys, torch
+from softmax_bottleneck.checkpoint import load_checkpoint, save_checkpoint
+path = sys.argv[1]
+checkpoint = load_checkpoint(path)
+checkpoint.pop("path")
+real_save = torch.save
+def save_half_then_die(obj, handle):
+    buffer = io.BytesIO()
+    real_save(obj, buffer)
+    handle.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    handle.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+torch.save = save_half_then_die
+checkpoint["epoch"] = 99
+save_checkpoint(checkpoint, path)
+"""
+
+
+def test_killed_while_writing_leaves_the_previous_checkpoint_intact(tmp_path, tiny_checkpoint):
+    path = tmp_path / "run.pt"
+    path.write_bytes(tiny_checkpoint.read_bytes())
+    result = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(path)], cwd=REPO, capture_output=True)
+    assert result.returncode == -signal.SIGKILL
+    assert list(tmp_path.glob(".run.pt.tmp-*")), "the writer died mid-write of its temporary file"
+    assert path.read_bytes() == tiny_checkpoint.read_bytes()
+    assert load_checkpoint(path)["epoch"] == 2

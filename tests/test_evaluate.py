@@ -1,0 +1,96 @@
+"""python -m softmax_bottleneck.evaluate: JSON, per-event ranks, data checks, empty splits."""
+
+import dataclasses
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+
+from conftest import TINY_MODEL, run_cli
+from softmax_bottleneck.data import SessionSplit, load_prepared, save_prepared
+from softmax_bottleneck.data.prepared import content_fingerprint
+from softmax_bottleneck.evaluate import main
+from softmax_bottleneck.train import main as train_main
+
+
+def _with_splits(dataset, **splits):
+    """A copy of `dataset` with some splits replaced and the fingerprint recomputed."""
+    new_splits = {**dataset.splits, **splits}
+    meta = dict(dataset.meta, fingerprint=content_fingerprint(new_splits, dataset.item_ids, dataset.support))
+    return dataclasses.replace(dataset, splits=new_splits, meta=meta, path=None)
+
+
+def test_json_and_table(tiny_checkpoint, tiny_synthetic, capsys):
+    status, out, err = run_cli(main, ["--checkpoint", tiny_checkpoint, "--json", "--k", "5", "20"], capsys)
+    assert status == 0, err
+    result = json.loads(out)
+    assert {"recall@5", "recall@20", "mrr@20", "ndcg@20", "n_events", "head", "log_likelihood"} <= set(result)
+    assert result["n_events"] == tiny_synthetic.splits["test"].n_transitions
+    assert result["recall@5"] <= result["recall@20"] and result["mrr@20"] <= result["recall@20"]
+    status, out, _ = run_cli(main, ["--checkpoint", tiny_checkpoint, "--split", "valid"], capsys)
+    assert status == 0 and "recall" in out and "@20" in out
+
+
+def test_standard_ties_never_rank_worse_than_conservative(tiny_checkpoint, capsys):
+    runs = {}
+    for ties in ("conservative", "standard"):
+        status, out, _ = run_cli(main, ["--checkpoint", tiny_checkpoint, "--json", "--ties", ties], capsys)
+        runs[ties] = json.loads(out)
+    assert runs["standard"]["mrr@20"] >= runs["conservative"]["mrr@20"]
+
+
+def test_per_event_output(tiny_checkpoint, tiny_synthetic, tmp_path, capsys):
+    path = tmp_path / "ranks.csv"
+    status, _, _ = run_cli(main, ["--checkpoint", tiny_checkpoint, "--per-event", path, "--json"], capsys)
+    assert status == 0
+    frame = pd.read_csv(path, dtype={"target_id": str})
+    assert list(frame.columns) == ["session", "position", "target", "target_id", "rank", "log_prob"]
+    test = tiny_synthetic.splits["test"]
+    assert len(frame) == test.n_transitions
+    first = frame.iloc[0]
+    assert first["target"] == test.session(first["session"])[first["position"]]
+    assert (frame["rank"] >= 1).all() and (frame["rank"] <= tiny_synthetic.n_items).all()
+
+
+def test_changed_data_is_refused_and_data_overrides_with_a_warning(tiny_synthetic, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_synthetic.path, data)
+    checkpoint = tmp_path / "c.pt"
+    assert train_main(["--data", str(data), "--out", str(checkpoint), "--epochs", "1", *TINY_MODEL]) == 0
+    test = tiny_synthetic.splits["test"]
+    fewer = SessionSplit(items=test.items[: test.offsets[-2]], offsets=test.offsets[:-1],
+                         timestamps=test.timestamps[: test.offsets[-2]])
+    changed = _with_splits(tiny_synthetic, test=fewer)
+    save_prepared(changed, data)  # the recorded folder now holds other content
+    status, _, err = run_cli(main, ["--checkpoint", checkpoint], capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert tiny_synthetic.fingerprint[:19] in err and changed.fingerprint[:19] in err
+    status, out, err = run_cli(main, ["--checkpoint", checkpoint, "--data", data, "--json"], capsys)
+    assert status == 0 and err.startswith("warning:") and changed.fingerprint[:19] in err
+    assert json.loads(out)["n_events"] == fewer.n_transitions
+
+
+def test_other_item_map_is_refused(tiny_checkpoint, tmp_path, capsys, ml100k_path):
+    from softmax_bottleneck.prepare import main as prepare_main
+
+    assert prepare_main(["--input", str(ml100k_path), "--format", "recbole", "--out", str(tmp_path / "ml"),
+                         "--quiet", "--json"]) == 0
+    capsys.readouterr()
+    status, _, err = run_cli(main, ["--checkpoint", tiny_checkpoint, "--data", tmp_path / "ml"], capsys)
+    assert status == 2 and "another item map" in err
+
+
+def test_split_without_events(tiny_synthetic, tmp_path, capsys):
+    empty = SessionSplit(items=np.empty(0, np.int32), offsets=np.zeros(1, np.int64), timestamps=np.empty(0))
+    save_prepared(_with_splits(tiny_synthetic, test=empty), tmp_path / "d")
+    assert load_prepared(tmp_path / "d").splits["test"].n_sessions == 0
+    checkpoint = tmp_path / "c.pt"
+    assert train_main(["--data", str(tmp_path / "d"), "--out", str(checkpoint), "--epochs", "1", *TINY_MODEL]) == 0
+    status, _, err = run_cli(main, ["--checkpoint", checkpoint], capsys)
+    assert status == 2 and "has no events" in err
+
+
+def test_bad_k(tiny_checkpoint, capsys):
+    status, _, err = run_cli(main, ["--checkpoint", tiny_checkpoint, "--k", "0"], capsys)
+    assert status == 2 and "--k" in err

@@ -1,0 +1,113 @@
+"""Heads: exact, normalised log-probabilities; MoS(K=1) = softmax; sampled = full loss; rank caps."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from softmax_bottleneck.heads import MixtureOfSoftmaxesHead, SoftmaxHead, build_head
+
+N_ITEMS, DIM = 37, 6
+
+
+def make_head(kind, bias=True, experts=3, seed=0):
+    head = build_head(kind, N_ITEMS, DIM, bias, experts if kind == "mos" else 1).double()
+    head.reset_parameters(torch.Generator().manual_seed(seed))
+    if bias:
+        with torch.no_grad():
+            head.item_bias.normal_(0, 1, generator=torch.Generator().manual_seed(seed + 1))
+    return head
+
+
+def hidden(n=11, scale=1.0, seed=2):
+    return torch.randn(n, DIM, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)) * scale
+
+
+@pytest.mark.parametrize("kind", ["softmax", "mos"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_probabilities_sum_to_one_in_float64(kind, bias):
+    log_p = make_head(kind, bias).log_probs(hidden())
+    assert log_p.shape == (11, N_ITEMS) and log_p.dtype == torch.float64
+    torch.testing.assert_close(log_p.exp().sum(dim=1), torch.ones(11, dtype=torch.float64), rtol=0, atol=1e-12)
+
+
+def test_mos_with_one_expert_is_softmax_on_the_projected_state():
+    mos = make_head("mos", experts=1)
+    softmax = SoftmaxHead(N_ITEMS, DIM, True).double()
+    softmax.load_state_dict({"item_weight": mos.item_weight, "item_bias": mos.item_bias})
+    h = hidden()
+    projected = torch.tanh(h @ mos.projection.weight.T)
+    torch.testing.assert_close(mos.log_probs(h), softmax.log_probs(projected), rtol=0, atol=1e-12)
+
+
+def test_mos_mixes_in_log_space_like_the_probability_mixture():
+    mos = make_head("mos", experts=4)
+    h = hidden()
+    prior = torch.softmax(h @ mos.prior.weight.T, dim=-1)  # (n, K)
+    states = torch.tanh(h @ mos.projection.weight.T).view(len(h), 4, DIM)
+    expert_p = torch.softmax(states @ mos.item_weight.T + mos.bias, dim=-1)  # (n, K, n_items)
+    reference = torch.log((prior[..., None] * expert_p).sum(dim=1))
+    torch.testing.assert_close(mos.log_probs(h), reference, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["softmax", "mos"])
+def test_extreme_logits_stay_finite(kind):
+    head = make_head(kind).float()
+    with torch.no_grad():
+        head.item_weight.mul_(1e3)
+    h = hidden(scale=10.0).float()  # logits of order ±1e4
+    if kind == "softmax":
+        assert (h.double() @ head.item_weight.double().T).abs().max() > 1e4
+    log_p = head.log_probs(h)
+    assert torch.isfinite(log_p).all()
+    assert torch.isfinite(head.loss(h, torch.arange(len(h)) % N_ITEMS)).all()
+
+
+@pytest.mark.parametrize("kind", ["softmax", "mos"])
+def test_sampled_loss_with_all_items_as_candidates_is_the_full_cross_entropy(kind):
+    head = make_head(kind)
+    h = hidden()
+    targets = torch.arange(len(h)) * 3 % N_ITEMS
+    full = -head.log_probs(h).gather(1, targets[:, None])[:, 0]
+    sampled = head.loss(h, targets, candidates=torch.arange(N_ITEMS))
+    torch.testing.assert_close(sampled, full, rtol=0, atol=1e-12)
+    if kind == "softmax":  # and both equal torch's cross-entropy on the logits
+        logits = h @ head.item_weight.T + head.bias
+        torch.testing.assert_close(full, F.cross_entropy(logits, targets, reduction="none"), rtol=0, atol=1e-12)
+
+
+def test_logq_correction_shifts_the_candidate_logits():
+    head = make_head("softmax")
+    h = hidden()
+    candidates = torch.tensor([4, 1, 9, 9, 30])
+    log_q = torch.log(torch.tensor([5.0, 1.0, 2.0, 2.0, 7.0], dtype=torch.float64))
+    logits = h @ head.item_weight[candidates].T + head.bias[candidates] - log_q
+    expected = -torch.log_softmax(logits, dim=1)[:, 2]
+    got = head.loss(h, torch.full((len(h),), 2), candidates, log_q)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("bias, cap", [(False, DIM + 1), (True, DIM + 2)])
+def test_softmax_rank_cap_is_reached_and_mos_exceeds_it(bias, cap):
+    softmax = make_head("softmax", bias)
+    assert softmax.rank_cap == cap
+    h = hidden(n=200)
+    assert np.linalg.matrix_rank(softmax.log_probs(h).detach().numpy()) == cap
+    mos = make_head("mos", bias, experts=4)
+    assert mos.rank_cap is None
+    assert np.linalg.matrix_rank(mos.log_probs(h).detach().numpy()) > 3 * cap
+
+
+def test_sparse_gradients_touch_only_candidate_rows():
+    head = make_head("softmax").float()
+    head.sparse_gradients = True
+    candidates = torch.tensor([3, 5, 5, 8])
+    head.loss(hidden().float(), torch.zeros(11, dtype=torch.long), candidates).sum().backward()
+    assert head.item_weight.grad.is_sparse and head.item_bias.grad.is_sparse
+    assert sorted(set(head.item_weight.grad.coalesce().indices()[0].tolist())) == [3, 5, 8]
+
+
+def test_unknown_head():
+    with pytest.raises(ValueError):
+        build_head("sigsoftmax", 3, 2, True)
+    assert isinstance(build_head("mos", 3, 2, True, 2), MixtureOfSoftmaxesHead)
