@@ -120,6 +120,9 @@ def dataset_for_checkpoint(checkpoint: dict, data: str | os.PathLike | None = No
     recorded = checkpoint["data"]
     where = checkpoint.get("path")
     if data is None:
+        if not recorded.get("path") or not Path(recorded["path"]).is_dir():
+            raise InputError(f"{where}: its prepared data {recorded.get('path')} is not there any more; "
+                             "pass --data DIR")
         dataset = load_prepared(recorded["path"])
         if dataset.fingerprint != recorded["fingerprint"]:
             raise InputError(f"{where}: trained on prepared data {recorded['fingerprint'][:19]} but "

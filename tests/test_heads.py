@@ -111,3 +111,20 @@ def test_unknown_head():
     with pytest.raises(ValueError):
         build_head("sigsoftmax", 3, 2, True)
     assert isinstance(build_head("mos", 3, 2, True, 2), MixtureOfSoftmaxesHead)
+
+
+@pytest.mark.parametrize("kind", ["softmax", "mos"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_blocked_log_probs_equal_the_full_ones(kind, bias):
+    head = make_head(kind, bias)
+    h = hidden()
+    full = head.log_probs(h)
+    normalisers = head.log_normalisers(h)
+    torch.testing.assert_close(torch.cat([head.column_log_probs(h, slice(0, 10), normalisers),
+                                          head.column_log_probs(h, slice(10, N_ITEMS), normalisers)], dim=1),
+                               full, rtol=0, atol=1e-12)
+    factors = head.log_prob_factors(h)
+    if kind == "softmax":
+        torch.testing.assert_close(factors[0] @ factors[1].T, full, rtol=0, atol=1e-12)
+    else:
+        assert factors is None

@@ -1,0 +1,292 @@
+"""Numerical rank of a model's context × item log-probability matrix: ``python -m analysis.rank``.
+
+Examples (the first two take seconds on a laptop CPU)::
+
+    python -m softmax_bottleneck.prepare --synthetic --out prepared/synthetic
+    python -m softmax_bottleneck.train --data prepared/synthetic --out runs/softmax.pt --hidden-dim 16 --epochs 2
+    python -m softmax_bottleneck.train --data prepared/synthetic --out runs/mos.pt --hidden-dim 16 --head mos --epochs 2
+    python -m analysis.rank --checkpoint runs/softmax.pt --checkpoint runs/mos.pt --out results/rank
+    python -m analysis.rank --checkpoint runs/mos.pt --max-contexts 1024 --seed 3 --json
+
+Rows are held-out session prefixes (``--max-contexts`` of them, sampled with ``--seed``; several
+checkpoints get the same prefixes), columns all items, entries exact float64 log-probabilities.
+The rank is ``np.linalg.matrix_rank``'s: singular values above σ_max·max(N, M)·eps, or above
+``--tol`` / σ_max·``--rtol``. A softmax head's rank is capped at d+1 (d+2 with item bias); MoS
+has no such cap. On the synthetic world the *true* log-prob matrix of the same contexts is
+analysed too. ``--out`` writes rank.json, spectrum.csv and spectrum.png.
+
+Library use: ``singular_values(matrix)`` and ``numerical_rank(matrix, tol=None, rtol=None)``
+accept a NumPy array (or a block source) and choose an engine (see ``analysis.spectrum``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from softmax_bottleneck.checkpoint import dataset_for_checkpoint, load_checkpoint, model_from_checkpoint
+from softmax_bottleneck.cli import ArgumentParser, InputError, add_device_argument, resolve_device, run_main
+from softmax_bottleneck.synthetic import SyntheticWorld
+
+from .logprobs import LogProbMatrix, available_memory_bytes, collect_contexts, require_memory, sample_contexts
+from .spectrum import (DenseSource, Spectrum, count_above, direct_spectrum, factored_spectrum, gram_spectra,
+                       rank_threshold)
+
+ENGINES = ("auto", "factored", "direct", "gram")
+SWEEP = tuple(10.0 ** -k for k in range(1, 15))  # relative thresholds 1e-1 … 1e-14
+DIRECT_MAX_SIDE = 2048  # auto: direct SVD when min(N, M) is at most this and the matrix fits easily
+
+
+def _as_source(matrix):
+    return DenseSource(matrix) if isinstance(matrix, np.ndarray) or not hasattr(matrix, "rows") else matrix
+
+
+def _factors(source):
+    factors = getattr(source, "factors", None)
+    return factors() if factors is not None else None
+
+
+def choose_engine(source, engine: str = "auto") -> str:
+    if engine not in ENGINES:
+        raise InputError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
+    n_rows, n_cols = source.shape
+    has_factors = hasattr(source, "factors") and getattr(getattr(source, "head", None), "rank_cap", None)
+    if engine == "factored" and not has_factors:
+        raise InputError("the factored engine needs a head with a known factorisation (softmax)")
+    if engine != "auto":
+        return engine
+    if has_factors:
+        return "factored"
+    fits = 3 * 8.0 * n_rows * n_cols < 0.5 * available_memory_bytes()
+    return "direct" if fits and min(n_rows, n_cols) <= DIRECT_MAX_SIDE else "gram"
+
+
+def compute_spectra(matrix, row_stops: list[int] | None = None, engine: str = "auto",
+                    block_size: int = 2048) -> dict[tuple[bool, int], Spectrum]:
+    """{(centred, n): spectrum of the first n rows}, for every n in `row_stops` (default: all rows)."""
+    source = _as_source(matrix)
+    n_rows, n_cols = source.shape
+    row_stops = sorted(set(row_stops or [n_rows]))
+    engine = choose_engine(source, engine)
+    spectra = {}
+    if engine == "factored":
+        left, right = _factors(source)
+        right_centred = right - right.mean(axis=0)  # centring over items: the lse column vanishes
+        r_right, r_centred = np.linalg.qr(right, mode="r"), np.linalg.qr(right_centred, mode="r")
+        for n in row_stops:
+            spectra[(False, n)] = factored_spectrum(left[:n], right, r_right)
+            spectra[(True, n)] = factored_spectrum(left[:n], right_centred, r_centred)
+    elif engine == "direct":
+        require_memory(3 * 8.0 * n_rows * n_cols, f"a direct SVD of a {n_rows:,} × {n_cols:,} matrix")
+        dense = source.dense()
+        for n in row_stops:
+            spectra[(False, n)] = direct_spectrum(dense[:n])
+            spectra[(True, n)] = direct_spectrum(dense[:n] - dense[:n].mean(axis=1, keepdims=True))
+    else:
+        side = min(n_rows, n_cols)
+        require_memory(4 * 8.0 * side * side, f"a {side:,} × {side:,} Gram matrix")
+        spectra = gram_spectra(source, row_stops, block_size=block_size)
+    return spectra
+
+
+def singular_values(matrix, engine: str = "auto") -> np.ndarray:
+    """All min(N, M) singular values, descending, float64 (exact zeros beyond a factorisation's width)."""
+    source = _as_source(matrix)
+    return compute_spectra(source, [source.shape[0]], engine)[(False, source.shape[0])].values
+
+
+def numerical_rank(matrix, tol: float | None = None, rtol: float | None = None, engine: str = "auto") -> int:
+    """The rank as ``np.linalg.matrix_rank(matrix, tol=tol, rtol=rtol)`` defines it."""
+    source = _as_source(matrix)
+    values = singular_values(source, engine)
+    return count_above(values, rank_threshold(values, source.shape, tol, rtol))
+
+
+def summarize(spectrum: Spectrum, cap: int | None, reference_cap: int | None, tol=None, rtol=None) -> dict:
+    """Rank and the numbers around it for one spectrum."""
+    values = spectrum.values
+    threshold = rank_threshold(values, spectrum.shape, tol, rtol)
+    positive = values[values > 0]
+    weights = positive / positive.sum() if len(positive) else positive
+    energy = values ** 2
+    beyond = reference_cap if cap is None else cap
+    return {
+        "rank": count_above(values, threshold),
+        "threshold": threshold,
+        "sigma_max": float(values[0]) if len(values) else 0.0,
+        "sweep": {f"{r:.0e}": count_above(values, values[0] * r) for r in SWEEP} if len(values) else {},
+        # Roy & Vetterli (2007): exp of the entropy of the normalised singular values
+        "effective_rank": float(np.exp(-(weights * np.log(weights)).sum())) if len(weights) else 0.0,
+        "stable_rank": float(energy.sum() / energy[0]) if len(values) and energy[0] > 0 else 0.0,
+        "energy_beyond_cap": float(energy[beyond:].sum() / energy.sum()) if beyond and energy.sum() > 0 else None,
+        "engine": spectrum.engine,
+        "refined_values": spectrum.refined,
+    }
+
+
+def context_steps(n_contexts: int) -> list[int]:
+    """64, 128, … below `n_contexts`, then `n_contexts` itself."""
+    steps, n = [], 64
+    while n < n_contexts:
+        steps.append(n)
+        n *= 2
+    return steps + [n_contexts]
+
+
+def rank_report(matrix, *, cap: int | None = None, reference_cap: int | None = None, engine: str = "auto",
+                tol: float | None = None, rtol: float | None = None, block_size: int = 2048) -> tuple[dict, dict]:
+    """(report, spectra): the summary of the full and the row-centred matrix, and rank as N grows."""
+    source = _as_source(matrix)
+    n_rows, n_cols = source.shape
+    steps = context_steps(n_rows)
+    spectra = compute_spectra(source, steps, engine, block_size)
+    full, centred = spectra[(False, n_rows)], spectra[(True, n_rows)]
+    report = {"n_contexts": n_rows, "n_items": n_cols, "rank_cap": cap,
+              **summarize(full, cap, reference_cap, tol, rtol),
+              "centred": summarize(centred, cap, reference_cap, tol, rtol),
+              "rank_vs_n": [{"n": n, "rank": summarize(spectra[(False, n)], cap, reference_cap, tol, rtol)["rank"],
+                             "centred_rank": summarize(spectra[(True, n)], cap, reference_cap, tol, rtol)["rank"]}
+                            for n in steps]}
+    return report, {"model": full.values, "centred": centred.values}
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+def _label(path: Path, config: dict, taken: set[str]) -> str:
+    label = f"{config['head']} d={config['hidden_dim']}" + (f" K={config['n_experts']}" if config["head"] == "mos" else "")
+    return label if label not in taken else f"{label} ({path.stem})"
+
+
+def analyse(checkpoint_paths: list[Path], *, data: Path | None, split: str, max_contexts: int | None, seed: int,
+            engine: str, tol: float | None, rtol: float | None, block_size: int, device) -> tuple[dict, list]:
+    """Rank reports for several checkpoints on the same contexts (and the truth, on the synthetic world)."""
+    checkpoints = [load_checkpoint(p) for p in checkpoint_paths]
+    fingerprints = {c["data"]["fingerprint"] for c in checkpoints}
+    if len(fingerprints) > 1:
+        raise InputError("the checkpoints were trained on different prepared datasets: "
+                         + ", ".join(f"{p} ({c['data']['fingerprint'][:19]})" for p, c in zip(checkpoint_paths, checkpoints)))
+    dataset = dataset_for_checkpoint(checkpoints[0], data)
+    held_out = dataset.split(split)
+    models, spectra, taken, key = [], [], set(), None
+    for path, checkpoint in zip(checkpoint_paths, checkpoints):
+        model = model_from_checkpoint(checkpoint, device)
+        contexts = collect_contexts(model, held_out, device=device)
+        default_n = None if max_contexts is None and len(contexts) <= 4096 else (max_contexts or 4096)
+        contexts = sample_contexts(contexts, default_n, seed)
+        if key is not None and not np.array_equal(key, contexts.key()):
+            raise InputError(f"{path}: its contexts differ from the first checkpoint's")
+        key = contexts.key()
+        config = checkpoint["model_config"]
+        matrix = LogProbMatrix(model.head, contexts.hidden, name=f"{config['head']} head of {path}", device=device)
+        report, values = rank_report(matrix, cap=model.head.rank_cap, reference_cap=config["hidden_dim"] + 2,
+                                     engine=engine, tol=tol, rtol=rtol, block_size=block_size)
+        label = _label(path, config, taken)
+        taken.add(label)
+        models.append({"label": label, "checkpoint": str(path), "head": config["head"],
+                       "n_experts": config["n_experts"], "hidden_dim": config["hidden_dim"],
+                       "item_bias": config["item_bias"], **report})
+        spectra.append((label, values, model.head.rank_cap))
+    result = {"split": split, "seed": seed, "n_contexts": len(key), "n_items": dataset.n_items,
+              "data": str(dataset.path), "models": models, "truth": None}
+    if dataset.world is not None:
+        world = SyntheticWorld.from_arrays(dataset.world)
+        catalogue = dataset.item_ids.astype(np.int64)
+        truth = world.log_probs(catalogue[contexts.previous_items], items=catalogue)  # (N, n_items)
+        report, values = rank_report(truth, engine="auto" if engine == "factored" else engine, tol=tol, rtol=rtol,
+                                     reference_cap=models[0]["hidden_dim"] + 2)
+        result["truth"] = {"label": "truth", **report}
+        spectra.append(("truth", values, None))
+    return result, spectra
+
+
+def _write_outputs(out: Path, result: dict, spectra: list) -> None:
+    from . import plots  # matplotlib only when a picture is asked for
+
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [pd.DataFrame({"matrix": label, "centred": variant == "centred", "index": np.arange(1, len(v) + 1),
+                          "singular_value": v})
+            for label, by_variant, _ in spectra for variant, v in by_variant.items()]
+    files = {
+        "rank.json": lambda f: f.write_text(json.dumps(result, indent=2) + "\n"),
+        "spectrum.csv": lambda f: pd.concat(rows, ignore_index=True).to_csv(f, index=False),
+        "spectrum.png": lambda f: plots.save(plots.plot_spectra(
+            [(label, by_variant["model"], cap) for label, by_variant, cap in spectra]).figure, f),
+    }
+    for name, write in files.items():  # each file appears whole or not at all
+        handle, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=Path(name).suffix, dir=out)
+        os.close(handle)
+        write(Path(tmp))
+        os.replace(tmp, out / name)
+
+
+def _print_table(result: dict) -> None:
+    print(f"{result['n_contexts']:,} {result['split']} contexts (seed {result['seed']}) × {result['n_items']:,} items")
+    header = f"{'matrix':22s} {'cap':>5s} {'rank':>6s} {'centred':>7s} {'eff.rank':>9s} {'stable':>7s} " \
+             f"{'energy>cap':>10s}  engine"
+    print(header)
+    for row in result["models"] + ([result["truth"]] if result["truth"] else []):
+        cap = "-" if row.get("rank_cap") is None else str(row["rank_cap"])
+        energy = "-" if row["energy_beyond_cap"] is None else f"{row['energy_beyond_cap']:.2e}"
+        print(f"{row['label']:22s} {cap:>5s} {row['rank']:6d} {row['centred']['rank']:7d} "
+              f"{row['effective_rank']:9.1f} {row['stable_rank']:7.2f} {energy:>10s}  {row['engine']}"
+              + (f" ({row['refined_values']} refined)" if row["refined_values"] else ""))
+    first = result["models"][0]
+    print(f"threshold: {first['threshold']:.3e} (σ_max·max(N, M)·eps unless --tol/--rtol); "
+          f"rank vs N: " + ", ".join(f"{r['n']}→{r['rank']}" for r in first["rank_vs_n"]))
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="python -m analysis.rank", description=__doc__)
+    parser.add_argument("--checkpoint", type=Path, action="append", required=True,
+                        help="a trained model; repeat to analyse several on the same contexts")
+    parser.add_argument("--data", type=Path, help="prepared dataset (default: the checkpoint's)")
+    parser.add_argument("--split", default="test", choices=("valid", "test"))
+    parser.add_argument("--max-contexts", type=int, help="sample this many prefixes (default: all, at most 4096)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the context sample")
+    parser.add_argument("--engine", default="auto", choices=ENGINES, help="how to get the singular values")
+    parser.add_argument("--tol", type=float, help="absolute threshold (as np.linalg.matrix_rank's tol)")
+    parser.add_argument("--rtol", type=float, help="threshold relative to σ_max (as matrix_rank's rtol)")
+    parser.add_argument("--block-size", type=int, default=2048, help="rows/columns computed at a time")
+    parser.add_argument("--out", type=Path, help="folder for rank.json, spectrum.csv, spectrum.png")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    add_device_argument(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> None:
+        if args.tol is not None and args.rtol is not None:
+            raise InputError("give --tol or --rtol, not both")
+        if args.max_contexts is not None and args.max_contexts < 1:
+            raise InputError(f"--max-contexts must be >= 1, got {args.max_contexts}")
+        if args.block_size < 1:
+            raise InputError(f"--block-size must be >= 1, got {args.block_size}")
+        result, spectra = analyse(args.checkpoint, data=args.data, split=args.split,
+                                  max_contexts=args.max_contexts, seed=args.seed, engine=args.engine, tol=args.tol,
+                                  rtol=args.rtol, block_size=args.block_size, device=resolve_device(args.device))
+        if len(result["models"]) == 1:  # one model: its numbers at the top level
+            result = {**result, **{k: v for k, v in result["models"][0].items() if k != "label"}}
+        if args.out:
+            _write_outputs(args.out, result, spectra)
+        if args.json:
+            print(json.dumps(result))
+        else:
+            _print_table(result)
+            if args.out:
+                print(f"wrote {args.out}/rank.json, spectrum.csv, spectrum.png")
+
+    return run_main(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
