@@ -57,3 +57,59 @@ def save(figure, path: str | Path) -> Path:
     figure.savefig(path, dpi=150, metadata=FIXED_METADATA.get(suffix), format=suffix.lstrip(".") or "png")
     plt.close(figure)
     return path
+
+
+def plot_metric_bars(table, ax=None):
+    """Grouped bars: one group per metric@k, one bar per model, 95 % interval as error bars.
+
+    table: rows with model, metric, k, value, ci_low, ci_high (a tidy metrics.csv slice).
+    """
+    ax = _axes(ax)
+    names = list(dict.fromkeys(f"{m}@{k}" for m, k in zip(table["metric"], table["k"])))
+    models = list(dict.fromkeys(table["model"]))
+    width = 0.8 / max(len(models), 1)
+    for index, model in enumerate(models):
+        part = table[table["model"] == model]
+        lookup = {f"{m}@{k}": (v, lo, hi) for m, k, v, lo, hi in
+                  zip(part["metric"], part["k"], part["value"], part["ci_low"], part["ci_high"])}
+        values = np.array([lookup.get(n, (np.nan,) * 3) for n in names], dtype=float)
+        x = np.arange(len(names)) + (index - (len(models) - 1) / 2) * width
+        color = "0.35" if model == "oracle" else f"C{index}"
+        ax.bar(x, values[:, 0], width, label=model, color=color, alpha=0.85,
+               yerr=np.abs(np.stack([values[:, 0] - values[:, 1], values[:, 2] - values[:, 0]])), capsize=3)
+    ax.set_xticks(np.arange(len(names)), names)
+    ax.set_ylabel("value (95 % CI over sessions)")
+    ax.set_title("Recommendation quality per head")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_gain_heatmap(cells, ax=None, *, min_events: int = 30, title: str = ""):
+    """Relative gain per (support bin, diversity bin); cells with fewer than `min_events` greyed out.
+
+    cells: rows with support_index, support_bin, diversity_index, diversity_bin, n_events, relative_gain.
+    """
+    ax = _axes(ax)
+    n_support, n_diversity = int(cells["support_index"].max()) + 1, int(cells["diversity_index"].max()) + 1
+    gain, counts = np.full((n_support, n_diversity), np.nan), np.zeros((n_support, n_diversity), dtype=int)
+    for row in cells.itertuples():
+        counts[row.support_index, row.diversity_index] = row.n_events
+        if row.n_events >= min_events and row.relative_gain is not None and np.isfinite(row.relative_gain):
+            gain[row.support_index, row.diversity_index] = row.relative_gain
+    limit = np.nanmax(np.abs(gain)) if np.isfinite(gain).any() else 1.0
+    ax.set_facecolor("0.85")  # greyed: too few events
+    image = ax.imshow(np.ma.masked_invalid(gain), cmap="RdBu", vmin=-limit, vmax=limit, origin="lower", aspect="auto")
+    for i in range(n_support):
+        for j in range(n_diversity):
+            text = f"{gain[i, j]:+.1%}\nn={counts[i, j]}" if np.isfinite(gain[i, j]) else f"n={counts[i, j]}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=7)
+    support_labels = cells.drop_duplicates("support_index").sort_values("support_index")["support_bin"]
+    diversity_labels = cells.drop_duplicates("diversity_index").sort_values("diversity_index")["diversity_bin"]
+    ax.set_yticks(range(n_support), list(support_labels), fontsize=7)
+    ax.set_xticks(range(n_diversity), list(diversity_labels), fontsize=7, rotation=20)
+    ax.set_ylabel("target item's training support (quantile bins)")
+    ax.set_xlabel("context diversity 1 − cos(previous, target) (quantile bins)")
+    ax.set_title(title, fontsize=9)
+    ax.figure.colorbar(image, ax=ax, label="relative gain vs baseline")
+    return ax

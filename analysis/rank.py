@@ -22,9 +22,7 @@ accept a NumPy array (or a block source) and choose an engine (see ``analysis.sp
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +32,7 @@ from softmax_bottleneck.checkpoint import dataset_for_checkpoint, load_checkpoin
 from softmax_bottleneck.cli import ArgumentParser, InputError, add_device_argument, resolve_device, run_main
 from softmax_bottleneck.synthetic import SyntheticWorld
 
+from .outputs import write_files
 from .logprobs import LogProbMatrix, available_memory_bytes, collect_contexts, require_memory, sample_contexts
 from .spectrum import (DenseSource, Spectrum, count_above, direct_spectrum, factored_spectrum, gram_spectra,
                        rank_threshold)
@@ -208,23 +207,15 @@ def analyse(checkpoint_paths: list[Path], *, data: Path | None, split: str, max_
 def _write_outputs(out: Path, result: dict, spectra: list) -> None:
     from . import plots  # matplotlib only when a picture is asked for
 
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out}: exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
     rows = [pd.DataFrame({"matrix": label, "centred": variant == "centred", "index": np.arange(1, len(v) + 1),
                           "singular_value": v})
             for label, by_variant, _ in spectra for variant, v in by_variant.items()]
-    files = {
+    write_files(out, {
         "rank.json": lambda f: f.write_text(json.dumps(result, indent=2) + "\n"),
         "spectrum.csv": lambda f: pd.concat(rows, ignore_index=True).to_csv(f, index=False),
         "spectrum.png": lambda f: plots.save(plots.plot_spectra(
             [(label, by_variant["model"], cap) for label, by_variant, cap in spectra]).figure, f),
-    }
-    for name, write in files.items():  # each file appears whole or not at all
-        handle, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=Path(name).suffix, dir=out)
-        os.close(handle)
-        write(Path(tmp))
-        os.replace(tmp, out / name)
+    })
 
 
 def _print_table(result: dict) -> None:

@@ -37,13 +37,30 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor, ties: str = "conse
     return (scores > target_scores).sum(dim=1) + 1
 
 
+def event_values(ranks: np.ndarray, metric: str, k: int) -> np.ndarray:
+    """Per-event contribution to `metric`@k, float64: the metric is the mean of these.
+
+    >>> event_values(np.array([1, 4, 25]), "mrr", 20).tolist()
+    [1.0, 0.25, 0.0]
+    """
+    ranks = np.asarray(ranks, dtype=np.float64)
+    inside = ranks <= k
+    if metric == "recall":
+        return inside.astype(np.float64)
+    if metric == "mrr":
+        return np.where(inside, 1.0 / ranks, 0.0)
+    if metric == "ndcg":
+        return np.where(inside, 1.0 / np.log2(ranks + 1.0), 0.0)
+    raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
+
+
 def recall_at(ranks: np.ndarray, k: int) -> float:
     """Share of events whose target is in the top k.
 
     >>> recall_at(np.array([1, 3, 25]), 20)
     0.6666666666666666
     """
-    return float(np.mean(np.asarray(ranks) <= k))
+    return float(np.mean(event_values(ranks, "recall", k)))
 
 
 def mrr_at(ranks: np.ndarray, k: int) -> float:
@@ -52,8 +69,7 @@ def mrr_at(ranks: np.ndarray, k: int) -> float:
     >>> mrr_at(np.array([1, 4, 25]), 20)
     0.4166666666666667
     """
-    ranks = np.asarray(ranks, dtype=np.float64)
-    return float(np.mean(np.where(ranks <= k, 1.0 / ranks, 0.0)))
+    return float(np.mean(event_values(ranks, "mrr", k)))
 
 
 def ndcg_at(ranks: np.ndarray, k: int) -> float:
@@ -62,8 +78,7 @@ def ndcg_at(ranks: np.ndarray, k: int) -> float:
     >>> ndcg_at(np.array([1, 3, 25]), 20)
     0.5
     """
-    ranks = np.asarray(ranks, dtype=np.float64)
-    return float(np.mean(np.where(ranks <= k, 1.0 / np.log2(ranks + 1.0), 0.0)))
+    return float(np.mean(event_values(ranks, "ndcg", k)))
 
 
 METRIC_FUNCTIONS = {"recall": recall_at, "mrr": mrr_at, "ndcg": ndcg_at}

@@ -21,7 +21,8 @@ def write(path: Path, text: str) -> Path:
 
 
 def run_cli(main, argv, capsys):
-    """Call a CLI main(argv); return (exit status, stdout, stderr)."""
+    """Call a CLI main(argv); return (exit status, stdout, stderr) of that call alone."""
+    capsys.readouterr()  # drop what earlier calls printed
     try:
         status = main([str(a) for a in argv])
     except SystemExit as exit_:  # argparse errors

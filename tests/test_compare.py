@@ -1,0 +1,120 @@
+"""analysis.compare: seeded bootstrap, zero self-difference, a planted difference found, bins that
+partition the events, the oracle and KL on the synthetic world, and bad input."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import TINY_MODEL, run_cli
+from analysis.compare import main, quantile_bins, session_bootstrap, sign_flip_test
+from softmax_bottleneck.checkpoint import load_checkpoint, save_checkpoint
+from softmax_bottleneck.data import save_prepared
+from softmax_bottleneck.prepare import prepare_synthetic
+from softmax_bottleneck.synthetic import SyntheticConfig
+from softmax_bottleneck.train import main as train_main
+
+FAST = ["--n-bootstrap", "300"]
+
+
+def test_bootstrap_is_seeded_and_resamples_sessions():
+    rng_values = np.random.default_rng(0)
+    values, sessions = rng_values.random(500), np.repeat(np.arange(50), 10)
+    a = session_bootstrap(values, sessions, 500, np.random.default_rng(7))
+    b = session_bootstrap(values, sessions, 500, np.random.default_rng(7))
+    assert a == b and a[0] < values.mean() < a[1]
+    # sessions that are internally identical carry one session's information: a wider interval
+    clumped = np.repeat(rng_values.random(50), 10)
+    wide = session_bootstrap(clumped, sessions, 500, np.random.default_rng(7))
+    narrow = session_bootstrap(clumped, np.arange(500), 500, np.random.default_rng(7))
+    assert wide[1] - wide[0] > 2 * (narrow[1] - narrow[0])
+
+
+def test_sign_flip_test_is_calibrated_under_no_difference_and_finds_shifts():
+    rng = np.random.default_rng(1)
+    sessions = np.repeat(np.arange(80), 5)
+    p_values = [sign_flip_test(rng.normal(0, 1, 400), sessions, 400, rng) for _ in range(200)]
+    assert 0.01 <= np.mean(np.array(p_values) < 0.05) <= 0.10  # about 5 % false positives
+    assert sign_flip_test(rng.normal(0, 1, 400) + 0.5, sessions, 2000, rng) < 0.001
+    assert sign_flip_test(np.zeros(400), sessions, 100, np.random.default_rng(0)) == 1.0
+
+
+def test_quantile_bins_partition_and_label():
+    codes, labels = quantile_bins(np.r_[np.ones(50), np.arange(50.0)], 4)
+    assert len(codes) == 100 and codes.min() == 0 and codes.max() == len(labels) - 1
+
+
+def test_self_comparison_gives_zero_difference(tiny_checkpoint, capsys):
+    status, out, err = run_cli(main, ["--checkpoint", tiny_checkpoint, "--checkpoint", tiny_checkpoint, "--json",
+                                      *FAST], capsys)
+    assert status == 0, err
+    second = json.loads(out)["models"][1]
+    for key in ("diff_recall@20", "diff_mrr@20", "diff_ndcg@5"):
+        assert second[key] == 0.0
+    assert second["p_recall@20"] == 1.0
+
+
+def test_planted_difference_is_detected_and_breakdowns_partition(tiny_checkpoint, tiny_synthetic, tmp_path, capsys):
+    damaged = load_checkpoint(tiny_checkpoint)
+    damaged.pop("path")
+    weights = damaged["state_dict"]["head.item_weight"]
+    damaged["state_dict"]["head.item_weight"] = weights + 0.5 * torch.randn(weights.shape,
+                                                                              generator=torch.Generator().manual_seed(0))
+    save_checkpoint(damaged, tmp_path / "damaged.pt")
+    status, out, err = run_cli(main, ["--checkpoint", tiny_checkpoint, "--checkpoint", tmp_path / "damaged.pt",
+                                      "--out", tmp_path / "c", "--json", *FAST], capsys)
+    assert status == 0, err
+    table = pd.read_csv(tmp_path / "c" / "metrics.csv")
+    row = table[(table["metric"] == "mrr") & (table["k"] == 20)].iloc[1]
+    assert row["diff_vs_baseline"] < 0 and row["diff_ci_high"] < 0 and row["p_value"] < 0.01
+    n_events = json.loads(out)["n_events"]
+    assert n_events == tiny_synthetic.splits["test"].n_transitions
+    breakdown = pd.read_csv(tmp_path / "c" / "breakdown.csv")
+    one = breakdown[(breakdown["model"] == row["model"]) & (breakdown["metric"] == "recall")]
+    for name, part in one.groupby("breakdown"):
+        assert part["n_events"].sum() == n_events, name  # the bins partition the events
+    # the synthetic world: an oracle row and KL for every model
+    assert "oracle" in set(table["model"])
+    assert table.loc[table["model"] != "oracle", "kl_to_truth"].gt(0).all()
+    oracle_mrr = table[(table["model"] == "oracle") & (table["metric"] == "mrr") & (table["k"] == 20)]["value"].item()
+    assert oracle_mrr > row["value"]
+    files = sorted(p.name for p in (tmp_path / "c").iterdir())
+    assert files == ["breakdown.csv", "compare.json", "gain_heatmap_softmax-d-8-damaged.png", "metrics.csv",
+                     "metrics.png"]
+
+
+def test_seeds_of_one_configuration_are_grouped(tiny_synthetic, tiny_checkpoint, tmp_path, capsys):
+    other_seed = tmp_path / "seed1.pt"
+    assert train_main(["--data", str(tiny_synthetic.path), "--out", str(other_seed), "--epochs", "2", "--seed", "1",
+                       *TINY_MODEL]) == 0
+    mos = tmp_path / "mos.pt"
+    assert train_main(["--data", str(tiny_synthetic.path), "--out", str(mos), "--epochs", "1", "--head", "mos",
+                       "--n-experts", "2", *TINY_MODEL]) == 0
+    status, out, err = run_cli(main, ["--checkpoint", tiny_checkpoint, "--checkpoint", other_seed, "--checkpoint", mos,
+                                      "--json", *FAST], capsys)
+    assert status == 0, err
+    models = json.loads(out)["models"]
+    assert [m["n_seeds"] for m in models] == [2, 1]
+    assert models[1]["head"] == "mos" and models[1]["train_events_per_second"] > 0
+
+
+def test_bad_inputs(tiny_checkpoint, tmp_path, capsys):
+    status, _, err = run_cli(main, ["--checkpoint", tiny_checkpoint], capsys)
+    assert status == 2 and "at least two" in err
+    status, _, err = run_cli(main, ["--checkpoint", tiny_checkpoint, "--checkpoint", tiny_checkpoint,
+                                    "--metrics", "auc"], capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    status, _, err = run_cli(main, ["--checkpoint", tiny_checkpoint, "--checkpoint", tiny_checkpoint, "--k", "0"], capsys)
+    assert status == 2 and "--k" in err
+    status, _, err = run_cli(main, ["--checkpoint", tiny_checkpoint, "--checkpoint", tiny_checkpoint, "--k", "100000"],
+                             capsys)
+    assert status == 2 and "larger than the catalogue" in err
+    other = prepare_synthetic(SyntheticConfig(n_items=50, n_sessions=800, mean_session_length=6, seed=8))
+    save_prepared(other, tmp_path / "other")
+    assert train_main(["--data", str(tmp_path / "other"), "--out", str(tmp_path / "o.pt"), "--epochs", "1",
+                       *TINY_MODEL]) == 0
+    status, _, err = run_cli(main, ["--checkpoint", tiny_checkpoint, "--checkpoint", tmp_path / "o.pt"], capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert str(tiny_checkpoint) in err and str(tmp_path / "o.pt") in err
