@@ -31,7 +31,8 @@ import pandas as pd
 import torch
 
 from softmax_bottleneck.checkpoint import dataset_for_checkpoint, load_checkpoint, model_from_checkpoint
-from softmax_bottleneck.cli import ArgumentParser, InputError, add_device_argument, resolve_device, run_main
+from softmax_bottleneck.cli import (ArgumentParser, InputError, add_heldout_arguments, check_cutoffs, resolve_device,
+                                    run_main)
 from softmax_bottleneck.evaluate import evaluate_ranks
 from softmax_bottleneck.metrics import METRICS, event_values, target_ranks
 from softmax_bottleneck.synthetic import SyntheticWorld
@@ -322,8 +323,6 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m analysis.compare", description=__doc__)
     parser.add_argument("--checkpoint", type=Path, action="append", required=True,
                         help="a trained model (first = baseline); repeat, two or more")
-    parser.add_argument("--data", type=Path, help="prepared dataset (default: the checkpoints')")
-    parser.add_argument("--split", default="test", choices=("valid", "test"))
     parser.add_argument("--k", type=int, nargs="+", default=[5, 10, 20], help="cut-offs (default: 5 10 20)")
     parser.add_argument("--metrics", nargs="+", default=list(METRICS), choices=METRICS)
     parser.add_argument("--n-bootstrap", type=int, default=2000, help="bootstrap replicates and permutations")
@@ -331,8 +330,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--min-cell-events", type=int, default=30, help="grey out heatmap cells with fewer events")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and the permutation test")
     parser.add_argument("--out", type=Path, help="folder for metrics.csv, breakdown.csv, compare.json, PNGs")
-    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    add_device_argument(parser)
+    add_heldout_arguments(parser)
     return parser
 
 
@@ -340,11 +338,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> None:
-        if any(k < 1 for k in args.k):
-            raise InputError(f"--k values must be >= 1, got {args.k}")
+        ks = check_cutoffs(args.k)
         if args.n_bootstrap < 100 or args.bins < 1:
             raise InputError("--n-bootstrap must be >= 100 and --bins >= 1")
-        result = compare(args.checkpoint, data=args.data, split=args.split, ks=sorted(set(args.k)),
+        result = compare(args.checkpoint, data=args.data, split=args.split, ks=ks,
                          metrics=tuple(args.metrics), n_bootstrap=args.n_bootstrap, seed=args.seed, n_bins=args.bins,
                          device=resolve_device(args.device))
         if args.out:

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from softmax_bottleneck.checkpoint import dataset_for_checkpoint, load_checkpoint, model_from_checkpoint
-from softmax_bottleneck.cli import ArgumentParser, InputError, add_device_argument, resolve_device, run_main
+from softmax_bottleneck.cli import ArgumentParser, InputError, add_heldout_arguments, resolve_device, run_main
 from softmax_bottleneck.synthetic import SyntheticWorld
 
 from .outputs import write_files
@@ -238,8 +238,6 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m analysis.rank", description=__doc__)
     parser.add_argument("--checkpoint", type=Path, action="append", required=True,
                         help="a trained model; repeat to analyse several on the same contexts")
-    parser.add_argument("--data", type=Path, help="prepared dataset (default: the checkpoint's)")
-    parser.add_argument("--split", default="test", choices=("valid", "test"))
     parser.add_argument("--max-contexts", type=int, help="sample this many prefixes (default: all, at most 4096)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the context sample")
     parser.add_argument("--engine", default="auto", choices=ENGINES, help="how to get the singular values")
@@ -247,8 +245,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--rtol", type=float, help="threshold relative to σ_max (as matrix_rank's rtol)")
     parser.add_argument("--block-size", type=int, default=2048, help="rows/columns computed at a time")
     parser.add_argument("--out", type=Path, help="folder for rank.json, spectrum.csv, spectrum.png")
-    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    add_device_argument(parser)
+    add_heldout_arguments(parser)
     return parser
 
 

@@ -114,3 +114,24 @@ def resolve_device(name: str):
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
+
+
+def add_heldout_arguments(parser: argparse.ArgumentParser) -> None:
+    """--data, --split, --json and --device: what every tool that reads a checkpoint's held-out data takes."""
+    parser.add_argument("--data", type=_path, help="prepared dataset (default: the one the checkpoint records)")
+    parser.add_argument("--split", default="test", choices=("valid", "test"), help="held-out split (default: test)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    add_device_argument(parser)
+
+
+def check_cutoffs(ks: list[int]) -> list[int]:
+    """Sorted distinct cut-offs; InputError for K < 1."""
+    if any(k < 1 for k in ks):
+        raise InputError(f"--k values must be >= 1, got {ks}")
+    return sorted(set(ks))
+
+
+def _path(text: str):
+    from pathlib import Path
+
+    return Path(text)

@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import dataset_for_checkpoint, load_checkpoint, model_from_checkpoint
-from .cli import ArgumentParser, InputError, add_device_argument, resolve_device, run_main
+from .cli import ArgumentParser, InputError, add_heldout_arguments, check_cutoffs, resolve_device, run_main
 from .data import SessionSplit, session_parallel_batches
 from .metrics import TIES, metric_table, target_ranks
 from .model import GRU4Rec, carry_state
@@ -86,14 +86,11 @@ def evaluate_ranks(model: GRU4Rec, split: SessionSplit, *, ties: str = "conserva
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m softmax_bottleneck.evaluate", description=__doc__)
     parser.add_argument("--checkpoint", type=Path, required=True)
-    parser.add_argument("--data", type=Path, help="prepared dataset (default: the one the checkpoint records)")
-    parser.add_argument("--split", default="test", choices=("valid", "test"))
     parser.add_argument("--ties", default="conservative", choices=TIES)
     parser.add_argument("--k", type=int, nargs="+", default=[1, 5, 10, 20], help="cut-offs (default: 1 5 10 20)")
     parser.add_argument("--batch-size", type=int, default=512, help="sessions evaluated in parallel")
     parser.add_argument("--per-event", type=Path, help="write session, position, target, rank per event (CSV)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    add_device_argument(parser)
+    add_heldout_arguments(parser)
     return parser
 
 
@@ -101,8 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> None:
-        if any(k < 1 for k in args.k):
-            raise InputError(f"--k values must be >= 1, got {args.k}")
+        ks = check_cutoffs(args.k)
         if args.batch_size < 1:
             raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
         device = resolve_device(args.device)
@@ -114,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         model = model_from_checkpoint(checkpoint, device)
         result = evaluate_ranks(model, split, ties=args.ties, batch_size=args.batch_size, device=device,
                                 progress=not args.json)
-        metrics = metric_table(result.ranks, sorted(set(args.k)))
+        metrics = metric_table(result.ranks, ks)
         if args.per_event:
             args.per_event.parent.mkdir(parents=True, exist_ok=True)
             tmp = args.per_event.with_name(f".{args.per_event.name}.tmp")
@@ -131,7 +127,6 @@ def main(argv: list[str] | None = None) -> int:
             return
         print(f"{args.checkpoint} on {args.split} ({summary['n_events']:,} events, ties={args.ties}, "
               f"{summary['events_per_second']:,.0f} events/s)")
-        ks = sorted(set(args.k))
         print("metric  " + "".join(f"{'@' + str(k):>9s}" for k in ks))
         for name in ("recall", "mrr", "ndcg"):
             print(f"{name:7s} " + "".join(f"{metrics[f'{name}@{k}']:9.4f}" for k in ks))

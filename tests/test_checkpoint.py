@@ -1,6 +1,5 @@
 """Checkpoints: round trip, and every kind of bad file refused with one line and no code run."""
 
-import io
 import os
 import pickle
 import signal

@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pandas as pd
-import pytest
 import torch
 
 from conftest import TINY_MODEL, run_cli

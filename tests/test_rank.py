@@ -4,12 +4,11 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from conftest import run_cli
 from analysis import logprobs
 from analysis.rank import compute_spectra, main, numerical_rank, rank_report, singular_values
-from analysis.spectrum import RESOLVED, DenseSource, factored_spectrum, rank_threshold
+from analysis.spectrum import RESOLVED, factored_spectrum, rank_threshold
 from softmax_bottleneck.checkpoint import load_checkpoint, save_checkpoint
 from softmax_bottleneck.data import save_prepared
 from softmax_bottleneck.prepare import prepare_synthetic

@@ -1,6 +1,5 @@
 """Training: determinism, resume = uninterrupted, bad input, and MoS beating softmax where it should."""
 
-import dataclasses
 
 import numpy as np
 import pytest
