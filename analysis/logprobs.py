@@ -146,12 +146,16 @@ class LogProbMatrix:
 
     @torch.no_grad()
     def factors(self) -> tuple[np.ndarray, np.ndarray] | None:
-        if self.head.log_prob_factors(self.hidden[:1]) is None:
+        """(F, G) with A = F·Gᵀ for heads that have an exact factorisation, else None."""
+        if not self.has_factors:
             return None
-        factors = self.head.log_prob_factors(self.hidden, self.normalisers())
-        if factors is None:
-            return None
-        return self._check(factors[0]), self._check(factors[1])
+        left, right = self.head.log_prob_factors(self.hidden, self.normalisers())
+        return self._check(left), self._check(right)
+
+    @property
+    def has_factors(self) -> bool:
+        """A head with an analytic rank cap (softmax) has the exact factorisation behind that cap."""
+        return self.head.rank_cap is not None
 
     def dense(self) -> np.ndarray:
         n_rows, n_items = self.shape

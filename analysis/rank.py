@@ -46,16 +46,11 @@ def _as_source(matrix):
     return DenseSource(matrix) if isinstance(matrix, np.ndarray) or not hasattr(matrix, "rows") else matrix
 
 
-def _factors(source):
-    factors = getattr(source, "factors", None)
-    return factors() if factors is not None else None
-
-
 def choose_engine(source, engine: str = "auto") -> str:
     if engine not in ENGINES:
         raise InputError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
     n_rows, n_cols = source.shape
-    has_factors = hasattr(source, "factors") and getattr(getattr(source, "head", None), "rank_cap", None)
+    has_factors = getattr(source, "has_factors", False)
     if engine == "factored" and not has_factors:
         raise InputError("the factored engine needs a head with a known factorisation (softmax)")
     if engine != "auto":
@@ -75,7 +70,7 @@ def compute_spectra(matrix, row_stops: list[int] | None = None, engine: str = "a
     engine = choose_engine(source, engine)
     spectra = {}
     if engine == "factored":
-        left, right = _factors(source)
+        left, right = source.factors()
         right_centred = right - right.mean(axis=0)  # centring over items: the lse column vanishes
         r_right, r_centred = np.linalg.qr(right, mode="r"), np.linalg.qr(right_centred, mode="r")
         for n in row_stops:
