@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from softmax_bottleneck.checkpoint import dataset_for_checkpoint, load_checkpoint, model_from_checkpoint
+from softmax_bottleneck.checkpoint import load_checkpoints_on_one_dataset, model_from_checkpoint
 from softmax_bottleneck.cli import (ArgumentParser, InputError, add_heldout_arguments, check_cutoffs, resolve_device,
                                     run_main)
 from softmax_bottleneck.evaluate import evaluate_ranks
@@ -133,14 +133,7 @@ def compare(paths: list[Path], *, data: Path | None = None, split: str = "test",
     """Evaluate, group, test and break down; returns tables and the summary (see module docstring)."""
     if len(paths) < 2:
         raise InputError("compare needs at least two --checkpoint")
-    checkpoints = [load_checkpoint(p) for p in paths]
-    first = checkpoints[0]
-    for path, checkpoint in zip(paths[1:], checkpoints[1:]):
-        if checkpoint["data"]["fingerprint"] != first["data"]["fingerprint"] or checkpoint["item_ids"] != first["item_ids"]:
-            raise InputError(f"cannot compare: {paths[0]} was trained on {first['data']['path']} "
-                             f"({first['data']['fingerprint'][:19]}), {path} on {checkpoint['data']['path']} "
-                             f"({checkpoint['data']['fingerprint'][:19]})")
-    dataset = dataset_for_checkpoint(first, data)
+    checkpoints, dataset = load_checkpoints_on_one_dataset(paths, data)
     held_out = dataset.split(split)
     if held_out.n_transitions == 0:
         raise InputError(f"{dataset.path}: the {split} split has no events")

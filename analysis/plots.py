@@ -113,3 +113,49 @@ def plot_gain_heatmap(cells, ax=None, *, min_events: int = 30, title: str = ""):
     ax.set_title(title, fontsize=9)
     ax.figure.colorbar(image, ax=ax, label="relative gain vs baseline")
     return ax
+
+
+REACH_STYLE = {"reachable": ("0.55", "o", 6), "undecided": ("C0", "s", 10), "unreachable": ("C3", "x", 22)}
+
+
+def plot_reach(items, ax=None, *, k: int, n_contexts: int, title: str = ""):
+    """One head's items: training support (x) against the share of held-out contexts that put the
+    item in their top k (y); items in no context's top k sit on the floor line; colour and marker
+    give the top-1 verdict (grey reachable, blue undecided, red × certified unreachable).
+
+    items: rows of reach.csv for one model (support, status, hits@k).
+    """
+    ax = _axes(ax)
+    share = items[f"hits@{k}"].to_numpy() / max(n_contexts, 1)
+    floor = 0.5 / max(n_contexts, 1)
+    shown = np.where(share > 0, share, floor)
+    for status, (color, marker, size) in REACH_STYLE.items():
+        part = (items["status"] == status).to_numpy()
+        if part.any():
+            ax.scatter(items["support"].to_numpy()[part], shown[part], s=size, c=color, marker=marker,
+                       linewidths=1.0, label=f"{status} at top-1 ({part.sum()})", alpha=0.8)
+    ax.axhline(floor, color="0.3", lw=0.8, ls=":")
+    ax.annotate(f"in no context's top {k}", (0.01, floor), xycoords=("axes fraction", "data"), xytext=(0, 3),
+                textcoords="offset points", fontsize=7, color="0.3")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training support (events)")
+    ax.set_ylabel(f"share of contexts with the item in the top {k}")
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    return ax
+
+
+def reach_figure(table, *, k: int, n_contexts: int):
+    """One panel per model of a reach.csv table (see :func:`plot_reach`)."""
+    models = list(dict.fromkeys(table["model"]))
+    figure, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 4.2), layout="constrained",
+                                sharey=True, squeeze=False)
+    for ax, model in zip(axes[0], models):
+        items = table[table["model"] == model]
+        never = int((items[f"hits@{k}"] == 0).sum())
+        plot_reach(items, ax, k=k, n_contexts=n_contexts,
+                   title=f"{model}: {int((items['status'] == 'unreachable').sum())} of {len(items)} items unreachable "
+                         f"at top-1,\n{never} in no context's top {k}")
+    return figure

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from softmax_bottleneck.checkpoint import dataset_for_checkpoint, load_checkpoint, model_from_checkpoint
+from softmax_bottleneck.checkpoint import load_checkpoints_on_one_dataset, model_from_checkpoint
 from softmax_bottleneck.cli import ArgumentParser, InputError, add_heldout_arguments, resolve_device, run_main
 from softmax_bottleneck.synthetic import SyntheticWorld
 
@@ -160,12 +160,7 @@ def _label(path: Path, config: dict, taken: set[str]) -> str:
 def analyse(checkpoint_paths: list[Path], *, data: Path | None, split: str, max_contexts: int | None, seed: int,
             engine: str, tol: float | None, rtol: float | None, block_size: int, device) -> tuple[dict, list]:
     """Rank reports for several checkpoints on the same contexts (and the truth, on the synthetic world)."""
-    checkpoints = [load_checkpoint(p) for p in checkpoint_paths]
-    fingerprints = {c["data"]["fingerprint"] for c in checkpoints}
-    if len(fingerprints) > 1:
-        raise InputError("the checkpoints were trained on different prepared datasets: "
-                         + ", ".join(f"{p} ({c['data']['fingerprint'][:19]})" for p, c in zip(checkpoint_paths, checkpoints)))
-    dataset = dataset_for_checkpoint(checkpoints[0], data)
+    checkpoints, dataset = load_checkpoints_on_one_dataset(checkpoint_paths, data)
     held_out = dataset.split(split)
     models, spectra, taken, key = [], [], set(), None
     for path, checkpoint in zip(checkpoint_paths, checkpoints):

@@ -136,3 +136,16 @@ def dataset_for_checkpoint(checkpoint: dict, data: str | os.PathLike | None = No
         print(f"warning: --data {data} has fingerprint {dataset.fingerprint[:19]}, the checkpoint was trained on "
               f"{recorded['fingerprint'][:19]} ({recorded['path']}); using --data", file=sys.stderr)
     return dataset
+
+
+def load_checkpoints_on_one_dataset(paths, data: str | os.PathLike | None = None
+                                    ) -> tuple[list[dict], PreparedDataset]:
+    """Several checkpoints that must share their prepared data (same fingerprint and item map), and that data."""
+    checkpoints = [load_checkpoint(p) for p in paths]
+    first = checkpoints[0]
+    for path, checkpoint in zip(paths[1:], checkpoints[1:]):
+        if checkpoint["data"]["fingerprint"] != first["data"]["fingerprint"] or checkpoint["item_ids"] != first["item_ids"]:
+            raise InputError(f"{paths[0]} was trained on {first['data']['path']} ({first['data']['fingerprint'][:19]}), "
+                             f"{path} on {checkpoint['data']['path']} ({checkpoint['data']['fingerprint'][:19]}): "
+                             "they must share one prepared dataset")
+    return checkpoints, dataset_for_checkpoint(first, data)

@@ -53,3 +53,21 @@ def tiny_checkpoint(tiny_synthetic, tmp_path_factory):
     path = tmp_path_factory.mktemp("runs") / "softmax.pt"
     assert main(["--data", str(tiny_synthetic.path), "--out", str(path), "--epochs", "2", *TINY_MODEL]) == 0
     return path
+
+
+@pytest.fixture(scope="session")
+def twins(tmp_path_factory):
+    """A softmax and a MoS model (K=8) of the same hidden size (d=4) on a small synthetic world."""
+    from softmax_bottleneck.data import save_prepared
+    from softmax_bottleneck.prepare import prepare_synthetic
+    from softmax_bottleneck.synthetic import SyntheticConfig
+    from softmax_bottleneck.train import main as train_main
+
+    folder = tmp_path_factory.mktemp("twins")
+    dataset = prepare_synthetic(SyntheticConfig(n_items=80, n_sessions=1200, seed=4))
+    save_prepared(dataset, folder / "data")
+    common = ["--data", str(folder / "data"), "--hidden-dim", "4", "--epochs", "2", "--full-softmax",
+              "--optimizer", "adam", "--lr", "0.01", "--dropout-hidden", "0", "--quiet"]
+    assert train_main(common + ["--out", str(folder / "softmax.pt")]) == 0
+    assert train_main(common + ["--out", str(folder / "mos.pt"), "--head", "mos", "--n-experts", "8"]) == 0
+    return folder

@@ -106,3 +106,13 @@ def test_killed_while_writing_leaves_the_previous_checkpoint_intact(tmp_path, ti
     assert list(tmp_path.glob(".run.pt.tmp-*")), "the writer died mid-write of its temporary file"
     assert path.read_bytes() == tiny_checkpoint.read_bytes()
     assert load_checkpoint(path)["epoch"] == 2
+
+
+def test_checkpoints_on_different_datasets_are_refused_together(twins, tiny_checkpoint, capsys):
+    from softmax_bottleneck.checkpoint import load_checkpoints_on_one_dataset
+    from softmax_bottleneck.cli import InputError
+
+    checkpoints, dataset = load_checkpoints_on_one_dataset([twins / "softmax.pt", twins / "mos.pt"])
+    assert len(checkpoints) == 2 and dataset.n_items == len(checkpoints[0]["item_ids"])
+    with pytest.raises(InputError, match="must share one prepared dataset"):
+        load_checkpoints_on_one_dataset([twins / "softmax.pt", tiny_checkpoint])

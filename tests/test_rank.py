@@ -10,10 +10,6 @@ from analysis import logprobs
 from analysis.rank import compute_spectra, main, numerical_rank, rank_report, singular_values
 from analysis.spectrum import RESOLVED, factored_spectrum, rank_threshold
 from softmax_bottleneck.checkpoint import load_checkpoint, save_checkpoint
-from softmax_bottleneck.data import save_prepared
-from softmax_bottleneck.prepare import prepare_synthetic
-from softmax_bottleneck.synthetic import SyntheticConfig
-from softmax_bottleneck.train import main as train_main
 
 EPS = np.finfo(np.float64).eps
 
@@ -112,19 +108,6 @@ def test_threshold_conventions():
 
 
 # --------------------------------------------------------------------------------- trained models
-
-@pytest.fixture(scope="module")
-def twins(tmp_path_factory):
-    """A softmax and a MoS model of the same hidden size (d=4) on a small synthetic world."""
-    folder = tmp_path_factory.mktemp("rank")
-    dataset = prepare_synthetic(SyntheticConfig(n_items=80, n_sessions=1200, seed=4))
-    save_prepared(dataset, folder / "data")
-    common = ["--data", str(folder / "data"), "--hidden-dim", "4", "--epochs", "2", "--full-softmax",
-              "--optimizer", "adam", "--lr", "0.01", "--dropout-hidden", "0", "--quiet"]
-    assert train_main(common + ["--out", str(folder / "softmax.pt")]) == 0
-    assert train_main(common + ["--out", str(folder / "mos.pt"), "--head", "mos", "--n-experts", "8"]) == 0
-    return folder
-
 
 def test_softmax_checkpoint_rank_is_its_cap_and_engines_agree(twins, capsys):
     runs = {}
