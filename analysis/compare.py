@@ -267,7 +267,7 @@ def _breakdowns(groups, dataset, split, events, baseline_model, k, metrics, n_bi
     return pd.DataFrame(rows), pd.DataFrame(grid)
 
 
-def _write(out: Path, result: dict, min_cell_events: int) -> None:
+def write_outputs(out: Path, result: dict, min_cell_events: int = 30) -> None:
     from . import plots  # matplotlib only when pictures are asked for
 
     summary, table, grid = result["summary"], result["metrics"], result["grid"]
@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
                          metrics=tuple(args.metrics), n_bootstrap=args.n_bootstrap, seed=args.seed, n_bins=args.bins,
                          device=resolve_device(args.device))
         if args.out:
-            _write(args.out, result, args.min_cell_events)
+            write_outputs(args.out, result, args.min_cell_events)
         if args.json:
             print(json.dumps(result["summary"]))
         else:

@@ -159,3 +159,209 @@ def reach_figure(table, *, k: int, n_contexts: int):
                    title=f"{model}: {int((items['status'] == 'unreachable').sum())} of {len(items)} items unreachable "
                          f"at top-1,\n{never} in no context's top {k}")
     return figure
+
+
+# ------------------------------------------------------------------------------ study-level plots
+# Inputs are rows of rank.json's "models" (head, hidden_dim, n_experts, rank, rank_cap, sweep,
+# rank_vs_n, label) and tidy tables of analysis.compare / analysis.reach.
+
+def _head_style(head: str) -> dict:
+    return {"softmax": {"color": "C0", "marker": "o"}, "mos": {"color": "C1", "marker": "s"}}.get(
+        head, {"color": "0.3", "marker": "^"})
+
+
+def plot_rank_vs_dim(models, ax=None, *, experts: int | None = None, truth_rank: int | None = None,
+                     ceiling: int | None = None):
+    """Numerical rank against hidden size d: softmax next to its cap d+2 (d+1 without bias), MoS
+    (with `experts` experts) against the same d; the truth's rank and min(N, items) as horizontals."""
+    ax = _axes(ax)
+    for head in ("softmax", "mos"):
+        rows = sorted((m for m in models if m["head"] == head and (head == "softmax" or experts is None
+                                                                    or m["n_experts"] == experts)),
+                      key=lambda m: m["hidden_dim"])
+        if not rows:
+            continue
+        label = head if head == "softmax" else f"MoS K={rows[0]['n_experts']}"
+        ax.plot([m["hidden_dim"] for m in rows], [m["rank"] for m in rows], label=label, lw=1.8, **_head_style(head))
+        if head == "softmax":
+            ax.plot([m["hidden_dim"] for m in rows], [m["rank_cap"] for m in rows], ls="--", color="C0", lw=1,
+                    label="softmax cap d+2" if rows[0]["rank_cap"] == rows[0]["hidden_dim"] + 2 else "softmax cap")
+    if truth_rank is not None:
+        ax.axhline(truth_rank, color="black", ls="--", lw=1, label=f"truth ({truth_rank})")
+    if ceiling is not None:
+        ax.axhline(ceiling, color="0.5", ls=":", lw=1, label=f"min(N, items) = {ceiling}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("hidden size d")
+    ax.set_ylabel("numerical rank of the log-prob matrix")
+    ax.set_title("Rank vs hidden size")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_rank_vs_experts(models, ax=None, *, hidden_dim: int, truth_rank: int | None = None,
+                         ceiling: int | None = None):
+    """MoS rank against its number of experts K at one hidden size, with the softmax cap of that size."""
+    ax = _axes(ax)
+    rows = sorted((m for m in models if m["head"] == "mos" and m["hidden_dim"] == hidden_dim),
+                  key=lambda m: m["n_experts"])
+    ax.plot([m["n_experts"] for m in rows], [m["rank"] for m in rows], label=f"MoS d={hidden_dim}", lw=1.8,
+            **_head_style("mos"))
+    softmax = [m for m in models if m["head"] == "softmax" and m["hidden_dim"] == hidden_dim]
+    if softmax:
+        ax.axhline(softmax[0]["rank_cap"], color="C0", ls="--", lw=1, label=f"softmax cap ({softmax[0]['rank_cap']})")
+    if truth_rank is not None:
+        ax.axhline(truth_rank, color="black", ls="--", lw=1, label=f"truth ({truth_rank})")
+    if ceiling is not None:
+        ax.axhline(ceiling, color="0.5", ls=":", lw=1, label=f"min(N, items) = {ceiling}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks([m["n_experts"] for m in rows], [str(m["n_experts"]) for m in rows])
+    ax.set_xlabel("experts K")
+    ax.set_ylabel("numerical rank")
+    ax.set_title(f"Rank vs experts (d = {hidden_dim})")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def _matrix_colors(matrices) -> list:
+    """Softmax matrices in blues, MoS in oranges, darker for larger d (then larger K); the truth black."""
+    colors = []
+    for m in matrices:
+        head = m.get("head")
+        if m["label"] == "truth" or head not in ("softmax", "mos"):
+            colors.append("black")
+            continue
+        same = sorted({(x["hidden_dim"], x["n_experts"]) for x in matrices if x.get("head") == head})
+        shade = 0.35 + 0.6 * same.index((m["hidden_dim"], m["n_experts"])) / max(len(same) - 1, 1)
+        colors.append((plt.cm.Blues if head == "softmax" else plt.cm.Oranges)(shade))
+    return colors
+
+
+def plot_rank_vs_contexts(matrices, ax=None):
+    """Rank of the first N contexts' rows as N grows, one line per matrix; N itself as the diagonal."""
+    ax = _axes(ax)
+    smallest, largest = np.inf, 1
+    for m, color in zip(matrices, _matrix_colors(matrices)):
+        ns, ranks = [r["n"] for r in m["rank_vs_n"]], [r["rank"] for r in m["rank_vs_n"]]
+        smallest, largest = min(smallest, min(ns)), max(largest, max(ns))
+        ax.plot(ns, ranks, label=m["label"], lw=1.6, marker=".", color=color,
+                ls="--" if m["label"] == "truth" else "-")
+    ax.plot([smallest, largest], [smallest, largest], color="0.6", lw=0.8, ls=":", label="rank = N")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log", base=2)
+    ax.set_xlabel("held-out contexts N")
+    ax.set_ylabel("numerical rank")
+    ax.set_title("Rank vs number of contexts")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    return ax
+
+
+def plot_rank_vs_threshold(matrices, ax=None):
+    """Rank at relative thresholds σ/σ_max = 1e-1 … 1e-14, one line per matrix; each matrix's default
+    threshold (σ_max·max(N, M)·eps) as a marker."""
+    ax = _axes(ax)
+    for m, color in zip(matrices, _matrix_colors(matrices)):
+        rtols = sorted((float(r) for r in m["sweep"]), reverse=True)
+        ranks = [m["sweep"][f"{r:.0e}"] for r in rtols]
+        (line,) = ax.plot(rtols, ranks, label=m["label"], lw=1.4, color=color,
+                          ls="--" if m["label"] == "truth" else "-")
+        if m.get("sigma_max"):
+            ax.plot([m["threshold"] / m["sigma_max"]], [m["rank"]], marker="o", color=line.get_color(), ms=5)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("relative threshold σ / σ_max (dots: the default, σ_max·max(N, M)·eps)")
+    ax.set_ylabel("singular values above it")
+    ax.set_title("Rank vs threshold")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    return ax
+
+
+def plot_metric_vs_dim(table, ax=None, *, metric: str, k: int, experts: int | None = None):
+    """metric@k against hidden size per head, 95 % session-bootstrap intervals (of the seed-averaged
+    values) as error bars, single seeds as small dots, the oracle as a horizontal band.
+
+    table: analysis.compare's metrics.csv; seed values come from its std_over_seeds (mean ± std)."""
+    ax = _axes(ax)
+    part = table[(table["metric"] == metric) & (table["k"] == k)]
+    for head in ("softmax", "mos"):
+        rows = part[part["head"] == head]
+        if head == "mos" and experts is not None:
+            rows = rows[rows["n_experts"] == experts]
+        rows = rows.sort_values("hidden_dim")
+        if rows.empty:
+            continue
+        label = head if head == "softmax" else f"MoS K={int(rows['n_experts'].iloc[0])}"
+        n_seeds = int(rows["n_seeds"].max())
+        x = rows["hidden_dim"].to_numpy(dtype=float) * (0.96 if head == "softmax" else 1.04)
+        y = rows["value"].to_numpy(dtype=float)
+        err = np.abs(np.stack([y - rows["ci_low"].to_numpy(dtype=float), rows["ci_high"].to_numpy(dtype=float) - y]))
+        ax.errorbar(x, y, yerr=err, capsize=3, lw=1.6, label=f"{label} ({n_seeds} seed{'s' if n_seeds > 1 else ''})",
+                    **_head_style(head))
+    oracle = part[part["model"] == "oracle"]
+    if not oracle.empty:
+        o = oracle.iloc[0]
+        ax.axhspan(o["ci_low"], o["ci_high"], color="0.8", alpha=0.6)
+        ax.axhline(o["value"], color="black", ls="--", lw=1, label=f"oracle ({o['value']:.3f})")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("hidden size d")
+    ax.set_ylabel(f"{metric.upper() if metric != 'recall' else 'Recall'}@{k}")
+    ax.set_title(f"{metric}@{k} (95 % CI over sessions)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    return ax
+
+
+def plot_cost(summary_models, ax=None, *, key: str, title: str):
+    """Horizontal bars of one speed (events/s) per model, with the ratio to the first model."""
+    ax = _axes(ax)
+    labels = [m["label"] for m in summary_models]
+    values = np.array([m.get(key) or np.nan for m in summary_models], dtype=float)
+    colors = [_head_style(m["head"])["color"] for m in summary_models]
+    y = np.arange(len(labels))
+    ax.barh(y, values, color=colors, alpha=0.85)
+    base = values[0]
+    for yi, v in zip(y, values):
+        if np.isfinite(v):
+            ax.annotate(f"{v:,.0f}  ({v / base:.2f}×)", (v, yi), xytext=(3, 0), textcoords="offset points",
+                        va="center", fontsize=7)
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("events per second")
+    ax.set_xlim(0, np.nanmax(values) * 1.35 if np.isfinite(values).any() else 1)
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, axis="x", alpha=0.3)
+    return ax
+
+
+def plot_unreachable_vs_dim(models, ax=None, *, experts: int | None = None, n_items: int | None = None):
+    """Items certified unreachable at top-1 (filled) and in no held-out context's top 20 (hollow)
+    against hidden size, per head; reach.json's "models"."""
+    ax = _axes(ax)
+    for head in ("softmax", "mos"):
+        rows = sorted((m for m in models if m["head"] == head and (head == "softmax" or experts is None
+                                                                    or m["n_experts"] == experts)),
+                      key=lambda m: m["hidden_dim"])
+        if not rows:
+            continue
+        style = _head_style(head)
+        label = head if head == "softmax" else f"MoS K={rows[0]['n_experts']}"
+        dims = [m["hidden_dim"] for m in rows]
+        ax.plot(dims, [m.get("unreachable", 0) for m in rows], lw=1.8, label=f"{label}: unreachable at top-1",
+                **style)
+        ax.plot(dims, [round((1 - m["coverage"]["20"]) * m["n_items"]) for m in rows], lw=1, ls="--",
+                color=style["color"], marker=style["marker"], mfc="none", label=f"{label}: in no context's top 20")
+    if n_items:
+        ax.axhline(n_items, color="0.5", ls=":", lw=1, label=f"catalogue ({n_items})")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("hidden size d")
+    ax.set_ylabel("items")
+    ax.set_title("Items a head cannot recommend")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    return ax

@@ -194,7 +194,7 @@ def analyse(checkpoint_paths: list[Path], *, data: Path | None, split: str, max_
     return result, spectra
 
 
-def _write_outputs(out: Path, result: dict, spectra: list) -> None:
+def write_outputs(out: Path, result: dict, spectra: list) -> None:
     from . import plots  # matplotlib only when a picture is asked for
 
     rows = [pd.DataFrame({"matrix": label, "centred": variant == "centred", "index": np.arange(1, len(v) + 1),
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(result["models"]) == 1:  # one model: its numbers at the top level
             result = {**result, **{k: v for k, v in result["models"][0].items() if k != "label"}}
         if args.out:
-            _write_outputs(args.out, result, spectra)
+            write_outputs(args.out, result, spectra)
         if args.json:
             print(json.dumps(result))
         else:

@@ -455,6 +455,18 @@ def _differences(table: pd.DataFrame, ks) -> list[dict]:
     return out
 
 
+def write_outputs(out: Path, table: pd.DataFrame, summary: dict) -> None:
+    """reach.csv, reach.json and reach.png in `out` (each written atomically)."""
+    from . import plots  # matplotlib only when pictures are asked for
+
+    write_files(out, {
+        "reach.csv": lambda f: table.to_csv(f, index=False),
+        "reach.json": lambda f: f.write_text(json.dumps(summary, indent=2) + "\n"),
+        "reach.png": lambda f: plots.save(plots.reach_figure(table, k=max(summary["ks"]),
+                                                             n_contexts=summary["n_contexts"]), f),
+    })
+
+
 # ----------------------------------------------------------------------------------------------- CLI
 
 def _print(summary: dict) -> None:
@@ -504,14 +516,7 @@ def main(argv: list[str] | None = None) -> int:
                                max_contexts=args.max_contexts, n_random=args.n_random, seed=args.seed,
                                device=resolve_device(args.device), progress=not args.json)
         if args.out:
-            from . import plots
-
-            write_files(args.out, {
-                "reach.csv": lambda f: table.to_csv(f, index=False),
-                "reach.json": lambda f: f.write_text(json.dumps(summary, indent=2) + "\n"),
-                "reach.png": lambda f: plots.save(plots.reach_figure(table, k=max(summary["ks"]),
-                                                                     n_contexts=summary["n_contexts"]), f),
-            })
+            write_outputs(args.out, table, summary)
         if args.json:
             print(json.dumps(summary))
         else:

@@ -1,4 +1,5 @@
-"""One module per paper figure; ``python -m figures`` builds them all (arrives with the figures issue).
+"""The paper's figures: one module per figure, each with ``make(results_dir) -> Figure``.
 
-Imports from ``analysis`` and ``softmax_bottleneck``, never the reverse.
+``python -m figures`` runs the study (:mod:`figures.study`) and draws every figure listed in
+:mod:`figures.__main__`. Imports from ``analysis`` and ``softmax_bottleneck``, never the reverse.
 """

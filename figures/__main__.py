@@ -1,0 +1,83 @@
+"""Run the study and draw the paper's figures (PNG and PDF, reproducible bytes).
+
+Trains the GRU4Rec models the profile names (cached by a hash of data and settings: a second run
+only redraws), runs the rank report, the head comparison and the reachability audit on held-out
+sessions, and writes one PNG and one PDF per figure.
+
+Examples::
+
+    python -m figures                                   # quick profile, synthetic world (~5 min on 2 cores)
+    python -m figures --profile full                    # the paper's grid (hours on a CPU; --device cuda)
+    python -m figures --only spectra --only metrics     # redraw two figures
+    python -m softmax_bottleneck.prepare --input ../shared/data/ml-100k/ml-100k.inter --format recbole --out prepared/ml-100k
+    python -m figures --data prepared/ml-100k           # the same study on MovieLens-100K (no truth/oracle)
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from softmax_bottleneck.cli import ArgumentParser, InputError, add_device_argument, resolve_device, run_main
+
+from . import cost, gain_heatmap, metrics, rank_vs_contexts, rank_vs_size, rank_vs_threshold, reach, spectra
+from .study import PROFILES, run_study
+
+FIGURES = [spectra, rank_vs_size, rank_vs_contexts, rank_vs_threshold, metrics, gain_heatmap, cost, reach]
+FORMATS = ("png", "pdf")
+
+
+def draw(results_dir: Path, out: Path, names: list[str] | None = None) -> list[Path]:
+    """Draw the named figures (all by default) from a results folder into `out`; returns the files."""
+    from analysis import plots
+    from analysis.outputs import write_files
+
+    chosen = [f for f in FIGURES if not names or f.NAME in names]
+    written = []
+    for module in chosen:
+        figure = module.make(results_dir)
+        write_files(out, {f"{module.NAME}.{fmt}": (lambda fmt: lambda path: figure.savefig(
+            path, dpi=150, format=fmt, metadata=plots.FIXED_METADATA[f".{fmt}"]))(fmt) for fmt in FORMATS})
+        plots.plt.close(figure)
+        written += [out / f"{module.NAME}.{fmt}" for fmt in FORMATS]
+    return written
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="python -m figures", description=__doc__)
+    parser.add_argument("--data", type=Path, help="a prepared dataset (default: the profile's synthetic world)")
+    parser.add_argument("--results", type=Path, help="results folder (default: results/PROFILE, or "
+                                                       "results/PROFILE-DATANAME with --data)")
+    parser.add_argument("--out", type=Path, help="figures folder (default: RESULTS/figures)")
+    parser.add_argument("--profile", default="quick", choices=sorted(PROFILES), help="study size (default: quick)")
+    parser.add_argument("--only", action="append", metavar="NAME",
+                        help="draw only this figure; repeatable. One of: " + ", ".join(f.NAME for f in FIGURES))
+    add_device_argument(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> None:
+        began = time.perf_counter()
+        unknown = sorted(set(args.only or []) - {f.NAME for f in FIGURES})
+        if unknown:
+            raise InputError(f"--only {', '.join(unknown)}: no such figure; choose from "
+                             + ", ".join(f.NAME for f in FIGURES))
+        if args.data is not None and not args.data.is_dir():
+            raise InputError(f"--data {args.data}: no such prepared dataset folder")
+        results = args.results or Path("results") / (args.profile if args.data is None
+                                                     else f"{args.profile}-{args.data.resolve().name}")
+        out = args.out or results / "figures"
+        run_study(args.profile, results, args.data, device=resolve_device(args.device))
+        written = draw(results, out, args.only)
+        print(f"{len(written) // len(FORMATS)} figures ({', '.join(FORMATS)}) in {out}/ "
+              f"({time.perf_counter() - began:.0f} s); results in {results}/")
+
+    return run_main(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

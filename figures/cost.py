@@ -1,0 +1,22 @@
+"""The price of MoS: training and evaluation events per second per model."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+
+from analysis import plots
+
+from . import results
+
+NAME = "cost"
+CAPTION = ("Training events/s (median epoch) and full-ranking evaluation events/s per model on this machine's "
+           "CPU, with the ratio to the first softmax. MoS pays for its K softmaxes over all items.")
+
+
+def make(results_dir):
+    models = results.compare_summary(results_dir)["models"]
+    models = sorted(models, key=lambda m: (m["head"] != "softmax", m["n_experts"], m["hidden_dim"]))
+    figure, axes = plt.subplots(1, 2, figsize=(12, 0.32 * len(models) + 1.6), layout="constrained")
+    plots.plot_cost(models, axes[0], key="train_events_per_second", title="training (events/s)")
+    plots.plot_cost(models, axes[1], key="eval_events_per_second", title="evaluation against all items (events/s)")
+    return figure

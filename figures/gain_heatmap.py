@@ -1,0 +1,28 @@
+"""Where MoS gains over softmax: relative Recall@20 gain by target support × context diversity."""
+
+from __future__ import annotations
+
+from analysis import plots
+
+from . import results
+
+NAME = "gain_heatmap"
+CAPTION = ("Relative Recall@20 gain of MoS over the softmax of the same size, by the target's training "
+           "support (rows) and the context's diversity 1 − cos(previous, target) (columns); grey cells hold "
+           "fewer than 30 events.")
+
+
+def make(results_dir):
+    study = results.study(results_dir)
+    d, k = study["settings"]["expert_dim"], study["settings"]["experts"]
+    grid = results.breakdown(results_dir)
+    grid = grid[(grid["breakdown"] == "support×diversity") & (grid["metric"] == "recall")]
+    mos = f"mos d={d} K={k}"
+    if mos not in set(grid["model"]):  # another data set or profile: the first MoS model compared
+        mos = next(m for m in grid["model"] if m.startswith("mos"))
+    cells = grid[grid["model"] == mos].astype({"support_index": int, "diversity_index": int, "n_events": int})
+    summary = results.compare_summary(results_dir)
+    title = f"{mos} vs {summary['baseline']}: relative Recall@{int(cells['k'].iloc[0])} gain"
+    ax = plots.plot_gain_heatmap(cells, title=title)
+    ax.figure.set_size_inches(7.5, 5.0)
+    return ax.figure

@@ -1,0 +1,22 @@
+"""Recall@20, MRR@20 and NDCG@20 per head and hidden size, with 95 % intervals, and the oracle."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+
+from analysis import plots
+
+from . import results
+from .spectra import report_experts
+
+NAME = "metrics"
+CAPTION = "Held-out Recall@20, MRR@20 and NDCG@20 (full ranking, ties conservative) per head and hidden size."
+
+
+def make(results_dir):
+    table = results.metrics(results_dir)
+    experts = report_experts(results.rank(results_dir))
+    figure, axes = plt.subplots(1, 3, figsize=(14, 4.2), layout="constrained")
+    for ax, metric in zip(axes, ("recall", "mrr", "ndcg")):
+        plots.plot_metric_vs_dim(table, ax, metric=metric, k=20, experts=experts)
+    return figure

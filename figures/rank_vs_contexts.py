@@ -1,0 +1,24 @@
+"""Rank of the log-prob matrix as the number of held-out contexts N grows."""
+
+from __future__ import annotations
+
+from analysis import plots
+
+from . import results
+from .spectra import report_experts
+
+NAME = "rank_vs_contexts"
+CAPTION = ("Rank of the first N contexts' rows. Softmax ranks saturate at d+2 after a handful of contexts; "
+           "MoS ranks follow N until they meet the number of items, so a rank measured on too few contexts "
+           "understates it.")
+
+
+def make(results_dir):
+    report = results.rank(results_dir)
+    experts = report_experts(report)
+    matrices = [m for m in report["models"] if m["head"] == "softmax" or m["n_experts"] == experts]
+    if report["truth"]:
+        matrices.append(report["truth"])
+    ax = plots.plot_rank_vs_contexts(matrices)
+    ax.figure.set_size_inches(7.5, 4.6)
+    return ax.figure

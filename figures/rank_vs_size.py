@@ -1,0 +1,27 @@
+"""Numerical rank against hidden size d (softmax at d+2, MoS not) and against the number of experts K."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+
+from analysis import plots
+
+from . import results
+from .spectra import report_experts
+
+NAME = "rank_vs_size"
+CAPTION = ("Left: the softmax head's rank equals its cap d+2 at every size, while MoS (K=4) of the same size "
+           "reaches min(N, items). Right: at a fixed d, K=1 stays at the cap and any K ≥ 2 breaks it.")
+
+
+def make(results_dir):
+    report = results.rank(results_dir)
+    study = results.study(results_dir)
+    truth = report["truth"]["rank"] if report["truth"] else None
+    ceiling = min(report["n_contexts"], report["n_items"])
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    plots.plot_rank_vs_dim(report["models"], axes[0], experts=report_experts(report), truth_rank=truth,
+                           ceiling=ceiling)
+    plots.plot_rank_vs_experts(report["models"], axes[1], hidden_dim=study["settings"]["expert_dim"],
+                               truth_rank=truth, ceiling=ceiling)
+    return figure

@@ -1,0 +1,28 @@
+"""Items a head can never recommend: certified top-1 unreachability and empirical top-20 coverage."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+
+from analysis import plots
+
+from . import results
+from .spectra import report_experts
+
+NAME = "reach"
+CAPTION = ("Left: items that no state in the GRU's box (−1, 1)^d can rank first under the head (an LP "
+           "certificate per item), and items in no held-out context's top 20, per head and size. Right: for "
+           "the smallest softmax, each item's training support against how often it reaches a top 20.")
+
+
+def make(results_dir):
+    summary = results.reach(results_dir)
+    experts = report_experts(results.rank(results_dir))
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.4), layout="constrained")
+    plots.plot_unreachable_vs_dim(summary["models"], axes[0], experts=experts, n_items=summary["n_items"])
+    items = results.reach_items(results_dir)
+    smallest = min((m for m in summary["models"] if m["head"] == "softmax"), key=lambda m: m["hidden_dim"])
+    plots.plot_reach(items[items["model"] == smallest["label"]], axes[1], k=20, n_contexts=summary["n_contexts"],
+                     title=f"{smallest['label']}: {smallest.get('unreachable', 0)} of {summary['n_items']} items "
+                           "unreachable at top-1")
+    return figure

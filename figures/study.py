@@ -1,0 +1,214 @@
+"""The study behind the figures: which models to train, and the analyses run on them.
+
+A profile names a grid of GRU4Rec models (softmax and MoS over hidden sizes d, MoS over expert
+counts K, seeds) and the analysis settings. :func:`run_study` trains what is missing, runs the rank
+report, the head comparison and the reachability audit on the held-out sessions, and leaves
+everything the figures read in one results folder::
+
+    results/
+      data/                 the synthetic world, prepared (only without --data)
+      runs/*.pt             one checkpoint per model, named by a hash of its data and settings
+      rank/                 rank.json, spectrum.csv, spectrum.png     (analysis.rank)
+      compare/              metrics.csv, breakdown.csv, compare.json (analysis.compare)
+      reach/                reach.csv, reach.json, reach.png         (analysis.reach)
+      study.json            the profile, the models and the analyses' cache keys
+
+Caching: a checkpoint is reused when its file holds all the profile's epochs for the same data
+fingerprint and settings (a run cut short is resumed, not restarted); an analysis is redone only
+when its key (the checkpoints it reads and its own settings) changes. A second run with nothing
+changed therefore only redraws.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from softmax_bottleneck.checkpoint import load_checkpoint
+from softmax_bottleneck.cli import InputError
+from softmax_bottleneck.data import PreparedDataset, load_prepared, save_prepared
+from softmax_bottleneck.model import ModelConfig
+from softmax_bottleneck.prepare import prepare_synthetic
+from softmax_bottleneck.synthetic import SyntheticConfig
+from softmax_bottleneck.train import TrainConfig, train
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """One study: the models and the analysis settings."""
+
+    world: SyntheticConfig  # used when no --data is given
+    epochs: int
+    seeds: tuple[int, ...]  # every (head, d) of the size sweep is trained with each seed
+    dims: tuple[int, ...]  # hidden sizes d of the size sweep (softmax and MoS with `experts` experts)
+    experts: int  # K of the MoS size sweep
+    expert_dim: int  # d of the expert sweep
+    expert_counts: tuple[int, ...]  # K of the expert sweep (seed of the first seed only)
+    max_contexts: int  # held-out contexts of the rank report
+    n_bootstrap: int  # session-bootstrap replicates of the comparison
+    n_random: int  # random box states of the reachability audit
+    split: str = "test"
+
+
+PROFILES = {
+    # about 4 minutes on 2 CPU cores: a 300-item world, 3 epochs, one seed
+    "quick": Profile(world=SyntheticConfig(n_items=300, n_sessions=4000, seed=0), epochs=3, seeds=(0,),
+                     dims=(2, 4, 8, 16, 32), experts=4, expert_dim=8, expert_counts=(1, 2, 4, 8),
+                     max_contexts=1024, n_bootstrap=500, n_random=1024),
+    # the paper's: the default 500-item world, 10 epochs (GRU4Rec's), three seeds
+    "full": Profile(world=SyntheticConfig(), epochs=10, seeds=(0, 1, 2), dims=(2, 4, 8, 16, 32, 64), experts=4,
+                    expert_dim=16, expert_counts=(1, 2, 4, 8), max_contexts=4096, n_bootstrap=2000, n_random=4096),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One model of the study."""
+
+    head: str
+    hidden_dim: int
+    n_experts: int
+    seed: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.head} d={self.hidden_dim}" + (f" K={self.n_experts}" if self.head == "mos" else "")
+
+    def configs(self, profile: Profile, dataset: PreparedDataset) -> tuple[ModelConfig, TrainConfig]:
+        """GRU4Rec's settings, except: the profile's epochs, and the full softmax when the catalogue is
+        no larger than the negative sample (sampling more negatives than there are items buys nothing)."""
+        model = ModelConfig(n_items=dataset.n_items, head=self.head, hidden_dim=self.hidden_dim,
+                            n_experts=self.n_experts)
+        defaults = TrainConfig()
+        return model, TrainConfig(epochs=profile.epochs, seed=self.seed,
+                                  full_softmax=dataset.n_items <= defaults.n_sample)
+
+
+def study_runs(profile: Profile) -> list[Run]:
+    """The size sweep (softmax first: the comparison's baseline is the first softmax), then the expert sweep."""
+    runs = [Run("softmax", d, 1, s) for d in profile.dims for s in profile.seeds]
+    runs += [Run("mos", d, profile.experts, s) for d in profile.dims for s in profile.seeds]
+    runs += [Run("mos", profile.expert_dim, k, profile.seeds[0]) for k in profile.expert_counts
+             if Run("mos", profile.expert_dim, k, profile.seeds[0]) not in runs]
+    return runs
+
+
+def _digest(payload) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def ensure_data(results: Path, data: Path | None, profile: Profile, log: Callable[[str], None]) -> PreparedDataset:
+    if data is not None:
+        return load_prepared(data)
+    folder = results / "data"
+    if folder.is_dir():
+        dataset = load_prepared(folder)
+        if dataset.meta["source"].get("config") == dataclasses.asdict(profile.world):
+            return dataset
+        raise InputError(f"{folder} holds another synthetic world than the profile's; use another --results")
+    log(f"preparing the synthetic world ({profile.world.n_items} items, {profile.world.n_sessions:,} sessions)")
+    return load_prepared(save_prepared(prepare_synthetic(profile.world), folder))
+
+
+def ensure_checkpoint(run: Run, profile: Profile, dataset: PreparedDataset, runs_dir: Path, device,
+                      log: Callable[[str], None]) -> Path:
+    """The run's checkpoint, trained (or resumed) unless a complete one is there."""
+    model_config, train_config = run.configs(profile, dataset)
+    key = _digest([dataset.fingerprint, dataclasses.asdict(model_config), dataclasses.asdict(train_config)])
+    path = runs_dir / f"{run.label.replace(' ', '_').replace('=', '')}-s{run.seed}-{key[:12]}.pt"
+    resume = False
+    if path.exists():
+        checkpoint = load_checkpoint(path)
+        if checkpoint.get("epoch") == train_config.epochs:
+            return path
+        resume = True
+    log(f"training {run.label} seed {run.seed} ({train_config.epochs} epochs)"
+        + (f", resuming after epoch {checkpoint['epoch']}" if resume else ""))
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
+    train(dataset, model_config, train_config, path, device=device, resume=resume, progress=False,
+          log=lambda message: None)
+    log(f"  done in {time.perf_counter() - began:.0f} s")
+    return path
+
+
+def _cached(folder: Path, key: str, files: tuple[str, ...]) -> bool:
+    marker = folder / "key.txt"
+    return marker.is_file() and marker.read_text().strip() == key and all((folder / f).is_file() for f in files)
+
+
+def _mark(folder: Path, key: str) -> None:
+    (folder / "key.txt").write_text(key + "\n")
+
+
+def run_study(profile: str | Profile, results: Path, data: Path | None = None, device="cpu",
+              log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> dict:
+    """Train what is missing and run what changed; returns the study record (also in study.json).
+
+    profile: a name in PROFILES, or a Profile (tests use tiny ones)."""
+    from analysis import compare as compare_tool
+    from analysis import rank as rank_tool
+    from analysis import reach as reach_tool
+
+    profile_name = profile if isinstance(profile, str) else "custom"
+    profile = PROFILES[profile] if isinstance(profile, str) else profile
+    results = Path(results)
+    results.mkdir(parents=True, exist_ok=True)
+    dataset = ensure_data(results, data, profile, log)
+    if dataset.split(profile.split).n_transitions == 0:
+        raise InputError(f"{dataset.path}: the {profile.split} split has no events")
+    runs = study_runs(profile)
+    paths = [ensure_checkpoint(r, profile, dataset, results / "runs", device, log) for r in runs]
+    first_seed = [p for r, p in zip(runs, paths) if r.seed == profile.seeds[0]]
+    data_arg = Path(dataset.path)
+    record = {"profile": profile_name, "settings": dataclasses.asdict(profile), "data": str(data_arg),
+              "fingerprint": dataset.fingerprint, "n_items": dataset.n_items,
+              "runs": [{**dataclasses.asdict(r), "label": r.label, "checkpoint": str(p)} for r, p in zip(runs, paths)],
+              "analyses": {}}
+
+    timings = {}
+    key = _digest(["rank", [p.name for p in first_seed], profile.max_contexts, profile.split])
+    folder = results / "rank"
+    if not _cached(folder, key, ("rank.json", "spectrum.csv")):
+        log(f"rank report of {len(first_seed)} models")
+        began = time.perf_counter()
+        contexts = min(profile.max_contexts, dataset.split(profile.split).n_transitions)
+        result, spectra = rank_tool.analyse(first_seed, data=data_arg, split=profile.split, max_contexts=contexts,
+                                            seed=0, engine="auto", tol=None, rtol=None, block_size=2048,
+                                            device=device)
+        rank_tool.write_outputs(folder, result, spectra)
+        _mark(folder, key)
+        timings["rank"] = time.perf_counter() - began
+    record["analyses"]["rank"] = key
+
+    key = _digest(["compare", [p.name for p in paths], profile.n_bootstrap, profile.split])
+    folder = results / "compare"
+    if not _cached(folder, key, ("metrics.csv", "breakdown.csv", "compare.json")):
+        log(f"comparing {len(paths)} checkpoints on the {profile.split} split")
+        began = time.perf_counter()
+        result = compare_tool.compare(paths, data=data_arg, split=profile.split, ks=(1, 5, 10, 20),
+                                      n_bootstrap=profile.n_bootstrap, device=device)
+        compare_tool.write_outputs(folder, result)
+        _mark(folder, key)
+        timings["compare"] = time.perf_counter() - began
+    record["analyses"]["compare"] = key
+
+    key = _digest(["reach", [p.name for p in first_seed], profile.n_random, profile.split])
+    folder = results / "reach"
+    if not _cached(folder, key, ("reach.csv", "reach.json")):
+        log(f"reachability audit of {len(first_seed)} models")
+        began = time.perf_counter()
+        table, summary = reach_tool.audit(first_seed, data=data_arg, split=profile.split, n_random=profile.n_random,
+                                          device=device)
+        reach_tool.write_outputs(folder, table, summary)
+        _mark(folder, key)
+        timings["reach"] = time.perf_counter() - began
+    record["analyses"]["reach"] = key
+    record["analysis_seconds"] = {k: round(v, 1) for k, v in timings.items()}
+    (results / "study.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record

@@ -1,0 +1,109 @@
+"""Every figure from a tiny study (Agg backend), the study's cache, the CLI; the quick profile end to end (slow)."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_cli
+from figures import study as study_module
+from figures.__main__ import FIGURES, draw, main
+from figures.study import Profile, run_study, study_runs
+from softmax_bottleneck.synthetic import SyntheticConfig
+
+TINY = Profile(world=SyntheticConfig(n_items=40, n_sessions=400, seed=3), epochs=1, seeds=(0, 1), dims=(2, 4),
+               experts=2, expert_dim=2, expert_counts=(1, 2), max_contexts=256, n_bootstrap=50, n_random=64)
+
+
+@pytest.fixture(scope="module")
+def tiny_results(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("study")
+    record = run_study(TINY, folder, log=lambda message: None)
+    return folder, record
+
+
+def test_study_trains_the_grid_once_and_records_it(tiny_results):
+    folder, record = tiny_results
+    runs = study_runs(TINY)
+    # sizes × heads × seeds, plus the expert sweep's K=1 (K=2 at d=2 is already in the size sweep)
+    assert len(runs) == 2 * 2 * 2 + 1 and len(record["runs"]) == len(runs)
+    assert all(Path(r["checkpoint"]).is_file() for r in record["runs"])
+    for sub, files in {"rank": ["rank.json", "spectrum.csv"], "compare": ["metrics.csv", "compare.json"],
+                       "reach": ["reach.csv", "reach.json"]}.items():
+        assert all((folder / sub / f).stat().st_size > 0 for f in files)
+
+
+def test_second_run_retrains_and_reanalyses_nothing(tiny_results, monkeypatch):
+    folder, _ = tiny_results
+    stamps = {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file() and p.name != "study.json"}
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the cached study trained again")
+
+    monkeypatch.setattr(study_module, "train", refuse)
+    messages = []
+    run_study(TINY, folder, log=messages.append)
+    assert messages == []
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_changed_settings_retrain_only_what_changed(tiny_results, tmp_path):
+    folder, _ = tiny_results
+    other = dataclasses.replace(TINY, expert_counts=(1, 2, 3))
+    messages = []
+    run_study(other, folder, log=messages.append)
+    trained = [m for m in messages if m.startswith("training")]
+    assert trained == ["training mos d=2 K=3 seed 0 (1 epochs)"]
+    run_study(TINY, folder, log=lambda m: None)  # leave the fixture's analyses as they were
+
+
+@pytest.mark.parametrize("module", FIGURES, ids=[f.NAME for f in FIGURES])
+def test_every_figure_draws_from_tiny_results(tiny_results, tmp_path, module):
+    folder, _ = tiny_results
+    figure = module.make(folder)
+    assert figure.axes and any(ax.has_data() for ax in figure.axes)
+    written = draw(folder, tmp_path, [module.NAME])
+    assert [p.name for p in written] == [f"{module.NAME}.png", f"{module.NAME}.pdf"]
+    assert all(p.stat().st_size > 5_000 for p in written)
+
+
+def test_figures_are_byte_reproducible(tiny_results, tmp_path):
+    folder, _ = tiny_results
+    first, second = draw(folder, tmp_path / "a", ["spectra"]), draw(folder, tmp_path / "b", ["spectra"])
+    assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
+
+
+def test_cli_bad_inputs(tmp_path, capsys):
+    status, _, err = run_cli(main, ["--only", "nonsense", "--results", tmp_path / "r"], capsys)
+    assert status == 2 and "no such figure" in err and not (tmp_path / "r").exists()
+    status, _, err = run_cli(main, ["--data", tmp_path / "missing", "--results", tmp_path / "r"], capsys)
+    assert status == 2 and "no such prepared dataset" in err and not (tmp_path / "r").exists()
+
+
+def test_a_figure_without_results_says_what_to_run(tmp_path):
+    from softmax_bottleneck.cli import InputError
+
+    with pytest.raises(InputError, match="python -m figures"):
+        FIGURES[0].make(tmp_path)
+
+
+@pytest.mark.slow
+def test_quick_profile_end_to_end(tmp_path):
+    """The README's main command: the quick profile from nothing, then a second run that only redraws."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "figures", "--results", str(tmp_path / "results")]
+    began = time.perf_counter()
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
+    first = time.perf_counter() - began
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = tmp_path / "results" / "figures"
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{f.NAME}.{x}" for f in FIGURES for x in ("png", "pdf"))
+    assert str(out) in done.stdout
+    began = time.perf_counter()
+    again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "training" not in again.stderr
+    assert time.perf_counter() - began < 60, f"redraw took {time.perf_counter() - began:.0f} s (first run {first:.0f} s)"
