@@ -107,3 +107,19 @@ def test_quick_profile_end_to_end(tmp_path):
     again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "training" not in again.stderr
     assert time.perf_counter() - began < 60, f"redraw took {time.perf_counter() - began:.0f} s (first run {first:.0f} s)"
+
+
+def test_figures_on_a_dataset_without_a_truth(tiny_synthetic, tmp_path):
+    """--data with real-world data: no truth spectrum, no oracle, every figure still drawn."""
+    from softmax_bottleneck.data import save_prepared
+
+    plain = save_prepared(dataclasses.replace(tiny_synthetic, world=None,
+                                              meta={**tiny_synthetic.meta, "source": {"format": "test"}}),
+                          tmp_path / "plain")
+    profile = dataclasses.replace(TINY, seeds=(0,), dims=(2,), expert_counts=(2,))
+    run_study(profile, tmp_path / "results", data=plain, log=lambda m: None)
+    written = draw(tmp_path / "results", tmp_path / "figures")
+    assert len(written) == 2 * len(FIGURES)
+    import json
+
+    assert json.loads((tmp_path / "results" / "rank" / "rank.json").read_text())["truth"] is None
