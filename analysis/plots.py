@@ -283,10 +283,10 @@ def plot_rank_vs_threshold(matrices, ax=None):
 
 
 def plot_metric_vs_dim(table, ax=None, *, metric: str, k: int, experts: int | None = None):
-    """metric@k against hidden size per head, 95 % session-bootstrap intervals (of the seed-averaged
-    values) as error bars, single seeds as small dots, the oracle as a horizontal band.
+    """metric@k (mean over seeds) against hidden size per head, with 95 % session-bootstrap intervals
+    of the seed-averaged per-event values as error bars, and the oracle with its interval as a band.
 
-    table: analysis.compare's metrics.csv; seed values come from its std_over_seeds (mean ± std)."""
+    table: analysis.compare's metrics.csv."""
     ax = _axes(ax)
     part = table[(table["metric"] == metric) & (table["k"] == k)]
     for head in ("softmax", "mos"):

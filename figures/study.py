@@ -56,8 +56,8 @@ class Profile:
 
 
 PROFILES = {
-    # about 4 minutes on 2 CPU cores: a 300-item world, 3 epochs, one seed
-    "quick": Profile(world=SyntheticConfig(n_items=300, n_sessions=4000, seed=0), epochs=3, seeds=(0,),
+    # a few minutes on 2 CPU cores: a 300-item world, 3 epochs, two seeds
+    "quick": Profile(world=SyntheticConfig(n_items=300, n_sessions=4000, seed=0), epochs=3, seeds=(0, 1),
                      dims=(2, 4, 8, 16, 32), experts=4, expert_dim=8, expert_counts=(1, 2, 4, 8),
                      max_contexts=1024, n_bootstrap=500, n_random=1024),
     # the paper's: the default 500-item world, 10 epochs (GRU4Rec's), three seeds
