@@ -317,15 +317,16 @@ def plot_metric_vs_dim(table, ax=None, *, metric: str, k: int, experts: int | No
     return ax
 
 
-def plot_cost(summary_models, ax=None, *, key: str, title: str):
-    """Horizontal bars of one speed (events/s) per model, with the ratio to the first model."""
+def plot_cost(summary_models, ax=None, *, key: str, title: str, baseline: str | None = None):
+    """Horizontal bars of one speed (events/s) per model, with the ratio to the `baseline` model's
+    (default: the first)."""
     ax = _axes(ax)
     labels = [m["label"] for m in summary_models]
     values = np.array([m.get(key) or np.nan for m in summary_models], dtype=float)
     colors = [_head_style(m["head"])["color"] for m in summary_models]
     y = np.arange(len(labels))
     ax.barh(y, values, color=colors, alpha=0.85)
-    base = values[0]
+    base = values[labels.index(baseline)] if baseline in labels else values[0]
     for yi, v in zip(y, values):
         if np.isfinite(v):
             ax.annotate(f"{v:,.0f}  ({v / base:.2f}×)", (v, yi), xytext=(3, 0), textcoords="offset points",

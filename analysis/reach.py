@@ -389,7 +389,7 @@ def audit(paths: list[Path], *, data=None, split: str = "test", ks=DEFAULT_KS, m
         else:  # the shared-W certificate for unreachability; mixture witnesses for reachability
             reach = certify_top1(weight, bias, n_random=n_random, seed=seed, progress=progress)
             status = np.where(reach.status == "unreachable", "unreachable", "undecided").astype(object)
-            method = np.where(reach.status == "unreachable", "lp", "").astype(object)
+            method = np.where(reach.status == "unreachable", reach.method, "").astype(object)
             margin = np.where(reach.status == "unreachable", reach.margin, np.nan)
             rng = np.random.default_rng(seed)
             half = n_random // 2

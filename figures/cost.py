@@ -14,9 +14,11 @@ CAPTION = ("Training events/s (median epoch) and full-ranking evaluation events/
 
 
 def make(results_dir):
-    models = results.compare_summary(results_dir)["models"]
-    models = sorted(models, key=lambda m: (m["head"] != "softmax", m["n_experts"], m["hidden_dim"]))
+    summary = results.compare_summary(results_dir)
+    models = sorted(summary["models"], key=lambda m: (m["head"] != "softmax", m["n_experts"], m["hidden_dim"]))
     figure, axes = plt.subplots(1, 2, figsize=(12, 0.32 * len(models) + 1.6), layout="constrained")
-    plots.plot_cost(models, axes[0], key="train_events_per_second", title="training (events/s)")
-    plots.plot_cost(models, axes[1], key="eval_events_per_second", title="evaluation against all items (events/s)")
+    plots.plot_cost(models, axes[0], key="train_events_per_second", title="training (events/s)",
+                    baseline=summary["baseline"])
+    plots.plot_cost(models, axes[1], key="eval_events_per_second", title="evaluation against all items (events/s)",
+                    baseline=summary["baseline"])
     return figure

@@ -186,12 +186,15 @@ def run_study(profile: str | Profile, results: Path, data: Path | None = None, d
         timings["rank"] = time.perf_counter() - began
     record["analyses"]["rank"] = key
 
-    key = _digest(["compare", [p.name for p in paths], profile.n_bootstrap, profile.split])
+    # the baseline of every difference and of the gain heatmap: the softmax of the expert sweep's size
+    ordered = sorted(zip(runs, paths), key=lambda rp: (rp[0].head, rp[0].hidden_dim) != ("softmax", profile.expert_dim))
+    compared = [p for _, p in ordered]
+    key = _digest(["compare", [p.name for p in compared], profile.n_bootstrap, profile.split])
     folder = results / "compare"
     if not _cached(folder, key, ("metrics.csv", "breakdown.csv", "compare.json")):
         log(f"comparing {len(paths)} checkpoints on the {profile.split} split")
         began = time.perf_counter()
-        result = compare_tool.compare(paths, data=data_arg, split=profile.split, ks=(1, 5, 10, 20),
+        result = compare_tool.compare(compared, data=data_arg, split=profile.split, ks=(1, 5, 10, 20),
                                       n_bootstrap=profile.n_bootstrap, device=device)
         compare_tool.write_outputs(folder, result)
         _mark(folder, key)
