@@ -94,7 +94,8 @@ def sign_flip_test(differences: np.ndarray, sessions: np.ndarray, n_permutations
 def quantile_bins(values: np.ndarray, n_bins: int) -> tuple[np.ndarray, list[str]]:
     """(bin index per event, bin labels): quantile bins covering every event (ties may merge bins)."""
     codes, edges = pd.qcut(values, q=n_bins, labels=False, retbins=True, duplicates="drop")
-    labels = [f"{edges[i]:.3g}–{edges[i + 1]:.3g}" for i in range(len(edges) - 1)]
+    shown = np.where(np.abs(edges) < 1e-9 * max(np.abs(edges).max(), 1e-300), 0.0, edges)  # rounding noise → 0
+    labels = [f"{shown[i]:.3g}–{shown[i + 1]:.3g}" for i in range(len(edges) - 1)]
     return np.asarray(codes, dtype=np.int64), labels
 
 

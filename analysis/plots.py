@@ -103,7 +103,8 @@ def plot_gain_heatmap(cells, ax=None, *, min_events: int = 30, title: str = ""):
     for i in range(n_support):
         for j in range(n_diversity):
             text = f"{gain[i, j]:+.1%}\nn={counts[i, j]}" if np.isfinite(gain[i, j]) else f"n={counts[i, j]}"
-            ax.text(j, i, text, ha="center", va="center", fontsize=7)
+            dark = np.isfinite(gain[i, j]) and abs(gain[i, j]) > 0.6 * limit
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
     support_labels = cells.drop_duplicates("support_index").sort_values("support_index")["support_bin"]
     diversity_labels = cells.drop_duplicates("diversity_index").sort_values("diversity_index")["diversity_bin"]
     ax.set_yticks(range(n_support), list(support_labels), fontsize=7)
