@@ -9,8 +9,6 @@ from analysis import plots
 from . import results
 
 NAME = "cost"
-CAPTION = ("Training events/s (median epoch) and full-ranking evaluation events/s per model on this machine's "
-           "CPU, with the ratio to the first softmax. MoS pays for its K softmaxes over all items.")
 
 
 def make(results_dir):

@@ -7,9 +7,6 @@ from analysis import plots
 from . import results
 
 NAME = "gain_heatmap"
-CAPTION = ("Relative Recall@20 gain of MoS over the softmax of the same size, by the target's training "
-           "support (rows) and the context's diversity 1 − cos(previous, target) (columns); grey cells hold "
-           "fewer than 30 events.")
 
 
 def make(results_dir):

@@ -10,7 +10,6 @@ from . import results
 from .spectra import report_experts
 
 NAME = "metrics"
-CAPTION = "Held-out Recall@20, MRR@20 and NDCG@20 (full ranking, ties conservative) per head and hidden size."
 
 
 def make(results_dir):

@@ -8,9 +8,6 @@ from . import results
 from .spectra import report_experts
 
 NAME = "rank_vs_contexts"
-CAPTION = ("Rank of the first N contexts' rows. Softmax ranks saturate at d+2 after a handful of contexts; "
-           "MoS ranks follow N until they meet the number of items, so a rank measured on too few contexts "
-           "understates it.")
 
 
 def make(results_dir):

@@ -10,8 +10,6 @@ from . import results
 from .spectra import report_experts
 
 NAME = "rank_vs_size"
-CAPTION = ("Left: the softmax head's rank equals its cap d+2 at every size, while MoS (K=4) of the same size "
-           "reaches min(N, items). Right: at a fixed d, K=1 stays at the cap and any K ≥ 2 breaks it.")
 
 
 def make(results_dir):

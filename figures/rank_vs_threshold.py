@@ -8,9 +8,6 @@ from . import results
 from .spectra import report_experts
 
 NAME = "rank_vs_threshold"
-CAPTION = ("Number of singular values above σ_max·r for r from 1e-1 to 1e-14 (dots: the default threshold). "
-           "The softmax ranks stay at d+2 across ten orders of magnitude below the cap; the gap to MoS "
-           "does not hinge on the threshold's choice, though MoS ranks and the truth's rise as it falls.")
 
 
 def make(results_dir):

@@ -10,9 +10,6 @@ from . import results
 from .spectra import report_experts
 
 NAME = "reach"
-CAPTION = ("Left: items that no state in the GRU's box (−1, 1)^d can rank first under the head (an LP "
-           "certificate per item), and items in no held-out context's top 20, per head and size. Right: for "
-           "the smallest softmax, each item's training support against how often it reaches a top 20.")
 
 
 def make(results_dir):

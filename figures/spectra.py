@@ -10,9 +10,6 @@ from analysis import plots
 from . import results
 
 NAME = "spectra"
-CAPTION = ("Normalised singular values σᵢ/σ₁ of the held-out log-probability matrix. Every softmax "
-           "spectrum drops to rounding noise right after its cap d+2 (dotted); the MoS spectra of the same "
-           "sizes keep going, like the truth's (dashed).")
 
 
 def make(results_dir):

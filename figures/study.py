@@ -212,6 +212,7 @@ def run_study(profile: str | Profile, results: Path, data: Path | None = None, d
         _mark(folder, key)
         timings["reach"] = time.perf_counter() - began
     record["analyses"]["reach"] = key
-    record["analysis_seconds"] = {k: round(v, 1) for k, v in timings.items()}
+    earlier = json.loads((results / "study.json").read_text()) if (results / "study.json").is_file() else {}
+    record["analysis_seconds"] = {**earlier.get("analysis_seconds", {}), **{k: round(v, 1) for k, v in timings.items()}}
     (results / "study.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
