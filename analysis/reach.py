@@ -484,8 +484,11 @@ def _print(summary: dict) -> None:
             shown = ", ".join(f"{x['item']} (support {x['support']}, #{x['support_rank']})"
                               for x in m["most_frequent_unreachable"][:5])
             print(f"{m['label']}: most frequent unreachable items: {shown}")
+    pairs: dict[tuple[str, str], list[str]] = {}
     for diff in summary["differences"]:
-        print(f"top-{diff['k']}: {diff['only_a']} items only under {diff['a']}, {diff['only_b']} only under {diff['b']}")
+        pairs.setdefault((diff["a"], diff["b"]), []).append(f"top-{diff['k']} {diff['only_a']}/{diff['only_b']}")
+    for (a, b), parts in pairs.items():
+        print(f"items in some context's top k only under {a} / only under {b}: {', '.join(parts)}")
 
 
 def build_parser() -> ArgumentParser:
