@@ -8,6 +8,8 @@ context only if the linear program
     maximise t  subject to  (w_i − w_j)·h + (b_i − b_j) ≥ t  for all j ≠ i,  h ∈ [−1, 1]^d
 
 has t* > 0 (Demeter et al. 2020 call such items unargmaxable; Grivas et al. 2022 used an LP).
+The closed box is used: a strict lead at a point of its boundary persists at nearby interior
+points, so witnesses on the boundary (corners) are as good as interior ones.
 Each item gets one of these verdicts, each checked independently of the LP solver:
 
 - ``reachable``: a witness h in the box where the item's logit beats every other item's, verified
