@@ -171,18 +171,24 @@ def _head_style(head: str) -> dict:
         head, {"color": "0.3", "marker": "^"})
 
 
+def _size_sweep(models, head: str, experts: int | None) -> tuple[list, str]:
+    """One head's models of a size sweep sorted by d (MoS: those with `experts` experts), and its label."""
+    rows = sorted((m for m in models if m["head"] == head and (head == "softmax" or experts is None
+                                                                or m["n_experts"] == experts)),
+                  key=lambda m: m["hidden_dim"])
+    label = head if head == "softmax" or not rows else f"MoS K={rows[0]['n_experts']}"
+    return rows, label
+
+
 def plot_rank_vs_dim(models, ax=None, *, experts: int | None = None, truth_rank: int | None = None,
                      ceiling: int | None = None):
     """Numerical rank against hidden size d: softmax next to its cap d+2 (d+1 without bias), MoS
     (with `experts` experts) against the same d; the truth's rank and min(N, items) as horizontals."""
     ax = _axes(ax)
     for head in ("softmax", "mos"):
-        rows = sorted((m for m in models if m["head"] == head and (head == "softmax" or experts is None
-                                                                    or m["n_experts"] == experts)),
-                      key=lambda m: m["hidden_dim"])
+        rows, label = _size_sweep(models, head, experts)
         if not rows:
             continue
-        label = head if head == "softmax" else f"MoS K={rows[0]['n_experts']}"
         ax.plot([m["hidden_dim"] for m in rows], [m["rank"] for m in rows], label=label, lw=1.8, **_head_style(head))
         if head == "softmax":
             ax.plot([m["hidden_dim"] for m in rows], [m["rank_cap"] for m in rows], ls="--", color="C0", lw=1,
@@ -346,13 +352,10 @@ def plot_unreachable_vs_dim(models, ax=None, *, experts: int | None = None, n_it
     against hidden size, per head; reach.json's "models"."""
     ax = _axes(ax)
     for head in ("softmax", "mos"):
-        rows = sorted((m for m in models if m["head"] == head and (head == "softmax" or experts is None
-                                                                    or m["n_experts"] == experts)),
-                      key=lambda m: m["hidden_dim"])
+        rows, label = _size_sweep(models, head, experts)
         if not rows:
             continue
         style = _head_style(head)
-        label = head if head == "softmax" else f"MoS K={rows[0]['n_experts']}"
         dims = [m["hidden_dim"] for m in rows]
         ax.plot(dims, [m.get("unreachable", 0) for m in rows], lw=1.8, label=f"{label}: unreachable at top-1",
                 **style)

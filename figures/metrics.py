@@ -7,14 +7,13 @@ import matplotlib.pyplot as plt
 from analysis import plots
 
 from . import results
-from .spectra import report_experts
 
 NAME = "metrics"
 
 
 def make(results_dir):
     table = results.metrics(results_dir)
-    experts = report_experts(results.rank(results_dir))
+    experts = results.size_sweep_experts(results.rank(results_dir))
     figure, axes = plt.subplots(1, 3, figsize=(14, 4.2), layout="constrained")
     for ax, metric in zip(axes, ("recall", "mrr", "ndcg")):
         plots.plot_metric_vs_dim(table, ax, metric=metric, k=20, experts=experts)

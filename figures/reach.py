@@ -7,14 +7,13 @@ import matplotlib.pyplot as plt
 from analysis import plots
 
 from . import results
-from .spectra import report_experts
 
 NAME = "reach"
 
 
 def make(results_dir):
     summary = results.reach(results_dir)
-    experts = report_experts(results.rank(results_dir))
+    experts = results.size_sweep_experts(results.rank(results_dir))
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.4), layout="constrained")
     plots.plot_unreachable_vs_dim(summary["models"], axes[0], experts=experts, n_items=summary["n_items"])
     items = results.reach_items(results_dir)

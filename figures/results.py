@@ -47,3 +47,19 @@ def reach(results_dir) -> dict:
 
 def reach_items(results_dir) -> pd.DataFrame:
     return pd.read_csv(_need(Path(results_dir) / "reach" / "reach.csv"))
+
+
+def size_sweep_experts(report: dict) -> int | None:
+    """K of the MoS size sweep in a rank report: the K shared by the most MoS models."""
+    counts: dict[int, int] = {}
+    for m in report["models"]:
+        if m["head"] == "mos":
+            counts[m["n_experts"]] = counts.get(m["n_experts"], 0) + 1
+    return max(counts, key=counts.get) if counts else None
+
+
+def size_sweep_matrices(report: dict) -> list[dict]:
+    """The size sweep's rank reports (softmax, and MoS with the sweep's K), then the truth's if any."""
+    experts = size_sweep_experts(report)
+    matrices = [m for m in report["models"] if m["head"] == "softmax" or m["n_experts"] == experts]
+    return matrices + ([report["truth"]] if report["truth"] else [])
