@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from softmax_bottleneck import __version__
 from softmax_bottleneck.checkpoint import load_checkpoints_on_one_dataset, model_from_checkpoint
 from softmax_bottleneck.cli import (ArgumentParser, InputError, add_heldout_arguments, check_cutoffs, resolve_device,
                                     run_main)
@@ -211,7 +212,8 @@ def compare(paths: list[Path], *, data: Path | None = None, split: str = "test",
     metrics_table = pd.DataFrame(rows).astype({"hidden_dim": "Int64", "n_experts": "Int64", "n_seeds": "Int64"})
     breakdown, grid = _breakdowns(groups, dataset, held_out, events, models[0], max(ks), metrics, n_bins)
     summary = {
-        "split": split, "n_events": int(len(events)), "n_sessions": int(len(np.unique(sessions))),
+        "library_version": __version__, "split": split, "n_events": int(len(events)),
+        "n_sessions": int(len(np.unique(sessions))),
         "baseline": baseline.label, "seed": seed, "n_bootstrap": n_bootstrap, "ties": "conservative",
         "models": [{"label": g.label, "checkpoints": g.paths, "n_seeds": len(g.ranks), "head": g.config["head"],
                     "hidden_dim": g.config["hidden_dim"], "n_experts": g.config["n_experts"],

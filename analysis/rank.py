@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from softmax_bottleneck import __version__
 from softmax_bottleneck.checkpoint import load_checkpoints_on_one_dataset, model_from_checkpoint
 from softmax_bottleneck.cli import ArgumentParser, InputError, add_heldout_arguments, resolve_device, run_main
 from softmax_bottleneck.synthetic import SyntheticWorld
@@ -181,7 +182,8 @@ def analyse(checkpoint_paths: list[Path], *, data: Path | None, split: str, max_
                        "n_experts": config["n_experts"], "hidden_dim": config["hidden_dim"],
                        "item_bias": config["item_bias"], **report})
         spectra.append((label, values, model.head.rank_cap))
-    result = {"split": split, "seed": seed, "n_contexts": len(key), "n_items": dataset.n_items,
+    result = {"library_version": __version__, "split": split, "seed": seed, "n_contexts": len(key),
+              "n_items": dataset.n_items,
               "data": str(dataset.path), "models": models, "truth": None}
     if dataset.world is not None:
         world = SyntheticWorld.from_arrays(dataset.world)

@@ -54,6 +54,7 @@ import torch
 from scipy.optimize import linprog
 from scipy.spatial.distance import cdist
 
+from softmax_bottleneck import __version__
 from softmax_bottleneck.checkpoint import load_checkpoints_on_one_dataset, model_from_checkpoint
 from softmax_bottleneck.cli import ArgumentParser, InputError, add_heldout_arguments, check_cutoffs, resolve_device, run_main
 
@@ -417,7 +418,8 @@ def audit(paths: list[Path], *, data=None, split: str = "test", ks=DEFAULT_KS, m
         unreachable = frame[frame["status"] == "unreachable"]
         by_frequency = unreachable.sort_values(["support_rank", "item_index"])
         models.append({
-            "label": label, "checkpoint": str(path), "head": config["head"], "hidden_dim": config["hidden_dim"],
+            "label": label, "checkpoint": str(path), "model_config": config, "head": config["head"],
+            "hidden_dim": config["hidden_dim"],
             "n_experts": config["n_experts"], "item_bias": config["item_bias"], "n_items": dataset.n_items,
             **{k: int(v) for k, v in frame["status"].value_counts().items()},
             "methods": {f"{s}:{m}" if m else s: int(n) for (s, m), n in frame.groupby(["status", "method"]).size().items()},
@@ -432,7 +434,8 @@ def audit(paths: list[Path], *, data=None, split: str = "test", ks=DEFAULT_KS, m
             "scan_seconds": round(scan_seconds, 3),
         })
     table = pd.concat(frames, ignore_index=True)
-    summary = {"data": str(dataset.path), "split": split, "n_contexts": len(contexts), "n_items": dataset.n_items,
+    summary = {"library_version": __version__, "data": str(dataset.path), "split": split,
+               "n_contexts": len(contexts), "n_items": dataset.n_items,
                "ks": list(ks), "seed": seed, "n_random": n_random, "top_decile_support_items": int(frequent.sum()),
                "models": models, "differences": _differences(table, ks)}
     return table, summary

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from softmax_bottleneck import __version__
 from softmax_bottleneck.checkpoint import load_checkpoint
 from softmax_bottleneck.cli import InputError
 from softmax_bottleneck.data import PreparedDataset, load_prepared, save_prepared
@@ -166,7 +167,8 @@ def run_study(profile: str | Profile, results: Path, data: Path | None = None, d
     paths = [ensure_checkpoint(r, profile, dataset, results / "runs", device, log) for r in runs]
     first_seed = [p for r, p in zip(runs, paths) if r.seed == profile.seeds[0]]
     data_arg = Path(dataset.path)
-    record = {"profile": profile_name, "settings": dataclasses.asdict(profile), "data": str(data_arg),
+    record = {"library_version": __version__, "profile": profile_name, "settings": dataclasses.asdict(profile),
+              "data": str(data_arg),
               "fingerprint": dataset.fingerprint, "n_items": dataset.n_items,
               "runs": [{**dataclasses.asdict(r), "label": r.label, "checkpoint": str(p)} for r, p in zip(runs, paths)],
               "analyses": {}}
