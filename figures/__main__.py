@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         results = args.results or Path("results") / (args.profile if args.data is None
                                                      else f"{args.profile}-{args.data.resolve().name}")
         out = args.out or results / "figures"
+        for flag, folder in (("--results", results), ("--out", out)):
+            if folder.exists() and not folder.is_dir():
+                raise InputError(f"{flag} {folder}: exists and is not a folder")
         run_study(args.profile, results, args.data, device=resolve_device(args.device))
         written = draw(results, out, args.only)
         print(f"{len(written) // len(FORMATS)} figures ({', '.join(FORMATS)}) in {out}/ "

@@ -159,8 +159,8 @@ def run_study(profile: str | Profile, results: Path, data: Path | None = None, d
     profile_name = profile if isinstance(profile, str) else "custom"
     profile = PROFILES[profile] if isinstance(profile, str) else profile
     results = Path(results)
+    dataset = ensure_data(results, data, profile, log)  # bad --data fails before anything is written
     results.mkdir(parents=True, exist_ok=True)
-    dataset = ensure_data(results, data, profile, log)
     if dataset.split(profile.split).n_transitions == 0:
         raise InputError(f"{dataset.path}: the {profile.split} split has no events")
     runs = study_runs(profile)

@@ -82,6 +82,12 @@ def test_cli_bad_inputs(tmp_path, capsys):
     assert status == 2 and "no such figure" in err and not (tmp_path / "r").exists()
     status, _, err = run_cli(main, ["--data", tmp_path / "missing", "--results", tmp_path / "r"], capsys)
     assert status == 2 and "no such prepared dataset" in err and not (tmp_path / "r").exists()
+    (tmp_path / "not-prepared").mkdir()
+    status, _, err = run_cli(main, ["--data", tmp_path / "not-prepared", "--results", tmp_path / "r"], capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+    (tmp_path / "file").write_text("x")
+    status, _, err = run_cli(main, ["--results", tmp_path / "file"], capsys)
+    assert status == 2 and "not a folder" in err
 
 
 def test_a_figure_without_results_says_what_to_run(tmp_path):
