@@ -36,6 +36,7 @@ from softmax_bottleneck.cli import (ArgumentParser, InputError, add_heldout_argu
                                     run_main)
 from softmax_bottleneck.evaluate import evaluate_ranks
 from softmax_bottleneck.metrics import METRICS, event_values, target_ranks
+from softmax_bottleneck.model import model_label
 from softmax_bottleneck.synthetic import SyntheticWorld
 
 from .logprobs import collect_contexts
@@ -105,10 +106,6 @@ def _group_key(checkpoint: dict) -> str:
     return json.dumps([checkpoint["model_config"], train], sort_keys=True)
 
 
-def _label(config: dict) -> str:
-    return f"{config['head']} d={config['hidden_dim']}" + (f" K={config['n_experts']}" if config["head"] == "mos" else "")
-
-
 @torch.no_grad()
 def _truth_and_kl(models: list, split, dataset, device, batch_size: int = 256):
     """Oracle ranks and each model's mean KL(truth ‖ model) over the split's contexts."""
@@ -156,7 +153,7 @@ def compare(paths: list[Path], *, data: Path | None = None, split: str = "test",
             key += "+"
         speeds = [m["events_per_second"] for m in checkpoint.get("metrics", []) if "events_per_second" in m]
         if key not in groups:
-            groups[key] = Group(_label(checkpoint["model_config"]), checkpoint["model_config"], [], [],
+            groups[key] = Group(model_label(checkpoint["model_config"]), checkpoint["model_config"], [], [],
                                 statistics.median(speeds) if speeds else None, 0.0)
             models.append(model)
         group = groups[key]

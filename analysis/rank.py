@@ -31,6 +31,7 @@ import pandas as pd
 from softmax_bottleneck import __version__
 from softmax_bottleneck.checkpoint import load_checkpoints_on_one_dataset, model_from_checkpoint
 from softmax_bottleneck.cli import ArgumentParser, InputError, add_heldout_arguments, resolve_device, run_main
+from softmax_bottleneck.model import model_label
 from softmax_bottleneck.synthetic import SyntheticWorld
 
 from .outputs import write_files
@@ -154,7 +155,7 @@ def rank_report(matrix, *, cap: int | None = None, reference_cap: int | None = N
 # ----------------------------------------------------------------------------------------------- CLI
 
 def _label(path: Path, config: dict, taken: set[str]) -> str:
-    label = f"{config['head']} d={config['hidden_dim']}" + (f" K={config['n_experts']}" if config["head"] == "mos" else "")
+    label = model_label(config)
     return label if label not in taken else f"{label} ({path.stem})"
 
 

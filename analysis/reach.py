@@ -56,7 +56,9 @@ from scipy.spatial.distance import cdist
 
 from softmax_bottleneck import __version__
 from softmax_bottleneck.checkpoint import load_checkpoints_on_one_dataset, model_from_checkpoint
-from softmax_bottleneck.cli import ArgumentParser, InputError, add_heldout_arguments, check_cutoffs, resolve_device, run_main
+from softmax_bottleneck.cli import (ArgumentParser, InputError, add_heldout_arguments, check_cutoffs, resolve_device,
+                                    run_main)
+from softmax_bottleneck.model import model_label
 
 from .logprobs import LogProbMatrix, collect_contexts, sample_contexts
 from .outputs import write_files
@@ -93,6 +95,13 @@ class Top1Reach:
 def logit_scale(weight: np.ndarray, bias: np.ndarray) -> float:
     """The largest |logit| any h in the box can give: max_j ‖w_j‖₁ + |b_j|."""
     return float((np.abs(weight).sum(axis=1) + np.abs(bias)).max()) if len(weight) else 0.0
+
+
+def box_states(n: int, d: int, seed: int) -> np.ndarray:
+    """n seeded states of [−1, 1]^d: half uniform inside the box, half random corners."""
+    rng = np.random.default_rng(seed)
+    half = n // 2
+    return np.concatenate([rng.uniform(-1.0, 1.0, (n - half, d)), rng.choice([-1.0, 1.0], (half, d))])
 
 
 def strict_winners(points: np.ndarray, weight: np.ndarray, bias: np.ndarray, *, block: int = 2048
@@ -278,12 +287,8 @@ def certify_top1(weight, bias=None, *, known: np.ndarray | None = None, n_random
         corners[pending] = np.where(weight[pending] - weight[winners[pending]] >= 0, 1.0, -1.0)
         winners[pending], leads[pending] = strict_winners(corners[pending], weight, bias)
         record(corners[pending], "corner", winners[pending], leads[pending])
-    rng = np.random.default_rng(seed)
     if n_random and (status != "reachable").any():
-        half = n_random // 2
-        points = np.concatenate([rng.uniform(-1.0, 1.0, (n_random - half, d)),
-                                 rng.choice([-1.0, 1.0], (half, d))])
-        record(points, "random")
+        record(box_states(n_random, d, seed), "random")
 
     # cheap certificates: one item j beats i everywhere in the box iff b_j − b_i > ‖w_j − w_i‖₁
     pending = np.flatnonzero(status != "reachable")
@@ -352,7 +357,7 @@ def scan_top_k(matrix: LogProbMatrix, ks, *, block: int = 1024) -> tuple[np.ndar
 # --------------------------------------------------------------------------------------------- audit
 
 def _label(config: dict, taken: set) -> str:
-    label = f"{config['head']} d={config['hidden_dim']}" + (f" K={config['n_experts']}" if config["head"] == "mos" else "")
+    label = model_label(config)
     while label in taken:
         label += "'"
     return label
@@ -394,11 +399,7 @@ def audit(paths: list[Path], *, data=None, split: str = "test", ks=DEFAULT_KS, m
             status = np.where(reach.status == "unreachable", "unreachable", "undecided").astype(object)
             method = np.where(reach.status == "unreachable", reach.method, "").astype(object)
             margin = np.where(reach.status == "unreachable", reach.margin, np.nan)
-            rng = np.random.default_rng(seed)
-            half = n_random // 2
-            points = np.concatenate([rng.uniform(-1.0, 1.0, (n_random - half, head.hidden_dim)),
-                                     rng.choice([-1.0, 1.0], (half, head.hidden_dim))])
-            for how, states in (("context", contexts.hidden), ("random", points)):
+            for how, states in (("context", contexts.hidden), ("random", box_states(n_random, head.hidden_dim, seed))):
                 if len(states) == 0:
                     continue
                 _, top, lead = scan_top_k(LogProbMatrix(head, states, device=device), (1,))

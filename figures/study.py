@@ -33,7 +33,7 @@ from softmax_bottleneck import __version__
 from softmax_bottleneck.checkpoint import load_checkpoint
 from softmax_bottleneck.cli import InputError
 from softmax_bottleneck.data import PreparedDataset, load_prepared, save_prepared
-from softmax_bottleneck.model import ModelConfig
+from softmax_bottleneck.model import ModelConfig, model_label
 from softmax_bottleneck.prepare import prepare_synthetic
 from softmax_bottleneck.synthetic import SyntheticConfig
 from softmax_bottleneck.train import TrainConfig, train
@@ -78,7 +78,7 @@ class Run:
 
     @property
     def label(self) -> str:
-        return f"{self.head} d={self.hidden_dim}" + (f" K={self.n_experts}" if self.head == "mos" else "")
+        return model_label({"head": self.head, "hidden_dim": self.hidden_dim, "n_experts": self.n_experts})
 
     def configs(self, profile: Profile, dataset: PreparedDataset) -> tuple[ModelConfig, TrainConfig]:
         """GRU4Rec's settings, except: the profile's epochs, and the full softmax when the catalogue is

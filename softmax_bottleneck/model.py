@@ -74,6 +74,12 @@ class ModelConfig:
         return self.embedding_dim or self.hidden_dim
 
 
+def model_label(config) -> str:
+    """A short name for a model configuration (a ModelConfig or its dict): "softmax d=64", "mos d=64 K=4"."""
+    config = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
+    return f"{config['head']} d={config['hidden_dim']}" + (f" K={config['n_experts']}" if config["head"] == "mos" else "")
+
+
 def carry_state(hidden: torch.Tensor, keep: np.ndarray | None, reset: np.ndarray) -> torch.Tensor:
     """The state for the next session-parallel step: drop finished rows, zero rows of new sessions.
 
