@@ -180,6 +180,16 @@ def _size_sweep(models, head: str, experts: int | None) -> tuple[list, str]:
     return rows, label
 
 
+def _rank_references(ax, truth_rank: int | None, ceiling: int | None) -> None:
+    """The truth's rank and min(N, items) as horizontals; log-2 x and log y axes."""
+    if truth_rank is not None:
+        ax.axhline(truth_rank, color="black", ls="--", lw=1, label=f"truth ({truth_rank})")
+    if ceiling is not None:
+        ax.axhline(ceiling, color="0.5", ls=":", lw=1, label=f"min(N, items) = {ceiling}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+
+
 def plot_rank_vs_dim(models, ax=None, *, experts: int | None = None, truth_rank: int | None = None,
                      ceiling: int | None = None):
     """Numerical rank against hidden size d: softmax next to its cap d+2 (d+1 without bias), MoS
@@ -193,12 +203,7 @@ def plot_rank_vs_dim(models, ax=None, *, experts: int | None = None, truth_rank:
         if head == "softmax":
             ax.plot([m["hidden_dim"] for m in rows], [m["rank_cap"] for m in rows], ls="--", color="C0", lw=1,
                     label="softmax cap d+2" if rows[0]["rank_cap"] == rows[0]["hidden_dim"] + 2 else "softmax cap")
-    if truth_rank is not None:
-        ax.axhline(truth_rank, color="black", ls="--", lw=1, label=f"truth ({truth_rank})")
-    if ceiling is not None:
-        ax.axhline(ceiling, color="0.5", ls=":", lw=1, label=f"min(N, items) = {ceiling}")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
+    _rank_references(ax, truth_rank, ceiling)
     ax.set_xlabel("hidden size d")
     ax.set_ylabel("numerical rank of the log-prob matrix")
     ax.set_title("Rank vs hidden size")
@@ -218,12 +223,7 @@ def plot_rank_vs_experts(models, ax=None, *, hidden_dim: int, truth_rank: int | 
     softmax = [m for m in models if m["head"] == "softmax" and m["hidden_dim"] == hidden_dim]
     if softmax:
         ax.axhline(softmax[0]["rank_cap"], color="C0", ls="--", lw=1, label=f"softmax cap ({softmax[0]['rank_cap']})")
-    if truth_rank is not None:
-        ax.axhline(truth_rank, color="black", ls="--", lw=1, label=f"truth ({truth_rank})")
-    if ceiling is not None:
-        ax.axhline(ceiling, color="0.5", ls=":", lw=1, label=f"min(N, items) = {ceiling}")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
+    _rank_references(ax, truth_rank, ceiling)
     ax.set_xticks([m["n_experts"] for m in rows], [str(m["n_experts"]) for m in rows])
     ax.set_xlabel("experts K")
     ax.set_ylabel("numerical rank")
