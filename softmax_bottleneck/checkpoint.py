@@ -86,7 +86,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
                              "run code; checkpoints hold tensors and builtins only)") from None
         raise InputError(f"{path}: truncated or not a torch checkpoint (unreadable pickle)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        raise InputError(f"{path}: truncated or not a torch checkpoint ({str(err).splitlines()[0][:120]})") from None
+        first = (str(err).splitlines() or [type(err).__name__])[0][:120]  # an EOFError may have no message
+        raise InputError(f"{path}: truncated or not a torch checkpoint ({first})") from None
+    except Exception as err:  # the restricted unpickler fails on garbage in other ways too (KeyError, IndexError, …)
+        raise InputError(f"{path}: truncated or not a torch checkpoint (unreadable: {type(err).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
         raise InputError(f"{path}: not a softmax-bottleneck checkpoint (no '{FORMAT_NAME}' format marker)")
     if payload.get("format_version") != FORMAT_VERSION:
@@ -107,7 +110,7 @@ def model_from_checkpoint(checkpoint: dict, device: torch.device | str = "cpu") 
         model.load_state_dict(checkpoint["state_dict"])
     except (TypeError, ValueError, RuntimeError) as err:
         raise InputError(f"{checkpoint.get('path')}: checkpoint does not match this library's model "
-                         f"({str(err).splitlines()[0][:160]})") from None
+                         f"({(str(err).splitlines() or [type(err).__name__])[0][:160]})") from None
     return model.to(device).eval()
 
 

@@ -52,6 +52,8 @@ def _bad_files(tmp_path, tiny_checkpoint):
     (tmp_path / "truncated.pt").write_bytes(raw[: len(raw) // 2])
     torch.save({"state_dict": {"w": torch.zeros(2)}}, tmp_path / "other.pt")
     (tmp_path / "text.pt").write_text("not a checkpoint\n")
+    (tmp_path / "short-text.pt").write_text("hi\n")  # the restricted unpickler raised KeyError on this
+    (tmp_path / "pickle-header.pt").write_bytes(b"\x80\x02")  # and a message-less EOFError on this
     with open(tmp_path / "plain-pickle.pt", "wb") as handle:
         pickle.dump({"a": 1}, handle)
     return marker
@@ -59,7 +61,8 @@ def _bad_files(tmp_path, tiny_checkpoint):
 
 CASES = {"missing.pt": "no such checkpoint", "evil.pt": "refused to load: it asks to import", "truncated.pt": "truncated",
          "other.pt": "not a softmax-bottleneck checkpoint", "text.pt": "truncated or not a torch checkpoint",
-         "plain-pickle.pt": "not a torch checkpoint"}
+         "plain-pickle.pt": "not a torch checkpoint", "short-text.pt": "truncated or not a torch checkpoint",
+         "pickle-header.pt": "truncated or not a torch checkpoint"}
 
 
 @pytest.mark.parametrize("name", list(CASES))
