@@ -23,6 +23,15 @@ def _axes(ax):
     return ax
 
 
+def _finish(ax, xlabel: str, ylabel: str, title: str, *, legend_size: int = 8, title_size=None, **legend) -> None:
+    """Labels, title, a light major grid and the legend: the common ending of the plots below."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, **({} if title_size is None else {"fontsize": title_size}))
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=legend_size, **legend)
+
+
 def plot_spectra(spectra, ax=None, *, normalise: bool = True):
     """Singular values on a log scale, one line per matrix; dotted verticals at each rank cap.
 
@@ -42,11 +51,7 @@ def plot_spectra(spectra, ax=None, *, normalise: bool = True):
                         color=line.get_color())
     ax.set_yscale("log")
     ax.set_xscale("log")
-    ax.set_xlabel("index i")
-    ax.set_ylabel("σᵢ / σ₁" if normalise else "σᵢ")
-    ax.set_title("Singular values of the log-probability matrix")
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=8)
+    _finish(ax, "index i", "σᵢ / σ₁" if normalise else "σᵢ", "Singular values of the log-probability matrix")
     return ax
 
 
@@ -140,11 +145,8 @@ def plot_reach(items, ax=None, *, k: int, n_contexts: int, title: str = ""):
                 textcoords="offset points", fontsize=7, color="0.3")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("training support (events)")
-    ax.set_ylabel(f"share of contexts with the item in the top {k}")
-    ax.set_title(title, fontsize=9)
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
+    _finish(ax, "training support (events)", f"share of contexts with the item in the top {k}", title,
+            legend_size=7, title_size=9, loc="upper left")
     return ax
 
 
@@ -204,11 +206,7 @@ def plot_rank_vs_dim(models, ax=None, *, experts: int | None = None, truth_rank:
             ax.plot([m["hidden_dim"] for m in rows], [m["rank_cap"] for m in rows], ls="--", color="C0", lw=1,
                     label="softmax cap d+2" if rows[0]["rank_cap"] == rows[0]["hidden_dim"] + 2 else "softmax cap")
     _rank_references(ax, truth_rank, ceiling)
-    ax.set_xlabel("hidden size d")
-    ax.set_ylabel("numerical rank of the log-prob matrix")
-    ax.set_title("Rank vs hidden size")
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=8)
+    _finish(ax, "hidden size d", "numerical rank of the log-prob matrix", "Rank vs hidden size")
     return ax
 
 
@@ -225,11 +223,7 @@ def plot_rank_vs_experts(models, ax=None, *, hidden_dim: int, truth_rank: int | 
         ax.axhline(softmax[0]["rank_cap"], color="C0", ls="--", lw=1, label=f"softmax cap ({softmax[0]['rank_cap']})")
     _rank_references(ax, truth_rank, ceiling)
     ax.set_xticks([m["n_experts"] for m in rows], [str(m["n_experts"]) for m in rows])
-    ax.set_xlabel("experts K")
-    ax.set_ylabel("numerical rank")
-    ax.set_title(f"Rank vs experts (d = {hidden_dim})")
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=8)
+    _finish(ax, "experts K", "numerical rank", f"Rank vs experts (d = {hidden_dim})")
     return ax
 
 
@@ -259,11 +253,7 @@ def plot_rank_vs_contexts(matrices, ax=None):
     ax.plot([smallest, largest], [smallest, largest], color="0.6", lw=0.8, ls=":", label="rank = N")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log", base=2)
-    ax.set_xlabel("held-out contexts N")
-    ax.set_ylabel("numerical rank")
-    ax.set_title("Rank vs number of contexts")
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    _finish(ax, "held-out contexts N", "numerical rank", "Rank vs number of contexts", legend_size=7, ncol=2)
     return ax
 
 
@@ -281,11 +271,8 @@ def plot_rank_vs_threshold(matrices, ax=None):
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.invert_xaxis()
-    ax.set_xlabel("relative threshold σ / σ_max (dots: the default, σ_max·max(N, M)·eps)")
-    ax.set_ylabel("singular values above it")
-    ax.set_title("Rank vs threshold")
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    _finish(ax, "relative threshold σ / σ_max (dots: the default, σ_max·max(N, M)·eps)", "singular values above it",
+            "Rank vs threshold", legend_size=7, ncol=2)
     return ax
 
 
@@ -316,11 +303,8 @@ def plot_metric_vs_dim(table, ax=None, *, metric: str, k: int, experts: int | No
         ax.axhspan(o["ci_low"], o["ci_high"], color="0.8", alpha=0.6)
         ax.axhline(o["value"], color="black", ls="--", lw=1, label=f"oracle ({o['value']:.3f})")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("hidden size d")
-    ax.set_ylabel(f"{metric.upper() if metric != 'recall' else 'Recall'}@{k}")
-    ax.set_title(f"{metric}@{k} (95 % CI over sessions)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
+    _finish(ax, "hidden size d", f"{metric.upper() if metric != 'recall' else 'Recall'}@{k}",
+            f"{metric}@{k} (95 % CI over sessions)", legend_size=7)
     return ax
 
 
@@ -364,9 +348,5 @@ def plot_unreachable_vs_dim(models, ax=None, *, experts: int | None = None, n_it
     if n_items:
         ax.axhline(n_items, color="0.5", ls=":", lw=1, label=f"catalogue ({n_items})")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("hidden size d")
-    ax.set_ylabel("items")
-    ax.set_title("Items a head cannot recommend")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
+    _finish(ax, "hidden size d", "items", "Items a head cannot recommend", legend_size=7)
     return ax
