@@ -271,8 +271,8 @@ def plot_rank_vs_threshold(matrices, ax=None):
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.invert_xaxis()
-    _finish(ax, "relative threshold σ / σ_max (dots: the default, σ_max·max(N, M)·eps)", "singular values above it",
-            "Rank vs threshold", legend_size=7, ncol=2)
+    _finish(ax, "relative threshold σ / σ_max (dots: the default, σ_max·max(N, M)·eps)",
+            "singular values above it", "Rank vs threshold", legend_size=7, ncol=2)
     return ax
 
 
