@@ -7,8 +7,8 @@ rank as the number of contexts grows).
 
 The matrix is never required in memory: :class:`LogProbMatrix` hands out row blocks or column
 blocks of exact float64 log-probabilities (per-row normalisers are computed once), its dense
-form only on request and after a memory check, and the head's exact factorisation where it has
-one (softmax).
+form only on request and after a memory check, and the exact factorisation of a one-expert head
+(softmax).
 """
 
 from __future__ import annotations
@@ -92,39 +92,77 @@ def require_memory(n_bytes: float, what: str) -> None:
                          "available; lower --max-contexts")
 
 
-class LogProbMatrix:
-    """Exact float64 log-probabilities of a head over given contexts, served in blocks."""
+TILE_COLUMNS = 512  # items per tile of logits
+TILE_BYTES = {"cpu": 8 << 20, "cuda": 256 << 20}  # one expert's tile: fits the cache of a CPU
 
-    def __init__(self, head: Head, hidden: np.ndarray, *, block_size: int = 1024, name: str = "model",
-                 device: torch.device | str = "cpu"):
+
+class LogProbMatrix:
+    """Exact float64 log-probabilities of a head over given contexts, served in blocks.
+
+    Every head is a mixture ``log p(i | c) = logsumexp_k(log π_k(c) + s_k(c)·g_i − lse_k(c))``
+    (softmax: K = 1, π = 1; see ``Head.expert_factors``). Two passes over tiles of logits that
+    stay in cache, computed into reused buffers (no allocation per tile): the normalisers
+    lse_k(c) once, by an online logsumexp over item tiles; then any block of log-probabilities,
+    with log π_k − lse_k folded into the GEMM and the experts mixed in log space.
+    """
+
+    def __init__(self, head: Head, hidden: np.ndarray, *, name: str = "model", device: torch.device | str = "cpu",
+                 tile_bytes: int | None = None):
         self.head = _float64_copy(head).to(device)
         self.hidden = torch.as_tensor(np.asarray(hidden), dtype=torch.float64, device=device)  # (N, d)
-        self.block_size, self.name, self.device = block_size, name, device
+        self.name, self.device = name, device
+        self.n_experts = getattr(self.head, "n_experts", 1)
+        self.tile_elements = (tile_bytes or TILE_BYTES.get(torch.device(device).type, TILE_BYTES["cpu"])) // 8
+        with torch.no_grad():
+            items = self.head.item_factors()
+            self.items = torch.cat([items, torch.ones_like(items[:, :1])], dim=1).contiguous()  # [g_i, 1]
         self._normalisers = None
 
     @property
     def shape(self) -> tuple[int, int]:
         return len(self.hidden), self.head.n_items
 
-    def _check(self, block: torch.Tensor) -> np.ndarray:
-        if not torch.isfinite(block).all():
-            raise InputError(f"the {self.name} ({type(self.head).__name__}) gives non-finite log-probabilities; "
-                             "refusing to analyse them")
-        return block.cpu().numpy()
+    def _refuse(self) -> None:
+        raise InputError(f"the {self.name} ({type(self.head).__name__}) gives non-finite log-probabilities; "
+                         "refusing to analyse them")
+
+    def _tiles(self, n_cols: int) -> tuple[int, int]:
+        """(rows, columns) of a tile of logits of at most `tile_elements` entries."""
+        columns = max(1, min(n_cols, TILE_COLUMNS))
+        return max(1, self.tile_elements // columns), columns
+
+    def _buffers(self, count: int, rows: int, columns: int) -> list[torch.Tensor]:
+        return [torch.empty(rows * columns, dtype=torch.float64, device=self.device) for _ in range(count)]
 
     @torch.no_grad()
     def normalisers(self) -> torch.Tensor:
-        if self._normalisers is None:
-            self._normalisers = self.head.log_normalisers(self.hidden, self._chunk_rows(self.head.n_items))
-        return self._normalisers
-
-    def _chunk_rows(self, n_cols: int) -> int:
-        """Rows per computation so that a (K, rows, n_cols) float64 intermediate stays near 64 MiB.
-
-        Measured: 16 MiB blocks fall under glibc's mmap threshold, fragment the heap and raised the
-        peak RSS of a 4,096 × 20,000 MoS report from 0.8 to 2.7 GiB; 64 MiB blocks are mapped and
-        returned to the system at each free."""
-        return max(1, (64 << 20) // (8 * n_cols * getattr(self.head, "n_experts", 1)))
+        """lse_k(c) over all items: (N, K)."""
+        if self._normalisers is not None:
+            return self._normalisers
+        n_rows, n_items = self.shape
+        n_experts = self.n_experts
+        rows, columns = self._tiles(n_items)
+        out = torch.empty(n_rows, n_experts, dtype=torch.float64, device=self.device)
+        buffer, = self._buffers(1, rows, columns)
+        items = self.items[:, :-1]
+        for first in range(0, n_rows, rows):
+            last = min(first + rows, n_rows)
+            _, states = self.head.expert_factors(self.hidden[first:last])  # (K, R, r)
+            top = torch.full((n_experts, last - first), -torch.inf, dtype=torch.float64, device=self.device)
+            total = torch.zeros_like(top)
+            for start in range(0, n_items, columns):
+                stop = min(start + columns, n_items)
+                logits = buffer[:(last - first) * (stop - start)].view(last - first, stop - start)
+                for k in range(n_experts):  # online logsumexp: rescale the running sum to the new maximum
+                    torch.matmul(states[k], items[start:stop].T, out=logits)
+                    new_top = torch.maximum(top[k], logits.amax(dim=1))
+                    total[k].mul_((top[k] - new_top).exp_()).add_(logits.sub_(new_top[:, None]).exp_().sum(dim=1))
+                    top[k] = new_top
+            out[first:last] = (total.log_() + top).T
+        if not torch.isfinite(out).all():
+            self._refuse()
+        self._normalisers = out
+        return out
 
     @torch.no_grad()
     def rows(self, start: int, stop: int) -> np.ndarray:
@@ -132,38 +170,64 @@ class LogProbMatrix:
         return self.columns(0, self.head.n_items, row_stop=stop, row_start=start)
 
     @torch.no_grad()
-    def columns(self, start: int, stop: int, row_stop: int | None = None, row_start: int = 0) -> np.ndarray:
-        """A[row_start:row_stop, start:stop] as float64."""
+    def columns(self, start: int, stop: int, row_stop: int | None = None, row_start: int = 0,
+                out: np.ndarray | None = None) -> np.ndarray:
+        """A[row_start:row_stop, start:stop] as float64, written into `out` (a reusable buffer) if given."""
         row_stop = len(self.hidden) if row_stop is None else row_stop
-        normalisers = self.normalisers()
-        out = np.empty((row_stop - row_start, stop - start))
-        step = self._chunk_rows(stop - start)
-        for first in range(row_start, row_stop, step):
-            last = min(first + step, row_stop)
-            block = self.head.column_log_probs(self.hidden[first:last], slice(start, stop), normalisers[first:last])
-            out[first - row_start:last - row_start] = self._check(block)
+        shape = (row_stop - row_start, stop - start)
+        out = np.empty(shape) if out is None else out[:shape[0], :shape[1]]
+        on_cpu = torch.device(self.device).type == "cpu"
+        target = torch.from_numpy(out) if on_cpu else torch.empty(shape, dtype=torch.float64, device=self.device)
+        normalisers, n_experts = self.normalisers(), self.n_experts
+        rows, columns = self._tiles(shape[1])
+        buffers = self._buffers(n_experts + (n_experts > 1), rows, columns)
+        for first in range(row_start, row_stop, rows):
+            last = min(first + rows, row_stop)
+            log_prior, states = self.head.expert_factors(self.hidden[first:last])
+            offsets = (log_prior - normalisers[first:last]).T[..., None]  # (K, R, 1)
+            left = torch.cat([states, offsets], dim=-1)  # [s_k, log π_k − lse_k]
+            for begin in range(start, stop, columns):
+                end = min(begin + columns, stop)
+                tiles = [b[:(last - first) * (end - begin)].view(last - first, end - begin) for b in buffers]
+                for k in range(n_experts):
+                    torch.matmul(left[k], self.items[begin:end].T, out=tiles[k])
+                result = tiles[0] if n_experts == 1 else _mix_(tiles[:-1], tiles[-1])
+                if not torch.isfinite(result.sum()):  # log-probs are ≤ 0 and bounded: the sum is finite iff all are
+                    self._refuse()
+                target[first - row_start:last - row_start, begin - start:end - start] = result
+        if not on_cpu:
+            out[...] = target.cpu().numpy()
         return out
 
     @torch.no_grad()
     def factors(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """(F, G) with A = F·Gᵀ for heads that have an exact factorisation, else None."""
+        """(F, G) with A = F·Gᵀ (one expert: ``[s, −lse]·[g, 1]ᵀ``), else None."""
         if not self.has_factors:
             return None
-        left, right = self.head.log_prob_factors(self.hidden, self.normalisers())
-        return self._check(left), self._check(right)
+        _, states = self.head.expert_factors(self.hidden)
+        left = torch.cat([states[0], -self.normalisers()], dim=1)
+        return left.cpu().numpy(), self.items.cpu().numpy()
 
     @property
     def has_factors(self) -> bool:
-        """A head with an analytic rank cap (softmax) has the exact factorisation behind that cap."""
-        return self.head.rank_cap is not None
+        """One expert (softmax, or MoS with K = 1): the exact factorisation behind the d+2 cap."""
+        return self.n_experts == 1
 
     def dense(self) -> np.ndarray:
         n_rows, n_items = self.shape
         require_memory(8.0 * n_rows * n_items, f"a dense {n_rows:,} × {n_items:,} float64 log-prob matrix")
-        out = np.empty((n_rows, n_items))
-        for start in range(0, n_rows, self.block_size):
-            out[start:start + self.block_size] = self.rows(start, min(start + self.block_size, n_rows))
-        return out
+        return self.columns(0, n_items)
+
+
+def _mix_(tiles: list[torch.Tensor], top: torch.Tensor) -> torch.Tensor:
+    """logsumexp over the experts' tiles of log π_k + log p_k, in place (the first tile holds the result)."""
+    torch.maximum(tiles[0], tiles[1], out=top)
+    for tile in tiles[2:]:
+        torch.maximum(top, tile, out=top)
+    total = tiles[0].sub_(top).exp_()
+    for tile in tiles[1:]:
+        total.add_(tile.sub_(top).exp_())
+    return total.log_().add_(top)
 
 
 def _float64_copy(head: Head) -> Head:

@@ -90,43 +90,22 @@ class Head(nn.Module):
         """Analytic bound on the rank of the log-prob matrix, or None when there is none."""
         return None
 
-    # Blocked access for analysis of big log-prob matrices: per-row normalisers once, then any
-    # column block of exact log-probabilities without recomputing the full rows.
-    @torch.no_grad()
-    def log_normalisers(self, hidden: torch.Tensor, rows_per_chunk: int | None = None) -> torch.Tensor:
-        """Per-row log-partition terms over all items: (batch,) for softmax, (batch, K) for MoS.
-
-        Computed `rows_per_chunk` rows at a time to bound the (rows, K, n_items) logits in memory.
-        """
-        items = self._augmented_items()  # built once for all chunks
-        step = rows_per_chunk or max(1, len(hidden))
-        return torch.cat([self._chunk_normalisers(hidden[i:i + step], items) for i in range(0, len(hidden), step)])
-
-    def _chunk_normalisers(self, hidden: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def column_log_probs(self, hidden: torch.Tensor, items: torch.Tensor | slice,
-                         normalisers: torch.Tensor) -> torch.Tensor:
-        """Exact log p(items | h), (batch, n_cols), given ``log_normalisers(hidden)``."""
-        raise NotImplementedError
-
-    def log_prob_factors(self, hidden: torch.Tensor, normalisers: torch.Tensor | None = None
-                         ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(F (batch, r), G (n_items, r)) with log_probs(hidden) = F·Gᵀ, or None without such a factorisation."""
-        return None
-
-    def _augmented_items(self, items: torch.Tensor | slice = slice(None)) -> torch.Tensor:
-        """[w, b] rows (b only with a bias), so a bias rides along in the GEMM: (n_cols, d or d+1)."""
-        weight, bias = self._columns(items)
-        return weight if bias is None else torch.cat([weight, bias[:, None]], dim=1)
-
-    @staticmethod
-    def _with_ones(states: torch.Tensor, has_bias: bool) -> torch.Tensor:
-        return torch.cat([states, torch.ones_like(states[..., :1])], dim=-1) if has_bias else states
-
-    def _columns(self, items: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor | None]:
+    # The mixture form every head shares, for analysis of big log-prob matrices (analysis.logprobs):
+    # log p(i | h) = logsumexp_k(log π_k(h) + s_k(h)·g_i − lse_k(h)), lse_k(h) = logsumexp_i s_k(h)·g_i.
+    def item_factors(self) -> torch.Tensor:
+        """g_i = [w_i, b_i] (b only with a bias): (n_items, r), r = d or d+1."""
         bias = self.bias
-        return self.item_weight[items], None if bias is None else bias[items]
+        return self.item_weight if bias is None else torch.cat([self.item_weight, bias[:, None]], dim=1)
+
+    def expert_factors(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log π (batch, K), s (K, batch, r)): expert k's logits are ``s[k] @ item_factors().T``."""
+        raise NotImplementedError
+
+    def _with_ones(self, states: torch.Tensor) -> torch.Tensor:
+        """[s, 1] when there is a bias (it rides along in the GEMM), else s."""
+        if self.item_bias is None:
+            return states
+        return torch.cat([states, torch.ones_like(states[..., :1])], dim=-1)
 
 
 def _logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -150,27 +129,8 @@ class SoftmaxHead(Head):
     def rank_cap(self) -> int:
         return self.hidden_dim + (2 if self.item_bias is not None else 1)
 
-    def _chunk_normalisers(self, hidden, items):
-        logits = self._with_ones(hidden, self.item_bias is not None) @ items.T  # (rows, n_items)
-        return _logsumexp_(logits, dim=-1)
-
-    @torch.no_grad()
-    def column_log_probs(self, hidden, items, normalisers):
-        weight, bias = self._columns(items)
-        # one GEMM: [h, −lse, 1]·[w, 1, b]ᵀ
-        left = torch.cat([hidden, -normalisers[:, None]] + ([torch.ones_like(normalisers[:, None])] if bias is not None
-                                                            else []), dim=1)
-        right = torch.cat([weight, torch.ones_like(weight[:, :1])] + ([bias[:, None]] if bias is not None else []), dim=1)
-        return left @ right.T
-
-    def log_prob_factors(self, hidden, normalisers=None):
-        """log p = h·wᵢ + bᵢ − lse(h) = [h, −lse, 1]·[wᵢ, 1, bᵢ]ᵀ (the last column only with a bias)."""
-        lse = (self.log_normalisers(hidden) if normalisers is None else normalisers)[:, None]
-        ones_rows, ones_items = torch.ones_like(lse), torch.ones_like(self.item_weight[:, :1])
-        if self.item_bias is None:
-            return torch.cat([hidden, -lse], dim=1), torch.cat([self.item_weight, ones_items], dim=1)
-        return (torch.cat([hidden, -lse, ones_rows], dim=1),
-                torch.cat([self.item_weight, ones_items, self.item_bias], dim=1))
+    def expert_factors(self, hidden):
+        return hidden.new_zeros(len(hidden), 1), self._with_ones(hidden)[None]
 
 
 class MixtureOfSoftmaxesHead(Head):
@@ -201,30 +161,9 @@ class MixtureOfSoftmaxesHead(Head):
         expert_log_p = torch.log_softmax(_logits(states, weight, bias, log_q), dim=-1)  # (batch, K, n_cand)
         return torch.logsumexp(log_prior[..., None] + expert_log_p, dim=-2)
 
-    def _chunk_normalisers(self, hidden, items):
-        _, states = self.expert_states(hidden)
-        logits = self._with_ones(states, self.item_bias is not None) @ items.T  # (rows, K, n_items)
-        return _logsumexp_(logits, dim=-1)
-
-    @torch.no_grad()
-    def column_log_probs(self, hidden, items, normalisers):
-        """Inference only: one GEMM per expert with bias and log π_k − lse_k folded in, then an
-        in-place logsumexp over the experts (memory traffic, not arithmetic, is the cost here)."""
-        weight, bias = self._columns(items)
+    def expert_factors(self, hidden):
         log_prior, states = self.expert_states(hidden)
-        offset = (log_prior - normalisers)[..., None]  # (batch, K, 1)
-        left = torch.cat([states, offset] + ([torch.ones_like(offset)] if bias is not None else []), dim=-1)
-        right = torch.cat([weight, torch.ones_like(weight[:, :1])] + ([bias[:, None]] if bias is not None else []),
-                          dim=1)
-        per_expert = left.transpose(0, 1) @ right.T  # (K, batch, n_cols), contiguous per expert
-        return _logsumexp_(per_expert, dim=0)
-
-
-def _logsumexp_(values: torch.Tensor, dim: int) -> torch.Tensor:
-    """logsumexp that overwrites `values` (no temporaries the size of `values`); finite inputs."""
-    top = values.amax(dim=dim, keepdim=True)
-    values.sub_(top).exp_()
-    return values.sum(dim=dim).log_().add_(top.squeeze(dim))
+        return log_prior, self._with_ones(states.transpose(0, 1)).contiguous()
 
 
 def build_head(kind: str, n_items: int, hidden_dim: int, item_bias: bool, n_experts: int = 1) -> Head:

@@ -115,16 +115,11 @@ def test_unknown_head():
 
 @pytest.mark.parametrize("kind", ["softmax", "mos"])
 @pytest.mark.parametrize("bias", [True, False])
-def test_blocked_log_probs_equal_the_full_ones(kind, bias):
+def test_expert_factors_give_the_log_probs_as_a_mixture(kind, bias):
     head = make_head(kind, bias)
     h = hidden()
-    full = head.log_probs(h)
-    normalisers = head.log_normalisers(h)
-    torch.testing.assert_close(torch.cat([head.column_log_probs(h, slice(0, 10), normalisers),
-                                          head.column_log_probs(h, slice(10, N_ITEMS), normalisers)], dim=1),
-                               full, rtol=0, atol=1e-12)
-    factors = head.log_prob_factors(h)
-    if kind == "softmax":
-        torch.testing.assert_close(factors[0] @ factors[1].T, full, rtol=0, atol=1e-12)
-    else:
-        assert factors is None
+    log_prior, states = head.expert_factors(h)
+    logits = states @ head.item_factors().T  # (K, batch, n_items)
+    mixture = torch.logsumexp(log_prior.T[..., None] + torch.log_softmax(logits, dim=-1), dim=0)
+    torch.testing.assert_close(mixture, head.log_probs(h), rtol=0, atol=1e-12)
+    assert states.shape[0] == (3 if kind == "mos" else 1) and states.is_contiguous()

@@ -1,0 +1,80 @@
+"""The blocked log-prob engine: every block, the dense form and the factorisation equal the head's own
+log-probabilities, whatever the tiling; non-finite heads are refused."""
+
+import numpy as np
+import pytest
+import torch
+
+from analysis.logprobs import LogProbMatrix
+from softmax_bottleneck.cli import InputError
+from softmax_bottleneck.heads import build_head
+
+N_ITEMS, DIM, N_CONTEXTS = 53, 5, 29
+
+
+def make(kind, bias=True, experts=3, scale=1.0):
+    head = build_head(kind, N_ITEMS, DIM, bias, experts if kind == "mos" else 1)
+    head.reset_parameters(torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        head.item_weight.mul_(scale)
+        if bias:
+            head.item_bias.normal_(0, 2, generator=torch.Generator().manual_seed(1))
+    states = torch.tanh(torch.randn(N_CONTEXTS, DIM, generator=torch.Generator().manual_seed(2)) * 2).numpy()
+    with torch.no_grad():
+        reference = head.double().log_probs(torch.from_numpy(states).double()).numpy()
+    return head, states, reference
+
+
+@pytest.mark.parametrize("kind, experts", [("softmax", 1), ("mos", 3), ("mos", 1)])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("tile_bytes", [8 * 7 * 3, 1 << 20])  # many ragged tiles, and one tile
+def test_blocks_equal_the_heads_log_probs(kind, experts, bias, tile_bytes):
+    head, states, reference = make(kind, bias, experts)
+    matrix = LogProbMatrix(head, states, tile_bytes=tile_bytes)
+    assert matrix.shape == reference.shape
+    np.testing.assert_allclose(matrix.dense(), reference, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(matrix.rows(4, 17), reference[4:17], rtol=0, atol=1e-12)
+    buffer = np.full((40, 40), np.nan)
+    block = matrix.columns(10, 30, row_stop=20, out=buffer)
+    np.testing.assert_allclose(block, reference[:20, 10:30], rtol=0, atol=1e-12)
+    assert np.shares_memory(block, buffer)
+    factors = matrix.factors()
+    assert (factors is not None) == (experts == 1) == matrix.has_factors
+    if factors is not None:
+        np.testing.assert_allclose(factors[0] @ factors[1].T, reference, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["softmax", "mos"])
+def test_online_normaliser_is_exact_when_the_maximum_moves_late(kind):
+    """Logits spread over hundreds of nats, the largest in the last tile: no overflow, no loss."""
+    head, states, _ = make(kind, scale=60.0)
+    with torch.no_grad():
+        head.item_bias[-1, 0] = 400.0
+    with torch.no_grad():
+        reference = head.double().log_probs(torch.from_numpy(states).double()).numpy()
+    assert np.ptp(reference) > 400 and (reference.argmax(axis=1) == N_ITEMS - 1).all()
+    np.testing.assert_allclose(LogProbMatrix(head, states, tile_bytes=8 * 4 * 4).dense(), reference,
+                               rtol=1e-13, atol=1e-10)
+
+
+def test_the_head_is_analysed_in_float64_without_touching_the_model():
+    head, states, _ = make("mos")
+    LogProbMatrix(head, states)
+    assert head.item_weight.dtype == torch.float64  # make() converted it; the analysis copies
+    float_head = build_head("softmax", N_ITEMS, DIM, True)
+    float_head.reset_parameters(torch.Generator().manual_seed(0))
+    matrix = LogProbMatrix(float_head, states)
+    assert float_head.item_weight.dtype == torch.float32 and matrix.dense().dtype == np.float64
+
+
+@pytest.mark.parametrize("where", ["weight", "bias"])
+def test_non_finite_heads_are_refused_by_name(where):
+    head, states, _ = make("mos")
+    with torch.no_grad():
+        if where == "weight":
+            head.item_weight[3, 0] = float("nan")
+        else:
+            head.item_bias[7, 0] = -float("inf")  # finite normalisers, but log p(item 7) = −inf
+    matrix = LogProbMatrix(head, states, name="mos head of x.pt")
+    with pytest.raises(InputError, match="mos head of x.pt .*non-finite"):
+        matrix.dense()
