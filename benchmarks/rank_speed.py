@@ -8,8 +8,9 @@ fixed seed; the contexts are tanh states. Each contender runs in its own subproc
 resident memory (ru_maxrss) is its own; times are medians over --repeats. Printed: time and peak
 memory of the baseline (dense float64 log-prob matrix + np.linalg.matrix_rank) and of the full
 report of ``analysis.rank`` (rank, centred rank, threshold sweep, effective/stable rank, rank at
-N = 64 … 4,096), their ratios, whether the ranks agree, and the GFLOP/s of the Gram
-accumulation next to a plain float64 matmul on this machine.
+N = 64 … 4,096), their ratios, whether the ranks agree, the report's time per step (log-probs,
+Gram products, eigenvalues), and the GFLOP/s of the Gram accumulation next to a plain float64
+matmul on this machine.
 """
 
 from __future__ import annotations
@@ -46,9 +47,10 @@ if mode == "baseline":
     dense = matrix.dense()
     result = {{"rank": int(np.linalg.matrix_rank(dense))}}
 else:
-    report, _ = rank_report(matrix, cap=matrix.head.rank_cap, reference_cap=66)
+    timings = {{}}
+    report, _ = rank_report(matrix, cap=matrix.head.rank_cap, reference_cap=66, timings=timings)
     result = {{"rank": report["rank"], "engine": report["engine"], "refined": report["refined_values"],
-              "centred_rank": report["centred"]["rank"]}}
+              "centred_rank": report["centred"]["rank"], "timings": timings}}
 result["seconds"] = time.perf_counter() - start
 result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps(result))
@@ -58,13 +60,14 @@ FLOPS = r"""
 import json, sys, time
 import numpy as np
 sys.path.insert(0, {repo!r})
+from analysis.spectrum import add_upper_gram
 n, m, b = int(sys.argv[1]), int(sys.argv[2]), 2048
 rng = np.random.default_rng(0)
 blocks = [rng.standard_normal((n, min(b, m - s))) for s in range(0, m, b)]
 gram = np.zeros((n, n))
 t0 = time.perf_counter()
 for block in blocks:
-    gram += block @ block.T
+    add_upper_gram(gram, block)
 gram_s = time.perf_counter() - t0
 x, y = rng.standard_normal((n, m)), rng.standard_normal((m, n))
 t0 = time.perf_counter()
@@ -104,6 +107,13 @@ def main() -> None:
               f"rank {ours['rank']} (centred {ours['centred_rank']}, refined {ours['refined']})")
         print(f"{kind:8s} speed-up {base['seconds'] / ours['seconds']:.1f}x, memory {ours['peak_mb'] / base['peak_mb']:.2f}x "
               f"of the baseline's peak, same rank: {base['rank'] == ours['rank']}", flush=True)
+        steps = ", ".join(f"{name.replace('_', ' ')} {seconds:.2f} s" for name, seconds in ours["timings"].items())
+        print(f"{kind:8s} the report's steps (first run): {steps}", flush=True)
+        if "gram" in ours["timings"]:
+            gram_flops = args.contexts ** 2 * args.items  # the upper triangle of A·Aᵀ
+            print(f"{kind:8s} Gram products in the report: {gram_flops / ours['timings']['gram'] / 1e9:.1f} GFLOP/s; "
+                  f"Gram products + eigenvalues alone take {ours['timings']['gram'] + ours['timings']['eigenvalues']:.2f} s "
+                  f"(a fifth of the baseline is {base['seconds'] / 5:.2f} s)", flush=True)
     flops = run(FLOPS.format(repo=repo), args.contexts, args.items)
     print(f"Gram accumulation {flops['gram_gflops']:.1f} GFLOP/s vs plain float64 matmul {flops['matmul_gflops']:.1f} "
           "GFLOP/s on this machine")

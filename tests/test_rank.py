@@ -8,7 +8,7 @@ import pytest
 from conftest import run_cli
 from analysis import logprobs
 from analysis.rank import compute_spectra, main, numerical_rank, rank_report, singular_values
-from analysis.spectrum import RESOLVED, factored_spectrum, rank_threshold
+from analysis.spectrum import RESOLVED, eigenvalues_with_rank_one_update, factored_spectrum, rank_threshold
 from softmax_bottleneck.checkpoint import load_checkpoint, save_checkpoint
 
 EPS = np.finfo(np.float64).eps
@@ -66,6 +66,24 @@ def test_factored_engine_is_exact_for_a_product():
     assert len(got) == 300 and np.all(got[7:] == 0)
     np.testing.assert_allclose(got[:7], reference[:7], rtol=1e-10)
     assert np.linalg.matrix_rank(left @ right.T) == 7
+
+
+@pytest.mark.parametrize("n, first", [(1, 0.7), (2, 0.0), (9, -2.0), (120, 0.3)])
+def test_one_reduction_gives_the_spectra_of_g_and_its_rank_one_update(n, first):
+    rng = np.random.default_rng(n)
+    factor = rng.standard_normal((n, n + 5))
+    gram = factor @ factor.T
+    vector = rng.standard_normal(n)
+    vector[0] = first
+    weight = 0.9 / (vector @ np.linalg.solve(gram, vector))  # keeps G − w·v·vᵀ positive definite
+    expected = np.linalg.eigvalsh(gram), np.linalg.eigvalsh(gram - weight * np.outer(vector, vector))
+    work = np.triu(gram) + np.tril(np.full((n, n), np.nan), -1)  # only the upper triangle may be read
+    got = eigenvalues_with_rank_one_update(work, vector, weight)
+    for values, reference in zip(got, expected):
+        np.testing.assert_allclose(values, reference, rtol=0, atol=1e-12 * reference[-1])
+    plain, same = eigenvalues_with_rank_one_update(np.triu(gram), np.zeros(n), 5.0)  # no update
+    np.testing.assert_allclose(plain, expected[0], rtol=0, atol=1e-12 * expected[0][-1])
+    np.testing.assert_array_equal(plain, same)
 
 
 def test_gram_resolves_well_separated_spectra_without_refining():
