@@ -175,6 +175,8 @@ class LogProbMatrix:
         """A[row_start:row_stop, start:stop] as float64, written into `out` (a reusable buffer) if given."""
         row_stop = len(self.hidden) if row_stop is None else row_stop
         shape = (row_stop - row_start, stop - start)
+        if out is not None and (out.shape[0] < shape[0] or out.shape[1] < shape[1] or out.dtype != np.float64):
+            raise ValueError(f"the buffer {out.shape} {out.dtype} cannot hold a float64 block of {shape}")
         out = np.empty(shape) if out is None else out[:shape[0], :shape[1]]
         on_cpu = torch.device(self.device).type == "cpu"
         target = torch.from_numpy(out) if on_cpu else torch.empty(shape, dtype=torch.float64, device=self.device)

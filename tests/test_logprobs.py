@@ -38,6 +38,8 @@ def test_blocks_equal_the_heads_log_probs(kind, experts, bias, tile_bytes):
     block = matrix.columns(10, 30, row_stop=20, out=buffer)
     np.testing.assert_allclose(block, reference[:20, 10:30], rtol=0, atol=1e-12)
     assert np.shares_memory(block, buffer)
+    with pytest.raises(ValueError):
+        matrix.columns(0, 30, row_stop=20, out=np.empty((20, 20)))
     factors = matrix.factors()
     assert (factors is not None) == (experts == 1) == matrix.has_factors
     if factors is not None:
