@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from softmax_bottleneck import __version__
 from softmax_bottleneck.checkpoint import load_checkpoints_on_one_dataset, model_from_checkpoint
@@ -38,7 +37,7 @@ from softmax_bottleneck.synthetic import SyntheticWorld
 from .outputs import write_files
 from .logprobs import LogProbMatrix, available_memory_bytes, collect_contexts, require_memory, sample_contexts
 from .spectrum import (DenseSource, Spectrum, clock, count_above, direct_spectrum, factored_spectrum, gram_spectra,
-                       rank_threshold)
+                       r_factor, rank_threshold)
 
 ENGINES = ("auto", "factored", "direct", "gram")
 SWEEP = tuple(10.0 ** -k for k in range(1, 15))  # relative thresholds 1e-1 … 1e-14
@@ -80,9 +79,9 @@ def compute_spectra(matrix, row_stops: list[int] | None = None, engine: str = "a
         with clock(timings, "eigenvalues"):
             # one QR of [1, G] serves both: R[:, 1:] is an R factor of G, and R[1:, 1:] one of G with
             # its column means removed (row-centring A = F·Gᵀ centres G over the items)
-            r_both = _r_factor(np.hstack([np.ones((n_cols, 1)), right]))
+            r_both = r_factor(np.hstack([np.ones((n_cols, 1)), right]))
             for n in row_stops:
-                r_left = _r_factor(left[:n])
+                r_left = r_factor(left[:n])
                 spectra[(False, n)] = factored_spectrum(left[:n], right, r_both[:, 1:], r_left)
                 spectra[(True, n)] = factored_spectrum(left[:n], right, r_both[1:, 1:], r_left)
     elif engine == "direct":
@@ -98,11 +97,6 @@ def compute_spectra(matrix, row_stops: list[int] | None = None, engine: str = "a
         require_memory(4 * 8.0 * side * side, f"a {side:,} × {side:,} Gram matrix")
         spectra = gram_spectra(source, row_stops, block_size=block_size, timings=timings)
     return spectra
-
-
-def _r_factor(matrix: np.ndarray) -> np.ndarray:
-    """R of a thin Householder QR (torch's LAPACK: twice NumPy's speed for these tall, narrow shapes)."""
-    return torch.linalg.qr(torch.from_numpy(np.ascontiguousarray(matrix)), mode="r").R.numpy()
 
 
 def singular_values(matrix, engine: str = "auto") -> np.ndarray:
