@@ -15,6 +15,10 @@ and a paired sign-flip permutation test over sessions. Breakdowns: by target-ite
 support, by context diversity (1 − cosine of previous and target item under the baseline's item
 embeddings), by distinct items in the prefix, and the support × diversity grid of relative gain.
 On the synthetic world: an oracle row (the true distribution) and each model's KL(truth ‖ model).
+Health (``health.csv``, and in ``compare.json``): top-K catalogue coverage, the training support of
+recommended items against the targets', and for mixtures the saturated share of expert states, the
+prior's entropy and each expert's share of contexts (softmax_bottleneck.evaluate.HeadHealth); and
+which epoch each checkpoint holds.
 """
 
 from __future__ import annotations
@@ -32,9 +36,9 @@ import torch
 
 from softmax_bottleneck import __version__
 from softmax_bottleneck.checkpoint import load_checkpoints_on_one_dataset, model_from_checkpoint
-from softmax_bottleneck.cli import (ArgumentParser, InputError, add_heldout_arguments, check_cutoffs, resolve_device,
+from softmax_bottleneck.cli import (ArgumentParser, check_output_dir, InputError, add_heldout_arguments, check_cutoffs, resolve_device,
                                     run_main)
-from softmax_bottleneck.evaluate import evaluate_ranks
+from softmax_bottleneck.evaluate import HeadHealth, epoch_record, evaluate_ranks
 from softmax_bottleneck.metrics import METRICS, event_values, target_ranks
 from softmax_bottleneck.model import model_label
 from softmax_bottleneck.synthetic import SyntheticWorld
@@ -55,6 +59,14 @@ class Group:
     eval_events_per_second: float
     kl: float | None = None
     seeds: list = dataclasses.field(default_factory=list)
+    health: list[dict] = dataclasses.field(default_factory=list)  # one HeadHealth.result() per seed
+    epochs: list[dict] = dataclasses.field(default_factory=list)  # one epoch_record per seed
+
+    def health_summary(self) -> dict:
+        """Each health measure averaged over seeds (lists element-wise)."""
+        return {key: (np.mean([h[key] for h in self.health], axis=0).tolist() if isinstance(value, list)
+                      else float(np.mean([h[key] for h in self.health])))
+                for key, value in self.health[0].items()}
 
     def seed_values(self, metric: str, k: int) -> list[float]:
         return [float(event_values(r, metric, k).mean()) for r in self.ranks]
@@ -143,7 +155,8 @@ def compare(paths: list[Path], *, data: Path | None = None, split: str = "test",
     models, events = [], None
     for path, checkpoint in zip(paths, checkpoints):
         model = model_from_checkpoint(checkpoint, device)
-        result = evaluate_ranks(model, held_out, batch_size=batch_size, device=device)
+        health = HeadHealth(dataset.support, ks)
+        result = evaluate_ranks(model, held_out, batch_size=batch_size, device=device, health=health)
         order = np.lexsort((result.positions, result.sessions))
         key_events = np.stack([result.sessions[order], result.positions[order], result.targets[order]], axis=1)
         events = key_events if events is None else events
@@ -160,6 +173,8 @@ def compare(paths: list[Path], *, data: Path | None = None, split: str = "test",
         group.seeds.append(seed_of)
         group.paths.append(str(path))
         group.ranks.append(result.ranks[order])
+        group.health.append(health.result())
+        group.epochs.append(epoch_record(checkpoint))
         group.eval_events_per_second += len(result.ranks) / max(result.seconds, 1e-9)
     for group in groups.values():
         group.eval_events_per_second /= len(group.paths)
@@ -216,6 +231,8 @@ def compare(paths: list[Path], *, data: Path | None = None, split: str = "test",
                     "hidden_dim": g.config["hidden_dim"], "n_experts": g.config["n_experts"],
                     "train_events_per_second": g.train_events_per_second,
                     "eval_events_per_second": g.eval_events_per_second, "kl_to_truth": g.kl,
+                    "epochs": [e["epoch"] for e in g.epochs], "epochs_trained": [e["epochs_trained"] for e in g.epochs],
+                    "select_metric": g.epochs[0]["select_metric"], "health": g.health_summary(),
                     **{f"{r['metric']}@{r['k']}": r["value"] for r in rows if r["model"] == g.label},
                     **{f"diff_{r['metric']}@{r['k']}": r["diff_vs_baseline"] for r in rows if r["model"] == g.label},
                     **{f"p_{r['metric']}@{r['k']}": r["p_value"] for r in rows if r["model"] == g.label}}
@@ -223,7 +240,29 @@ def compare(paths: list[Path], *, data: Path | None = None, split: str = "test",
         "oracle": None if oracle is None else {f"{r['metric']}@{r['k']}": r["value"] for r in rows
                                                if r["model"] == "oracle"},
     }
-    return {"summary": summary, "metrics": metrics_table, "breakdown": breakdown, "grid": grid}
+    return {"summary": summary, "metrics": metrics_table, "breakdown": breakdown, "grid": grid,
+            "health": health_table(groups)}
+
+
+def health_table(groups: list[Group]) -> pd.DataFrame:
+    """Tidy: model × measure (× K, × expert) with the mean and std over seeds (see HeadHealth)."""
+    rows = []
+    for group in groups:
+        for key in group.health[0]:
+            per_seed = [h[key] for h in group.health]
+            measure, _, k = key.partition("@")
+            if isinstance(per_seed[0], list):  # expert_top_share: one row per expert
+                for expert, values in enumerate(zip(*per_seed)):
+                    rows.append({"model": group.label, "measure": measure, "k": None, "expert": expert,
+                                 "value": float(np.mean(values)), "std_over_seeds": _std(values)})
+            else:
+                rows.append({"model": group.label, "measure": measure, "k": int(k) if k else None, "expert": None,
+                             "value": float(np.mean(per_seed)), "std_over_seeds": _std(per_seed)})
+    return pd.DataFrame(rows).astype({"k": "Int64", "expert": "Int64"})
+
+
+def _std(values) -> float:
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
 @torch.no_grad()
@@ -274,6 +313,7 @@ def write_outputs(out: Path, result: dict, min_cell_events: int = 30) -> None:
     k = int(table["k"].max())
     writers = {"compare.json": lambda f: f.write_text(json.dumps(summary, indent=2) + "\n"),
                "metrics.csv": lambda f: table.to_csv(f, index=False),
+               "health.csv": lambda f: result["health"].to_csv(f, index=False),
                "breakdown.csv": lambda f: pd.concat([result["breakdown"], grid.assign(breakdown="support×diversity")],
                                                     ignore_index=True).to_csv(f, index=False),
                "metrics.png": lambda f: plots.save(plots.plot_metric_bars(table[table["k"] == k]).figure, f)}
@@ -310,6 +350,15 @@ def _print(result: dict) -> None:
               f"events/s" if train else f"  {model['label']:24s} evaluate {model['eval_events_per_second']:,.0f} events/s",
               end="")
         print(f", KL(truth‖model) {model['kl_to_truth']:.4f}" if model["kl_to_truth"] is not None else "")
+        health, k = model["health"], max(int(key.split("@")[1]) for key in model["health"] if "@" in key)
+        line = (f"  {'':24s} epoch {'/'.join(map(str, model['epochs']))} of "
+                f"{'/'.join(map(str, model['epochs_trained']))}; top-{k} coverage {health[f'coverage@{k}']:.1%}, "
+                f"support {health[f'support_recommended@{k}']:,.0f} recommended vs {health['support_target']:,.0f}")
+        if "saturated_share" in health:
+            line += (f"; saturated {health['saturated_share']:.1%}, prior entropy {health['prior_entropy']:.3f}"
+                     f"/{health['prior_entropy_max']:.3f}, top expert " +
+                     ", ".join(f"{x:.0%}" for x in health["expert_top_share"]))
+        print(line)
 
 
 def build_parser() -> ArgumentParser:
@@ -331,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> None:
+        if args.out:
+            check_output_dir(args.out, "--out")  # before the work, not after it
         ks = check_cutoffs(args.k)
         if args.n_bootstrap < 100 or args.bins < 1:
             raise InputError("--n-bootstrap must be >= 100 and --bins >= 1")
@@ -344,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             _print(result)
             if args.out:
-                print(f"\nwrote {args.out}/compare.json, metrics.csv, breakdown.csv and PNGs")
+                print(f"\nwrote {args.out}/compare.json, metrics.csv, health.csv, breakdown.csv and PNGs")
 
     return run_main(body)
 

@@ -30,7 +30,7 @@ import pandas as pd
 
 from softmax_bottleneck import __version__
 from softmax_bottleneck.checkpoint import load_checkpoints_on_one_dataset, model_from_checkpoint
-from softmax_bottleneck.cli import ArgumentParser, InputError, add_heldout_arguments, resolve_device, run_main
+from softmax_bottleneck.cli import ArgumentParser, check_output_dir, InputError, add_heldout_arguments, resolve_device, run_main
 from softmax_bottleneck.model import model_label
 from softmax_bottleneck.synthetic import SyntheticWorld
 
@@ -258,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> None:
+        if args.out:
+            check_output_dir(args.out, "--out")  # before the work, not after it
         if args.tol is not None and args.rtol is not None:
             raise InputError("give --tol or --rtol, not both")
         if args.max_contexts is not None and args.max_contexts < 1:

@@ -56,7 +56,7 @@ from scipy.spatial.distance import cdist
 
 from softmax_bottleneck import __version__
 from softmax_bottleneck.checkpoint import load_checkpoints_on_one_dataset, model_from_checkpoint
-from softmax_bottleneck.cli import (ArgumentParser, InputError, add_heldout_arguments, check_cutoffs, resolve_device,
+from softmax_bottleneck.cli import (ArgumentParser, check_output_dir, InputError, add_heldout_arguments, check_cutoffs, resolve_device,
                                     run_main)
 from softmax_bottleneck.model import model_label
 
@@ -516,6 +516,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> None:
+        if args.out:
+            check_output_dir(args.out, "--out")  # before the work, not after it
         if args.max_contexts is not None and args.max_contexts < 1:
             raise InputError(f"--max-contexts must be >= 1, got {args.max_contexts}")
         if args.n_random < 0:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import types
 import typing
@@ -114,6 +115,68 @@ def resolve_device(name: str):
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
+
+
+def add_threads_argument(parser: argparse.ArgumentParser, default: int | None = 1) -> None:
+    """--threads: torch's intra-op threads (recorded with the results; see the README on reproducibility)."""
+    shown = "all cores" if default is None else default
+    parser.add_argument("--threads", type=int, default=default, metavar="N",
+                        help=f"torch threads (default: {shown}; one per core at most)")
+
+
+def set_threads(threads: int | None) -> int:
+    """Set torch's intra-op thread count (None: one per core); returns it."""
+    import torch
+
+    cores = os.cpu_count() or 1
+    if threads is None:
+        threads = cores
+    if threads < 1:
+        raise InputError(f"--threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
+    return threads
+
+
+def _nearest_existing(path):
+    from pathlib import Path
+
+    path = Path(os.path.abspath(path))
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def check_output_file(path, flag: str) -> None:
+    """Refuse, before any work, an output file that could not be written at the end."""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{flag} {path}: is a folder; give a file path")
+    _check_writable_parent(path, flag)
+
+
+def check_output_dir(path, flag: str) -> None:
+    """Refuse, before any work, an output folder that could not be made or written at the end."""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{flag} {path}: exists and is not a folder")
+    _check_writable_parent(path / "x", flag)
+
+
+def _check_writable_parent(path, flag: str) -> None:
+    import tempfile
+
+    existing = _nearest_existing(path.parent)
+    if not existing.is_dir():
+        raise InputError(f"{flag} {path}: {existing} is a file, so the folder cannot be made")
+    try:  # the only sure test: make (and at once remove) a file where the output will go
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise InputError(f"{flag} {path}: cannot write in {existing} ({err.strerror or type(err).__name__})") from None
 
 
 def add_heldout_arguments(parser: argparse.ArgumentParser) -> None:

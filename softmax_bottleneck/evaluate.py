@@ -26,7 +26,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import dataset_for_checkpoint, load_checkpoint, model_from_checkpoint
-from .cli import ArgumentParser, InputError, add_heldout_arguments, check_cutoffs, resolve_device, run_main
+from .atomic import atomic_path
+from .cli import (ArgumentParser, InputError, add_heldout_arguments, add_threads_argument, check_cutoffs,
+                  check_output_file, resolve_device, run_main, set_threads)
 from .data import SessionSplit, session_parallel_batches
 from .metrics import TIES, metric_table, target_ranks
 from .model import GRU4Rec, carry_state
@@ -56,10 +58,68 @@ class EventRanks:
         return frame.sort_values(["session", "position"], kind="stable", ignore_index=True)
 
 
+SATURATED = 0.99  # |tanh| above this: an expert-state coordinate whose gradient has (almost) vanished
+
+
+class HeadHealth:
+    """What the top-k lists and a mixture's internals look like: a collapsed MoS shows here.
+
+    - ``coverage@K``: share of the catalogue in at least one event's top K;
+    - ``support_recommended@K`` against ``support_target``: mean training support of the recommended
+      items and of the targets (a popularity-bias indicator);
+    - for mixtures: ``saturated_share`` (expert-state coordinates with |h_k| > 0.99), ``prior_entropy``
+      (mean entropy of π, nats; its maximum is log K) and ``expert_top_share`` (share of contexts in which
+      each expert has the largest prior weight).
+
+    Top-K lists come from ``torch.topk``: among items tied at the K-th score, which ones are listed is
+    unspecified, so coverage counts one of the tied orders.
+    """
+
+    def __init__(self, support, ks=(20,)):
+        self.support = torch.as_tensor(np.asarray(support), dtype=torch.float64)
+        self.ks = tuple(sorted(set(ks)))
+        self.seen = {k: torch.zeros(len(self.support), dtype=torch.bool) for k in self.ks}
+        self.recommended_support = dict.fromkeys(self.ks, 0.0)
+        self.target_support, self.n_events = 0.0, 0
+        self.saturated, self.coordinates, self.entropy, self.top = 0, 0, 0.0, None
+
+    def add(self, log_p: torch.Tensor, targets: torch.Tensor, mixture) -> None:
+        """log_p (batch, n_items), targets (batch,), mixture: the head's ``mixture_states`` or None."""
+        top = log_p.topk(min(max(self.ks), log_p.shape[1]), dim=1).indices.cpu()  # (batch, K)
+        for k in self.ks:
+            self.seen[k][top[:, :k].reshape(-1)] = True
+            self.recommended_support[k] += float(self.support[top[:, :k]].sum())
+        self.target_support += float(self.support[targets.cpu()].sum())
+        self.n_events += len(targets)
+        if mixture is not None:
+            log_prior, states = mixture
+            self.saturated += int((states.abs() > SATURATED).sum())
+            self.coordinates += states.numel()
+            self.entropy += float(-(log_prior.exp() * log_prior).sum())
+            counts = torch.bincount(log_prior.argmax(dim=1).cpu(), minlength=log_prior.shape[1])
+            self.top = counts if self.top is None else self.top + counts
+
+    def result(self) -> dict:
+        out = {}
+        for k in self.ks:
+            out[f"coverage@{k}"] = float(self.seen[k].double().mean())
+            out[f"support_recommended@{k}"] = self.recommended_support[k] / (self.n_events * k)
+        out["support_target"] = self.target_support / max(self.n_events, 1)
+        if self.top is not None:
+            out["saturated_share"] = self.saturated / self.coordinates
+            out["prior_entropy"] = self.entropy / self.n_events
+            out["prior_entropy_max"] = float(np.log(len(self.top)))
+            out["expert_top_share"] = (self.top.double() / self.n_events).tolist()
+        return out
+
+
 @torch.no_grad()
 def evaluate_ranks(model: GRU4Rec, split: SessionSplit, *, ties: str = "conservative", batch_size: int = 512,
-                   device: torch.device | str = "cpu", progress: bool = False) -> EventRanks:
-    """Rank every next-item event of `split` under `model` (in eval mode: no dropout)."""
+                   device: torch.device | str = "cpu", progress: bool = False,
+                   health: HeadHealth | None = None) -> EventRanks:
+    """Rank every next-item event of `split` under `model` (in eval mode: no dropout).
+
+    With `health`, each batch's top-k lists and mixture states are added to it too."""
     if split.n_transitions == 0:
         raise InputError("the split has no next-item events to evaluate")
     model.eval()
@@ -75,12 +135,42 @@ def evaluate_ranks(model: GRU4Rec, split: SessionSplit, *, ties: str = "conserva
         if not torch.isfinite(log_p).all():
             raise InputError(f"the {model.config.head} head produced non-finite log-probabilities")
         ranks = target_ranks(log_p, targets, ties).cpu().numpy()
+        if health is not None:
+            health.add(log_p, targets, model.head.mixture_states(output))
         target_log_p = log_p.gather(1, targets[:, None])[:, 0].double().cpu().numpy()
         parts.append((batch.sessions, batch.positions, batch.targets, ranks, target_log_p))
         bar.update(len(ranks))
     bar.close()
     columns = [np.concatenate(c) for c in zip(*parts)]
     return EventRanks(*columns, seconds=time.perf_counter() - start)
+
+
+def epoch_record(checkpoint: dict) -> dict:
+    """Which epoch's weights a checkpoint holds, and by which rule they were chosen."""
+    selection = checkpoint.get("selection") or {}
+    return {"epoch": checkpoint.get("best_epoch", checkpoint.get("epoch")), "epochs_trained": checkpoint.get("epoch"),
+            "select_metric": selection.get("metric"), "patience": selection.get("patience"),
+            "threads": checkpoint.get("threads")}
+
+
+def describe_epoch(record: dict) -> str:
+    if record.get("select_metric") is None:
+        return f"weights of epoch {record['epoch']} (the last; no validation selection recorded)"
+    return (f"weights of epoch {record['epoch']} of {record['epochs_trained']}, the best valid "
+            f"{record['select_metric']} (patience {record['patience']})")
+
+
+def describe_health(record: dict, ks) -> str:
+    """One or two lines: coverage and popularity of the top-k lists; a mixture's saturation and prior."""
+    k = max(ks)
+    line = (f"top-{k}: {record[f'coverage@{k}']:.1%} of the catalogue recommended; mean training support "
+            f"{record[f'support_recommended@{k}']:,.0f} recommended vs {record['support_target']:,.0f} targets")
+    if "saturated_share" in record:
+        shares = ", ".join(f"{s:.0%}" for s in record["expert_top_share"])
+        line += (f"\nmixture: {record['saturated_share']:.1%} of expert-state coordinates saturated (|h| > "
+                 f"{SATURATED}); prior entropy {record['prior_entropy']:.3f} of {record['prior_entropy_max']:.3f}; "
+                 f"top expert share {shares}")
+    return line
 
 
 def build_parser() -> ArgumentParser:
@@ -91,6 +181,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=512, help="sessions evaluated in parallel")
     parser.add_argument("--per-event", type=Path, help="write session, position, target, rank per event (CSV)")
     add_heldout_arguments(parser)
+    add_threads_argument(parser, default=None)
     return parser
 
 
@@ -101,27 +192,32 @@ def main(argv: list[str] | None = None) -> int:
         ks = check_cutoffs(args.k)
         if args.batch_size < 1:
             raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+        set_threads(args.threads)
         device = resolve_device(args.device)
+        if args.per_event:
+            check_output_file(args.per_event, "--per-event")
         checkpoint = load_checkpoint(args.checkpoint)
         dataset = dataset_for_checkpoint(checkpoint, args.data)
+        if max(ks) > dataset.n_items:
+            raise InputError(f"--k {max(ks)} is larger than the catalogue ({dataset.n_items} items)")
         split = dataset.split(args.split)
         if split.n_transitions == 0:
             raise InputError(f"{dataset.path}: the {args.split} split has no events")
         model = model_from_checkpoint(checkpoint, device)
+        health = HeadHealth(dataset.support, ks)
         result = evaluate_ranks(model, split, ties=args.ties, batch_size=args.batch_size, device=device,
-                                progress=not args.json)
+                                progress=not args.json, health=health)
         metrics = metric_table(result.ranks, ks)
         if args.per_event:
-            args.per_event.parent.mkdir(parents=True, exist_ok=True)
-            tmp = args.per_event.with_name(f".{args.per_event.name}.tmp")
-            result.to_frame(dataset.item_ids).to_csv(tmp, index=False)
-            tmp.replace(args.per_event)
+            with atomic_path(args.per_event) as tmp:
+                result.to_frame(dataset.item_ids).to_csv(tmp, index=False)
         summary = {"checkpoint": str(args.checkpoint), "split": args.split, "ties": args.ties,
                    "n_events": int(len(result.ranks)), "head": checkpoint["model_config"]["head"],
                    "n_experts": checkpoint["model_config"]["n_experts"],
                    "hidden_dim": checkpoint["model_config"]["hidden_dim"],
                    "events_per_second": len(result.ranks) / max(result.seconds, 1e-9),
-                   "log_likelihood": result.log_likelihood, **metrics}
+                   "log_likelihood": result.log_likelihood, **metrics, **health.result(),
+                   **epoch_record(checkpoint)}
         if args.json:
             print(json.dumps(summary))
             return
@@ -130,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         print("metric  " + "".join(f"{'@' + str(k):>9s}" for k in ks))
         for name in ("recall", "mrr", "ndcg"):
             print(f"{name:7s} " + "".join(f"{metrics[f'{name}@{k}']:9.4f}" for k in ks))
+        print(describe_health(summary, ks))
+        print(describe_epoch(summary))
 
     return run_main(body)
 

@@ -90,6 +90,10 @@ class Head(nn.Module):
         """Analytic bound on the rank of the log-prob matrix, or None when there is none."""
         return None
 
+    def mixture_states(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(log π (batch, K), expert states (batch, K, d)) of a mixture head, None for a single softmax."""
+        return None
+
     # The mixture form every head shares, for analysis of big log-prob matrices (analysis.logprobs):
     # log p(i | h) = logsumexp_k(log π_k(h) + s_k(h)·g_i − lse_k(h)), lse_k(h) = logsumexp_i s_k(h)·g_i.
     def item_factors(self) -> torch.Tensor:
@@ -160,6 +164,9 @@ class MixtureOfSoftmaxesHead(Head):
         log_prior, states = self.expert_states(hidden)
         expert_log_p = torch.log_softmax(_logits(states, weight, bias, log_q), dim=-1)  # (batch, K, n_cand)
         return torch.logsumexp(log_prior[..., None] + expert_log_p, dim=-2)
+
+    def mixture_states(self, hidden):
+        return self.expert_states(hidden)
 
     def expert_factors(self, hidden):
         log_prior, states = self.expert_states(hidden)

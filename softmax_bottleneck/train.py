@@ -17,13 +17,28 @@ all items instead. Adagrad with momentum (GRU4Rec's, indexed updates of item row
 Defaults are the MovieLens-100K configuration of the parity benchmark (layer 64, batch 32,
 lr 0.2, momentum 0.2, dropout 0.0/0.4, 2048 negatives, alpha 0.5, logQ 1.0, 10 epochs).
 
-After each epoch: validation Recall@20 / MRR@20 and a checkpoint written atomically to --out.
+After each epoch: validation metrics and a checkpoint written atomically to --out. The checkpoint
+holds the weights of the **best validation epoch** under ``--select-metric`` (default mrr@20; ties
+keep the earlier epoch), the whole per-epoch validation curve, the best epoch's number and the
+rule; ``--patience N`` stops after N epochs without improvement (0: train all ``--epochs``). The last
+epoch's weights, optimizer and generator states ride along, so ``--resume`` continues exactly.
+``--config best.json`` (written by ``python -m softmax_bottleneck.tune``) sets every model and
+training setting; flags given on the command line override it.
+
+    python -m softmax_bottleneck.train --data prepared/ml-100k --out runs/mos.pt --config tuned/mos/best.json --seed 1
+
+Threads: ``--threads`` (default 1) sets torch's intra-op threads. GRU4Rec's steps are small
+sequential GEMMs; one thread is as fast on an idle 2-core machine and does not collapse when
+other jobs share it (benchmarks/threads.py). Results are bit-identical for the same seed and
+thread count; another thread count may change float sums' order, and so the last digits.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -34,8 +49,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .cli import (ArgumentParser, InputError, add_config_arguments, add_device_argument, config_from_args,
-                  resolve_device, run_main)
+from .cli import (ArgumentParser, InputError, add_config_arguments, add_device_argument, add_threads_argument,
+                  check_output_file, config_from_args, resolve_device, run_main, set_threads)
 from .data import PreparedDataset, load_prepared, session_parallel_batches
 from .evaluate import evaluate_ranks
 from .metrics import metric_table
@@ -43,6 +58,11 @@ from .model import GRU4Rec, ModelConfig, carry_state
 from .optim import AdagradMomentum
 
 OPTIMIZERS = ("adagrad", "adam")
+SELECT_METRIC = re.compile(r"^(recall|mrr|ndcg)@([1-9][0-9]*)$")
+
+
+class TrainingDiverged(InputError):
+    """The loss became non-finite: the settings (usually the learning rate) do not train."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +85,10 @@ class TrainConfig:
     seed: int = dataclasses.field(default=0, metadata={"help": "seed of initialisation, dropout and sampling"})
     eval_batch_size: int = dataclasses.field(default=512, metadata={
         "help": "sessions in parallel for validation", "metavar": "B"})
+    select_metric: str = dataclasses.field(default="mrr@20", metadata={
+        "help": "validation metric that picks the epoch whose weights the checkpoint keeps", "metavar": "M@K"})
+    patience: int = dataclasses.field(default=0, metadata={
+        "help": "stop after N epochs without a better validation metric (0: never)", "metavar": "N"})
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -78,6 +102,15 @@ class TrainConfig:
             raise ValueError(f"momentum must be >= 0, got {self.momentum}")
         if self.n_sample < 0 or self.sample_alpha < 0 or self.logq < 0:
             raise ValueError("n_sample, sample_alpha and logq must be >= 0")
+        if not SELECT_METRIC.match(self.select_metric):
+            raise ValueError(f"select_metric must look like mrr@20 (recall, mrr or ndcg @ K >= 1), "
+                             f"got {self.select_metric!r}")
+        if self.patience < 0:
+            raise ValueError(f"patience must be >= 0, got {self.patience}")
+
+    @property
+    def select_cutoff(self) -> int:
+        return int(SELECT_METRIC.match(self.select_metric).group(2))
 
 
 class NegativeSampler:
@@ -165,18 +198,61 @@ def train_epoch(model: GRU4Rec, dataset: PreparedDataset, config: TrainConfig, o
     bar.close()
     seconds = time.perf_counter() - start
     if not math.isfinite(total_loss):
-        raise InputError(f"training diverged (non-finite loss) in {desc}; lower --lr")
+        raise TrainingDiverged(f"training diverged (non-finite loss) in {desc}; lower lr")
     return {"loss": total_loss / max(n_events, 1), "train_events": n_events, "train_seconds": seconds,
             "events_per_second": n_events / seconds}
 
 
+def validate(model: GRU4Rec, dataset: PreparedDataset, config: TrainConfig, device: torch.device) -> dict:
+    """Validation metrics of one epoch: ``valid_recall@20``, ``valid_mrr@20``, ``valid_ndcg@20`` and the selection metric."""
+    ranks = evaluate_ranks(model, dataset.splits["valid"], batch_size=config.eval_batch_size, device=device)
+    table = metric_table(ranks.ranks, sorted({20, config.select_cutoff}))
+    keep = {f"{name}@20" for name in ("recall", "mrr", "ndcg")} | {config.select_metric}
+    return {f"valid_{name}": value for name, value in table.items() if name in keep}
+
+
+def _copy_state(model: GRU4Rec) -> dict:
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+
+
+@dataclasses.dataclass
+class _Selection:
+    """The best validation epoch so far and its weights."""
+
+    metric: str
+    patience: int
+    best_epoch: int = 0
+    best_value: float = -math.inf
+    state: dict | None = None
+
+    def update(self, epoch: int, value: float, model: GRU4Rec) -> None:
+        if value > self.best_value:  # ties keep the earlier epoch
+            self.best_epoch, self.best_value, self.state = epoch, value, _copy_state(model)
+
+    def stop(self, epoch: int) -> bool:
+        return self.patience > 0 and epoch - self.best_epoch >= self.patience
+
+    def record(self, epoch: int, config: TrainConfig) -> dict:
+        stopped = self.stop(epoch)
+        return {"metric": self.metric, "patience": self.patience, "best_epoch": self.best_epoch,
+                "best_value": self.best_value, "epochs_trained": epoch, "stopped_early": stopped,
+                "finished": stopped or epoch >= config.epochs}
+
+
 def train(dataset: PreparedDataset, model_config: ModelConfig, config: TrainConfig, out: Path, *,
           device: torch.device | str = "cpu", resume: bool = False, progress: bool = True,
-          log: Callable[[str], None] = print) -> dict:
-    """Train (or resume) and write a checkpoint to `out` after every epoch; returns the last checkpoint."""
+          log: Callable[[str], None] = print, on_epoch: Callable[[dict], None] | None = None) -> dict:
+    """Train (or resume) and write a checkpoint to `out` after every epoch; returns the last checkpoint.
+
+    The checkpoint's ``state_dict`` is the best validation epoch's (``config.select_metric``);
+    ``on_epoch(stats)`` is called after each epoch's checkpoint is written (the tuner prunes there).
+    """
     device = torch.device(device)
     out = Path(out)
     model_config = dataclasses.replace(model_config, n_items=dataset.n_items)
+    if config.select_cutoff > dataset.n_items:
+        raise InputError(f"select_metric {config.select_metric}: K is larger than the catalogue "
+                         f"({dataset.n_items} items)")
     torch.manual_seed(config.seed)  # dropout draws from the global generator
     model = GRU4Rec(model_config)
     model.reset_parameters(torch.Generator().manual_seed(config.seed))
@@ -187,49 +263,108 @@ def train(dataset: PreparedDataset, model_config: ModelConfig, config: TrainConf
                if config.n_sample > 0 and not config.full_softmax else None)
     log_support = torch.log(torch.as_tensor(dataset.support, dtype=torch.float32, device=device))
     history: list[dict] = []
+    selection = _Selection(config.select_metric, config.patience)
     start_epoch = 0
     if resume:
-        start_epoch, history = _resume(out, model, optimizer, sampler_generator, dataset, model_config, config)
+        start_epoch, history, selection = _resume(out, model, optimizer, sampler_generator, dataset, model_config,
+                                                  config)
         log(f"resuming {out} after epoch {start_epoch}")
     elif out.exists():
         raise InputError(f"{out}: exists; pass --resume to continue it or choose another --out")
     checkpoint = None
-    for epoch in range(start_epoch, config.epochs):
+    for epoch in range(start_epoch + 1, config.epochs + 1):
         stats = train_epoch(model, dataset, config, optimizer, sampler, log_support, device,
-                            desc=f"epoch {epoch + 1}/{config.epochs}", progress=progress)
-        ranks = evaluate_ranks(model, dataset.splits["valid"], batch_size=config.eval_batch_size, device=device)
-        valid = metric_table(ranks.ranks, (20,))
-        stats.update({"epoch": epoch + 1, "valid_recall@20": valid["recall@20"], "valid_mrr@20": valid["mrr@20"]})
+                            desc=f"epoch {epoch}/{config.epochs}", progress=progress)
+        stats.update({"epoch": epoch, **validate(model, dataset, config, device)})
         history.append(stats)
+        selection.update(epoch, stats[f"valid_{config.select_metric}"], model)
+        last = _copy_state(model) if selection.best_epoch != epoch else selection.state
         checkpoint = {
             "model_config": dataclasses.asdict(model_config), "train_config": dataclasses.asdict(config),
-            "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "rng": _rng_state(sampler_generator), "epoch": epoch + 1, "metrics": history,
+            "state_dict": selection.state, "last_state_dict": last, "optimizer": optimizer.state_dict(),
+            "rng": _rng_state(sampler_generator), "epoch": epoch, "best_epoch": selection.best_epoch,
+            "selection": selection.record(epoch, config), "metrics": history, "threads": torch.get_num_threads(),
             "item_ids": dataset.item_ids.tolist(),
             "data": {"path": str(Path(dataset.path).resolve()) if dataset.path else None,
                      "fingerprint": dataset.fingerprint},
         }
         save_checkpoint(checkpoint, out)
-        log(f"epoch {epoch + 1}: loss {stats['loss']:.4f}  {stats['events_per_second']:,.0f} events/s  "
-            f"valid recall@20 {stats['valid_recall@20']:.4f}  mrr@20 {stats['valid_mrr@20']:.4f}")
+        log(f"epoch {epoch}: loss {stats['loss']:.4f}  {stats['events_per_second']:,.0f} events/s  "
+            f"valid recall@20 {stats['valid_recall@20']:.4f}  mrr@20 {stats['valid_mrr@20']:.4f}"
+            + ("  (best)" if selection.best_epoch == epoch else f"  (best: epoch {selection.best_epoch})"))
+        if on_epoch is not None:
+            on_epoch(stats)
+        if selection.stop(epoch):
+            log(f"stopping: no better valid {config.select_metric} for {config.patience} epochs; "
+                f"kept epoch {selection.best_epoch}")
+            break
     return checkpoint if checkpoint is not None else load_checkpoint(out)
 
 
+def _differing(recorded: dict, wanted: dict, ignore: tuple[str, ...] = ()) -> list[str]:
+    keys = sorted((set(recorded) | set(wanted)) - set(ignore))
+    return [f"{k} {recorded.get(k)!r} → {wanted.get(k)!r}" for k in keys if recorded.get(k) != wanted.get(k)]
+
+
 def _resume(out: Path, model: GRU4Rec, optimizer, sampler_generator, dataset: PreparedDataset,
-            model_config: ModelConfig, config: TrainConfig) -> tuple[int, list[dict]]:
+            model_config: ModelConfig, config: TrainConfig) -> tuple[int, list[dict], _Selection]:
+    if not out.exists():
+        raise InputError(f"{out}: nothing to resume (no checkpoint there); drop --resume to start a new run")
     checkpoint = load_checkpoint(out)
     if checkpoint["data"]["fingerprint"] != dataset.fingerprint:
         raise InputError(f"{out}: trained on prepared data {checkpoint['data']['fingerprint'][:19]}, "
                          f"--data has {dataset.fingerprint[:19]}; cannot resume on other data")
-    if checkpoint["model_config"] != dataclasses.asdict(model_config):
-        raise InputError(f"{out}: model settings differ from the checkpoint's; resume with the same flags")
-    recorded = {k: v for k, v in checkpoint["train_config"].items() if k != "epochs"}
-    if recorded != {k: v for k, v in dataclasses.asdict(config).items() if k != "epochs"}:
-        raise InputError(f"{out}: training settings differ from the checkpoint's (only --epochs may change)")
-    model.load_state_dict(checkpoint["state_dict"])
+    differ = _differing(checkpoint["model_config"], dataclasses.asdict(model_config))
+    if differ:
+        raise InputError(f"{out}: model settings differ from the checkpoint's ({'; '.join(differ)}); "
+                         "resume with the same flags")
+    differ = _differing(checkpoint["train_config"], dataclasses.asdict(config), ignore=("epochs",))
+    if differ:
+        raise InputError(f"{out}: training settings differ from the checkpoint's ({'; '.join(differ)}); "
+                         "only epochs may change")
+    done = int(checkpoint["epoch"])
+    recorded = checkpoint.get("selection") or {}
+    if recorded.get("stopped_early"):
+        raise InputError(f"{out}: nothing to do: training stopped early at epoch {done} (patience "
+                         f"{recorded['patience']}; best epoch {recorded['best_epoch']})")
+    if config.epochs <= done:
+        raise InputError(f"{out}: nothing to do: it already holds {done} epochs and epochs is {config.epochs}")
+    model.load_state_dict(checkpoint.get("last_state_dict") or checkpoint["state_dict"])
     optimizer.load_state_dict(checkpoint["optimizer"])
     _set_rng_state(checkpoint["rng"], sampler_generator)
-    return int(checkpoint["epoch"]), list(checkpoint["metrics"])
+    history = list(checkpoint["metrics"])
+    selection = _Selection(config.select_metric, config.patience)
+    for stats in history:  # the best epoch is the first maximum of the recorded curve
+        if stats[f"valid_{config.select_metric}"] > selection.best_value:
+            selection.best_epoch, selection.best_value = stats["epoch"], stats[f"valid_{config.select_metric}"]
+    selection.state = checkpoint["state_dict"] if selection.best_epoch == checkpoint.get("best_epoch", done) \
+        else None
+    if selection.state is None:
+        raise InputError(f"{out}: damaged checkpoint: its best epoch does not match its validation curve")
+    return done, history, selection
+
+
+def load_config_file(path: Path) -> dict:
+    """The flag values of a ``best.json`` (or any JSON with ``model_config``/``train_config``): {field: value}."""
+    try:
+        payload = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError(f"--config {path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"--config {path}: not a JSON file ({err})") from None
+    if not isinstance(payload, dict) or not ({"model_config", "train_config"} & set(payload)):
+        raise InputError(f"--config {path}: expected an object with model_config and/or train_config")
+    values = {}
+    for key, config_cls in (("model_config", ModelConfig), ("train_config", TrainConfig)):
+        section = payload.get(key, {})
+        if not isinstance(section, dict):
+            raise InputError(f"--config {path}: {key} must be an object")
+        fields = {f.name for f in dataclasses.fields(config_cls)}
+        unknown = sorted(set(section) - fields)
+        if unknown:
+            raise InputError(f"--config {path}: unknown {key} field(s) {', '.join(unknown)}")
+        values.update({k: v for k, v in section.items() if k != "n_items"})
+    return values
 
 
 def build_parser() -> ArgumentParser:
@@ -237,27 +372,53 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint file to write after every epoch")
     parser.add_argument("--resume", action="store_true", help="continue the checkpoint at --out up to --epochs")
+    parser.add_argument("--config", type=Path, metavar="JSON",
+                        help="settings from a tuner's best.json; flags on the command line override them")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
+    parser.add_argument("--json", action="store_true", help="print one JSON object (best epoch, its valid metrics)")
     add_device_argument(parser)
+    add_threads_argument(parser)
     add_config_arguments(parser.add_argument_group("model"), ModelConfig, skip=("n_items",))
     add_config_arguments(parser.add_argument_group("training"), TrainConfig)
     return parser
 
 
+def parse_args(argv: list[str] | None = None):
+    """Flags, with ``--config`` values as the defaults that explicit flags override."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.config is not None:
+        try:
+            values = load_config_file(args.config)
+        except InputError as err:
+            parser.exit(2, f"error: {err}\n")
+        parser.set_defaults(**values)
+        args = parser.parse_args(argv)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
 
     def body() -> None:
+        set_threads(args.threads)
         device = resolve_device(args.device)
         model_config = config_from_args(ModelConfig, args)
         config = config_from_args(TrainConfig, args)
+        check_output_file(args.out, "--out")
         dataset = load_prepared(args.data)
         if dataset.splits["valid"].n_transitions == 0:
             raise InputError(f"{args.data}: the valid split has no events")
-        log = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr))
-        train(dataset, model_config, config, args.out, device=device, resume=args.resume,
-              progress=not args.quiet, log=log)
-        print(f"wrote {args.out}")
+        log = (lambda message: None) if args.quiet or args.json else (lambda message: print(message, file=sys.stderr))
+        checkpoint = train(dataset, model_config, config, args.out, device=device, resume=args.resume,
+                           progress=not (args.quiet or args.json), log=log)
+        best = checkpoint["metrics"][checkpoint["best_epoch"] - 1]
+        if args.json:
+            print(json.dumps({"checkpoint": str(args.out), **checkpoint["selection"], "threads": checkpoint["threads"],
+                              **{k: v for k, v in best.items() if k.startswith("valid_")}}))
+        else:
+            print(f"wrote {args.out} (epoch {checkpoint['best_epoch']} of {checkpoint['epoch']}, "
+                  f"best valid {config.select_metric} {checkpoint['selection']['best_value']:.4f})")
 
     return run_main(body)
 

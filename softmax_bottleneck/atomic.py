@@ -1,0 +1,53 @@
+"""Atomic writes: a file (or folder) appears whole under its name, or not at all.
+
+Every writer goes through :func:`atomic_path`: it hands out a temporary name beside the
+destination (same folder, so the final ``os.replace`` is a rename on one file system), and
+renames it over the destination only when the block finishes without an error. A run killed or
+failing half-way leaves the previous file intact and no temporary behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it replaces `path` (a file or a folder).
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> with atomic_path(folder / "a.txt") as tmp:
+    ...     _ = tmp.write_text("whole")
+    >>> (folder / "a.txt").read_text(), sorted(p.name for p in folder.iterdir())
+    ('whole', ['a.txt'])
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tmp
+        if tmp.is_dir() and path.is_dir():  # a folder cannot be renamed over a non-empty folder
+            old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Atomically write `text` to `path`."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
