@@ -11,6 +11,11 @@ Examples::
     python -m figures --only spectra --only metrics     # redraw two figures
     python -m softmax_bottleneck.prepare --input ../shared/data/ml-100k/ml-100k.inter --format recbole --out prepared/ml-100k
     python -m figures --data prepared/ml-100k           # the same study on MovieLens-100K (no truth/oracle)
+    python -m figures --retune                          # tune every head × d again instead of figures/tuned/
+
+Every head is trained with settings tuned for it on the valid split (see figures/study.py): the
+quick profile's are committed in figures/tuned/quick/; other data or profiles are tuned first,
+with the profile's budget, and cached in RESULTS/tuned/.
 """
 
 from __future__ import annotations
@@ -53,6 +58,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--profile", default="quick", choices=sorted(PROFILES), help="study size (default: quick)")
     parser.add_argument("--only", action="append", metavar="NAME",
                         help="draw only this figure; repeatable. One of: " + ", ".join(f.NAME for f in FIGURES))
+    parser.add_argument("--retune", action="store_true",
+                        help="ignore the committed tuned settings (figures/tuned/) and tune into RESULTS/tuned/")
     add_device_argument(parser)
     return parser
 
@@ -74,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         for flag, folder in (("--results", results), ("--out", out)):
             if folder.exists() and not folder.is_dir():
                 raise InputError(f"{flag} {folder}: exists and is not a folder")
-        run_study(args.profile, results, args.data, device=resolve_device(args.device))
+        run_study(args.profile, results, args.data, device=resolve_device(args.device),
+                  committed_tuning=not args.retune)
         written = draw(results, out, args.only)
         print(f"{len(written) // len(FORMATS)} figures ({', '.join(FORMATS)}) in {out}/ "
               f"({time.perf_counter() - began:.0f} s); results in {results}/")

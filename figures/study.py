@@ -7,7 +7,16 @@ everything the figures read in one results folder::
 
     results/
       data/                 the synthetic world, prepared (only without --data)
+      tuned/LABEL/          best.json, trials.csv, study.db per head × d × K (softmax_bottleneck.tune)
       runs/*.pt             one checkpoint per model, named by a hash of its data and settings
+
+**Every head is trained with settings chosen for it.** Each head × d × K of the profile is tuned
+on the valid split (``softmax_bottleneck.tune``: the profile's trial budget, epochs and patience,
+seed 0), and each of its seeds is then trained with the best trial's settings and kept at its best
+valid epoch. Tuned settings committed in ``figures/tuned/PROFILE/`` are used when they were made
+for the same data fingerprint, space and budget (the quick profile ships them, so ``python -m
+figures`` does not tune); otherwise the study tunes and caches the result in ``results/tuned/``.
+``study.json`` records, for every model, the settings file, its tuning command and its budget.
       rank/                 rank.json, spectrum.csv, spectrum.png     (analysis.rank)
       compare/              metrics.csv, breakdown.csv, compare.json (analysis.compare)
       reach/                reach.csv, reach.json, reach.png         (analysis.reach)
@@ -30,8 +39,9 @@ from pathlib import Path
 from typing import Callable
 
 from softmax_bottleneck import __version__
+from softmax_bottleneck import tune as tuner
 from softmax_bottleneck.checkpoint import load_checkpoint
-from softmax_bottleneck.cli import InputError
+from softmax_bottleneck.cli import InputError, set_threads
 from softmax_bottleneck.data import PreparedDataset, load_prepared, save_prepared
 from softmax_bottleneck.model import ModelConfig, model_label
 from softmax_bottleneck.prepare import prepare_synthetic
@@ -39,12 +49,16 @@ from softmax_bottleneck.synthetic import SyntheticConfig
 from softmax_bottleneck.train import TrainConfig, train
 
 
+TUNED = Path(__file__).with_name("tuned")  # committed tuning results, one folder per profile
+SMALL_CATALOGUE_SPACE = TUNED / "space-full-softmax.json"  # catalogues no larger than the negative sample
+
+
 @dataclasses.dataclass(frozen=True)
 class Profile:
-    """One study: the models and the analysis settings."""
+    """One study: the models, their tuning budget and the analysis settings."""
 
     world: SyntheticConfig  # used when no --data is given
-    epochs: int
+    epochs: int  # the most epochs of a tuning trial and of every model (each keeps its best valid epoch)
     seeds: tuple[int, ...]  # every (head, d) of the size sweep is trained with each seed
     dims: tuple[int, ...]  # hidden sizes d of the size sweep (softmax and MoS with `experts` experts)
     experts: int  # K of the MoS size sweep
@@ -53,6 +67,8 @@ class Profile:
     max_contexts: int  # held-out contexts of the rank report
     n_bootstrap: int  # session-bootstrap replicates of the comparison
     n_random: int  # random box states of the reachability audit
+    tune_trials: int = 8  # Optuna trials per head × d × K
+    patience: int = 2  # epochs without a better valid MRR@20 that end a trial (and a model's training)
     split: str = "test"
 
 
@@ -60,10 +76,11 @@ PROFILES = {
     # a few minutes on 2 CPU cores: a 300-item world, 3 epochs, two seeds
     "quick": Profile(world=SyntheticConfig(n_items=300, n_sessions=4000, seed=0), epochs=3, seeds=(0, 1),
                      dims=(2, 4, 8, 16, 32), experts=4, expert_dim=8, expert_counts=(1, 2, 4, 8),
-                     max_contexts=1024, n_bootstrap=500, n_random=1024),
-    # the paper's: the default 500-item world, 10 epochs (GRU4Rec's), three seeds
+                     max_contexts=1024, n_bootstrap=500, n_random=1024, tune_trials=8, patience=2),
+    # the paper's: the default 500-item world, 10 epochs (GRU4Rec's), three seeds, 20 trials per head and size
     "full": Profile(world=SyntheticConfig(), epochs=10, seeds=(0, 1, 2), dims=(2, 4, 8, 16, 32, 64), experts=4,
-                    expert_dim=16, expert_counts=(1, 2, 4, 8), max_contexts=4096, n_bootstrap=2000, n_random=4096),
+                    expert_dim=16, expert_counts=(1, 2, 4, 8), max_contexts=4096, n_bootstrap=2000, n_random=4096,
+                    tune_trials=20, patience=3),
 }
 
 
@@ -80,14 +97,15 @@ class Run:
     def label(self) -> str:
         return model_label({"head": self.head, "hidden_dim": self.hidden_dim, "n_experts": self.n_experts})
 
-    def configs(self, profile: Profile, dataset: PreparedDataset) -> tuple[ModelConfig, TrainConfig]:
-        """GRU4Rec's settings, except: the profile's epochs, and the full softmax when the catalogue is
-        no larger than the negative sample (sampling more negatives than there are items buys nothing)."""
-        model = ModelConfig(n_items=dataset.n_items, head=self.head, hidden_dim=self.hidden_dim,
-                            n_experts=self.n_experts)
-        defaults = TrainConfig()
-        return model, TrainConfig(epochs=profile.epochs, seed=self.seed,
-                                  full_softmax=dataset.n_items <= defaults.n_sample)
+    @property
+    def slug(self) -> str:
+        """File name of the run's head × d × K (its tuning folder)."""
+        return self.head + (f"-K{self.n_experts}" if self.head == "mos" else "") + f"-d{self.hidden_dim}"
+
+    def configs(self, tuned: dict, dataset: PreparedDataset) -> tuple[ModelConfig, TrainConfig]:
+        """The tuned settings of this head × d × K (a best.json record), with this run's seed."""
+        model = ModelConfig(**{**tuned["model_config"], "n_items": dataset.n_items})
+        return model, TrainConfig(**{**tuned["train_config"], "seed": self.seed})
 
 
 def study_runs(profile: Profile) -> list[Run]:
@@ -116,26 +134,80 @@ def ensure_data(results: Path, data: Path | None, profile: Profile, log: Callabl
     return load_prepared(save_prepared(prepare_synthetic(profile.world), folder))
 
 
-def ensure_checkpoint(run: Run, profile: Profile, dataset: PreparedDataset, runs_dir: Path, device,
+def tune_settings(run: Run, profile: Profile, dataset: PreparedDataset) -> tuner.TuneSettings:
+    space = tuner.default_space(run.head) if dataset.n_items > TrainConfig().n_sample else SMALL_CATALOGUE_SPACE
+    return tuner.TuneSettings(
+        data=str(Path(dataset.path).resolve()), fingerprint=dataset.fingerprint, head=run.head,
+        n_experts=run.n_experts, hidden_dim=run.hidden_dim, metric="mrr@20", max_epochs=profile.epochs,
+        patience=profile.patience, seed=0, space=tuner.load_space(space, fixed=("hidden_dim",)))
+
+
+def tune_command(settings: tuner.TuneSettings, n_trials: int, out: str) -> str:
+    """The command line that makes (or continues) this tuning study."""
+    space = SMALL_CATALOGUE_SPACE if settings.space == tuner.load_space(SMALL_CATALOGUE_SPACE) else None
+    return (f"python -m softmax_bottleneck.tune --data {settings.data} --head {settings.head}"
+            + (f" --n-experts {settings.n_experts}" if settings.head == "mos" else "")
+            + f" --hidden-dim {settings.hidden_dim} --n-trials {n_trials} --max-epochs {settings.max_epochs}"
+            + f" --patience {settings.patience} --metric {settings.metric} --seed {settings.seed}"
+            + (f" --space {space.relative_to(TUNED.parent.parent)}" if space else "") + f" --out {out}")
+
+
+def _matches(record: dict, settings: tuner.TuneSettings, n_trials: int) -> bool:
+    recorded = {k: v for k, v in record.get("settings", {}).items() if k != "data"}
+    return recorded == settings.identity() and record.get("budget", {}).get("trials", 0) >= n_trials
+
+
+def ensure_tuned(run: Run, profile: Profile, profile_name: str, dataset: PreparedDataset, results: Path, device,
+                 log: Callable[[str], None], committed: bool = True) -> tuple[dict, Path]:
+    """The best.json record of the run's head × d × K: committed (unless `committed` is False), cached, or tuned now."""
+    settings = tune_settings(run, profile, dataset)
+    places = [TUNED / profile_name / f"{run.slug}.json"] if committed else []
+    for path in places + [results / "tuned" / run.slug / "best.json"]:
+        if path.is_file():
+            record = json.loads(path.read_text())
+            if _matches(record, settings, profile.tune_trials):
+                return record, path
+    folder = results / "tuned" / run.slug
+    log(f"tuning {run.label}: {profile.tune_trials} trials of up to {profile.epochs} epochs")
+    began = time.perf_counter()
+    storage = f"sqlite:///{(folder / 'study.db').resolve()}"
+    folder.mkdir(parents=True, exist_ok=True)
+    study = tuner.tune(settings, n_trials=profile.tune_trials, storage=storage, study_name=run.slug, jobs=1,
+                       device=str(device), threads=1, progress=False)
+    record = tuner.write_outputs(folder, study, settings, storage, run.slug)
+    record["command"] = tune_command(settings, profile.tune_trials, str(folder))
+    (folder / "best.json").write_text(json.dumps(record, indent=2) + "\n")
+    log(f"  best valid mrr@20 {record['value']:.4f} (trial {record['trial']}) in {time.perf_counter() - began:.0f} s")
+    return record, folder / "best.json"
+
+
+def ensure_checkpoint(run: Run, tuned: dict, dataset: PreparedDataset, runs_dir: Path, device,
                       log: Callable[[str], None]) -> Path:
-    """The run's checkpoint, trained (or resumed) unless a complete one is there."""
-    model_config, train_config = run.configs(profile, dataset)
+    """The run's checkpoint, trained (or resumed) with its tuned settings unless a finished one is there."""
+    model_config, train_config = run.configs(tuned, dataset)
     key = _digest([dataset.fingerprint, dataclasses.asdict(model_config), dataclasses.asdict(train_config)])
     path = runs_dir / f"{run.label.replace(' ', '_').replace('=', '')}-s{run.seed}-{key[:12]}.pt"
     resume = False
     if path.exists():
         checkpoint = load_checkpoint(path)
-        if checkpoint.get("epoch") == train_config.epochs:
+        if (checkpoint.get("selection") or {}).get("finished"):
             return path
         resume = True
-    log(f"training {run.label} seed {run.seed} ({train_config.epochs} epochs)"
+    log(f"training {run.label} seed {run.seed} (up to {train_config.epochs} epochs, tuned settings)"
         + (f", resuming after epoch {checkpoint['epoch']}" if resume else ""))
     runs_dir.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
-    train(dataset, model_config, train_config, path, device=device, resume=resume, progress=False,
-          log=lambda message: None)
-    log(f"  done in {time.perf_counter() - began:.0f} s")
+    done = train(dataset, model_config, train_config, path, device=device, resume=resume, progress=False,
+                 log=lambda message: None)
+    log(f"  epoch {done['best_epoch']} of {done['epoch']} kept, valid mrr@20 "
+        f"{done['selection']['best_value']:.4f}, {time.perf_counter() - began:.0f} s")
     return path
+
+
+def _tuned_summary(record: dict, path: Path) -> dict:
+    """What study.json says of a run's settings: where they come from, how they were found, at what budget."""
+    return {"file": str(path), "command": record.get("command"), "budget": record["budget"],
+            "valid_mrr@20": record["value"], "trial": record["trial"], "params": record["params"]}
 
 
 def _cached(folder: Path, key: str, files: tuple[str, ...]) -> bool:
@@ -148,10 +220,11 @@ def _mark(folder: Path, key: str) -> None:
 
 
 def run_study(profile: str | Profile, results: Path, data: Path | None = None, device="cpu",
-              log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> dict:
-    """Train what is missing and run what changed; returns the study record (also in study.json).
+              log: Callable[[str], None] = lambda m: print(m, file=sys.stderr), committed_tuning: bool = True) -> dict:
+    """Tune and train what is missing and run what changed; returns the study record (also in study.json).
 
-    profile: a name in PROFILES, or a Profile (tests use tiny ones)."""
+    profile: a name in PROFILES, or a Profile (tests use tiny ones). committed_tuning=False ignores
+    figures/tuned/ and tunes into results/tuned/ (how the committed files are made)."""
     from analysis import compare as compare_tool
     from analysis import rank as rank_tool
     from analysis import reach as reach_tool
@@ -163,14 +236,21 @@ def run_study(profile: str | Profile, results: Path, data: Path | None = None, d
     results.mkdir(parents=True, exist_ok=True)
     if dataset.split(profile.split).n_transitions == 0:
         raise InputError(f"{dataset.path}: the {profile.split} split has no events")
+    set_threads(1)  # GRU4Rec's small sequential steps: one thread is as fast, and never oversubscribes
     runs = study_runs(profile)
-    paths = [ensure_checkpoint(r, profile, dataset, results / "runs", device, log) for r in runs]
+    tuned = {}
+    for run in runs:
+        if run.slug not in tuned:
+            tuned[run.slug] = ensure_tuned(run, profile, profile_name, dataset, results, device, log,
+                                           committed_tuning)
+    paths = [ensure_checkpoint(r, tuned[r.slug][0], dataset, results / "runs", device, log) for r in runs]
     first_seed = [p for r, p in zip(runs, paths) if r.seed == profile.seeds[0]]
     data_arg = Path(dataset.path)
     record = {"library_version": __version__, "profile": profile_name, "settings": dataclasses.asdict(profile),
               "data": str(data_arg),
               "fingerprint": dataset.fingerprint, "n_items": dataset.n_items,
-              "runs": [{**dataclasses.asdict(r), "label": r.label, "checkpoint": str(p)} for r, p in zip(runs, paths)],
+              "runs": [{**dataclasses.asdict(r), "label": r.label, "checkpoint": str(p),
+                        "tuned": _tuned_summary(*tuned[r.slug])} for r, p in zip(runs, paths)],
               "analyses": {}}
 
     timings = {}

@@ -16,7 +16,8 @@ from figures.study import Profile, run_study, study_runs
 from softmax_bottleneck.synthetic import SyntheticConfig
 
 TINY = Profile(world=SyntheticConfig(n_items=40, n_sessions=400, seed=3), epochs=1, seeds=(0, 1), dims=(2, 4),
-               experts=2, expert_dim=2, expert_counts=(1, 2), max_contexts=256, n_bootstrap=50, n_random=64)
+               experts=2, expert_dim=2, expert_counts=(1, 2), max_contexts=256, n_bootstrap=50, n_random=64,
+               tune_trials=2, patience=1)
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +57,9 @@ def test_changed_settings_retrain_only_what_changed(tiny_results, tmp_path):
     other = dataclasses.replace(TINY, expert_counts=(1, 2, 3))
     messages = []
     run_study(other, folder, log=messages.append)
-    trained = [m for m in messages if m.startswith("training")]
-    assert trained == ["training mos d=2 K=3 seed 0 (1 epochs)"]
+    trained = [m for m in messages if m.startswith(("training", "tuning"))]
+    assert trained == ["tuning mos d=2 K=3: 2 trials of up to 1 epochs",
+                       "training mos d=2 K=3 seed 0 (up to 1 epochs, tuned settings)"]
     run_study(TINY, folder, log=lambda m: None)  # leave the fixture's analyses as they were
 
 
