@@ -61,6 +61,7 @@ class Group:
     seeds: list = dataclasses.field(default_factory=list)
     health: list[dict] = dataclasses.field(default_factory=list)  # one HeadHealth.result() per seed
     epochs: list[dict] = dataclasses.field(default_factory=list)  # one epoch_record per seed
+    tuning: dict | None = None  # where the (shared) settings come from: a tuner's budget, or None
 
     def health_summary(self) -> dict:
         """Each health measure averaged over seeds (lists element-wise)."""
@@ -175,6 +176,7 @@ def compare(paths: list[Path], *, data: Path | None = None, split: str = "test",
         group.ranks.append(result.ranks[order])
         group.health.append(health.result())
         group.epochs.append(epoch_record(checkpoint))
+        group.tuning = checkpoint.get("tuning")
         group.eval_events_per_second += len(result.ranks) / max(result.seconds, 1e-9)
     for group in groups.values():
         group.eval_events_per_second /= len(group.paths)
@@ -233,6 +235,7 @@ def compare(paths: list[Path], *, data: Path | None = None, split: str = "test",
                     "eval_events_per_second": g.eval_events_per_second, "kl_to_truth": g.kl,
                     "epochs": [e["epoch"] for e in g.epochs], "epochs_trained": [e["epochs_trained"] for e in g.epochs],
                     "select_metric": g.epochs[0]["select_metric"], "health": g.health_summary(),
+                    "tuning": g.tuning,
                     **{f"{r['metric']}@{r['k']}": r["value"] for r in rows if r["model"] == g.label},
                     **{f"diff_{r['metric']}@{r['k']}": r["diff_vs_baseline"] for r in rows if r["model"] == g.label},
                     **{f"p_{r['metric']}@{r['k']}": r["p_value"] for r in rows if r["model"] == g.label}}
@@ -240,8 +243,28 @@ def compare(paths: list[Path], *, data: Path | None = None, split: str = "test",
         "oracle": None if oracle is None else {f"{r['metric']}@{r['k']}": r["value"] for r in rows
                                                if r["model"] == "oracle"},
     }
+    summary["fairness"] = fairness_warnings(groups)
     return {"summary": summary, "metrics": metrics_table, "breakdown": breakdown, "grid": grid,
             "health": health_table(groups)}
+
+
+def fairness_warnings(groups: list[Group]) -> list[str]:
+    """What keeps this comparison from being a fair one: untuned settings, unequal budgets, single seeds."""
+    warnings = []
+    untuned = [g.label for g in groups if g.tuning is None]
+    if untuned:
+        warnings.append(f"settings not chosen by tuning for: {', '.join(untuned)} (train with --config best.json "
+                        "from python -m softmax_bottleneck.tune)")
+    budgets = {g.label: (g.tuning or {}).get("budget", {}).get("trials") for g in groups if g.tuning}
+    if len(set(budgets.values())) > 1:
+        warnings.append("unequal tuning budgets: " + ", ".join(f"{k} {v} trials" for k, v in budgets.items()))
+    single = [g.label for g in groups if len(g.ranks) < 2]
+    if single:
+        warnings.append(f"one seed only: {', '.join(single)} (seed variation is not in the intervals)")
+    no_selection = [g.label for g in groups if any(e["select_metric"] is None for e in g.epochs)]
+    if no_selection:
+        warnings.append(f"no validation epoch selection recorded: {', '.join(no_selection)}")
+    return warnings
 
 
 def health_table(groups: list[Group]) -> pd.DataFrame:
@@ -333,6 +356,8 @@ def _slug(text: str) -> str:
 
 def _print(result: dict) -> None:
     summary, table = result["summary"], result["metrics"]
+    for warning in summary["fairness"]:
+        print(f"warning: not a fair comparison yet: {warning}", file=sys.stderr)
     print(f"{summary['n_events']:,} {summary['split']} events in {summary['n_sessions']:,} sessions; baseline "
           f"{summary['baseline']}; 95 % CIs resample sessions ({summary['n_bootstrap']} replicates)")
     for (metric, k), part in table.groupby(["metric", "k"], sort=False):
@@ -354,6 +379,10 @@ def _print(result: dict) -> None:
         line = (f"  {'':24s} epoch {'/'.join(map(str, model['epochs']))} of "
                 f"{'/'.join(map(str, model['epochs_trained']))}; top-{k} coverage {health[f'coverage@{k}']:.1%}, "
                 f"support {health[f'support_recommended@{k}']:,.0f} recommended vs {health['support_target']:,.0f}")
+        tuning = model["tuning"]
+        line += ("; settings tuned: " + f"{tuning['budget']['trials']} trials ({tuning['budget']['complete']} complete, "
+                 f"{tuning['budget']['pruned']} pruned), best valid {tuning['metric']} {tuning['value']:.4f}"
+                 if tuning else "; settings not tuned")
         if "saturated_share" in health:
             line += (f"; saturated {health['saturated_share']:.1%}, prior entropy {health['prior_entropy']:.3f}"
                      f"/{health['prior_entropy_max']:.3f}, top expert " +

@@ -46,7 +46,7 @@ from softmax_bottleneck.data import PreparedDataset, load_prepared, save_prepare
 from softmax_bottleneck.model import ModelConfig, model_label
 from softmax_bottleneck.prepare import prepare_synthetic
 from softmax_bottleneck.synthetic import SyntheticConfig
-from softmax_bottleneck.train import TrainConfig, train
+from softmax_bottleneck.train import TrainConfig, train, tuning_record
 
 
 TUNED = Path(__file__).with_name("tuned")  # committed tuning results, one folder per profile
@@ -181,10 +181,11 @@ def ensure_tuned(run: Run, profile: Profile, profile_name: str, dataset: Prepare
     return record, folder / "best.json"
 
 
-def ensure_checkpoint(run: Run, tuned: dict, dataset: PreparedDataset, runs_dir: Path, device,
+def ensure_checkpoint(run: Run, tuned: tuple[dict, Path], dataset: PreparedDataset, runs_dir: Path, device,
                       log: Callable[[str], None]) -> Path:
     """The run's checkpoint, trained (or resumed) with its tuned settings unless a finished one is there."""
-    model_config, train_config = run.configs(tuned, dataset)
+    record, tuned_path = tuned
+    model_config, train_config = run.configs(record, dataset)
     key = _digest([dataset.fingerprint, dataclasses.asdict(model_config), dataclasses.asdict(train_config)])
     path = runs_dir / f"{run.label.replace(' ', '_').replace('=', '')}-s{run.seed}-{key[:12]}.pt"
     resume = False
@@ -198,7 +199,7 @@ def ensure_checkpoint(run: Run, tuned: dict, dataset: PreparedDataset, runs_dir:
     runs_dir.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     done = train(dataset, model_config, train_config, path, device=device, resume=resume, progress=False,
-                 log=lambda message: None)
+                 log=lambda message: None, tuning=tuning_record(record, tuned_path))
     log(f"  epoch {done['best_epoch']} of {done['epoch']} kept, valid mrr@20 "
         f"{done['selection']['best_value']:.4f}, {time.perf_counter() - began:.0f} s")
     return path
@@ -243,7 +244,7 @@ def run_study(profile: str | Profile, results: Path, data: Path | None = None, d
         if run.slug not in tuned:
             tuned[run.slug] = ensure_tuned(run, profile, profile_name, dataset, results, device, log,
                                            committed_tuning)
-    paths = [ensure_checkpoint(r, tuned[r.slug][0], dataset, results / "runs", device, log) for r in runs]
+    paths = [ensure_checkpoint(r, tuned[r.slug], dataset, results / "runs", device, log) for r in runs]
     first_seed = [p for r, p in zip(runs, paths) if r.seed == profile.seeds[0]]
     data_arg = Path(dataset.path)
     record = {"library_version": __version__, "profile": profile_name, "settings": dataclasses.asdict(profile),

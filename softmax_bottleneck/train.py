@@ -241,11 +241,14 @@ class _Selection:
 
 def train(dataset: PreparedDataset, model_config: ModelConfig, config: TrainConfig, out: Path, *,
           device: torch.device | str = "cpu", resume: bool = False, progress: bool = True,
-          log: Callable[[str], None] = print, on_epoch: Callable[[dict], None] | None = None) -> dict:
+          log: Callable[[str], None] = print, on_epoch: Callable[[dict], None] | None = None,
+          tuning: dict | None = None) -> dict:
     """Train (or resume) and write a checkpoint to `out` after every epoch; returns the last checkpoint.
 
     The checkpoint's ``state_dict`` is the best validation epoch's (``config.select_metric``);
     ``on_epoch(stats)`` is called after each epoch's checkpoint is written (the tuner prunes there).
+    ``tuning``: where the settings come from (:func:`tuning_record` of a best.json), kept in the checkpoint
+    so that a comparison can say what budget each head got.
     """
     device = torch.device(device)
     out = Path(out)
@@ -284,6 +287,7 @@ def train(dataset: PreparedDataset, model_config: ModelConfig, config: TrainConf
             "state_dict": selection.state, "last_state_dict": last, "optimizer": optimizer.state_dict(),
             "rng": _rng_state(sampler_generator), "epoch": epoch, "best_epoch": selection.best_epoch,
             "selection": selection.record(epoch, config), "metrics": history, "threads": torch.get_num_threads(),
+            "tuning": tuning,
             "item_ids": dataset.item_ids.tolist(),
             "data": {"path": str(Path(dataset.path).resolve()) if dataset.path else None,
                      "fingerprint": dataset.fingerprint},
@@ -342,6 +346,15 @@ def _resume(out: Path, model: GRU4Rec, optimizer, sampler_generator, dataset: Pr
     if selection.state is None:
         raise InputError(f"{out}: damaged checkpoint: its best epoch does not match its validation curve")
     return done, history, selection
+
+
+def tuning_record(best: dict, path: str | None = None) -> dict | None:
+    """The provenance of settings taken from a tuner's best.json: study, budget, best value; None otherwise."""
+    if "budget" not in best:
+        return None
+    return {"file": None if path is None else str(path), "study_name": best.get("study_name"),
+            "metric": best.get("metric"), "value": best.get("value"), "trial": best.get("trial"),
+            "budget": best["budget"]}
 
 
 def load_config_file(path: Path) -> dict:
@@ -410,8 +423,9 @@ def main(argv: list[str] | None = None) -> int:
         if dataset.splits["valid"].n_transitions == 0:
             raise InputError(f"{args.data}: the valid split has no events")
         log = (lambda message: None) if args.quiet or args.json else (lambda message: print(message, file=sys.stderr))
+        tuning = tuning_record(json.loads(args.config.read_text()), args.config) if args.config else None
         checkpoint = train(dataset, model_config, config, args.out, device=device, resume=args.resume,
-                           progress=not (args.quiet or args.json), log=log)
+                           progress=not (args.quiet or args.json), log=log, tuning=tuning)
         best = checkpoint["metrics"][checkpoint["best_epoch"] - 1]
         if args.json:
             print(json.dumps({"checkpoint": str(args.out), **checkpoint["selection"], "threads": checkpoint["threads"],

@@ -25,8 +25,8 @@ earlier entry has that value, e.g. momentum only for Adagrad).
 ``--n-trials N`` is the study's total: trials that completed or were pruned (or are running)
 count, failed ones do not. A second run of the same command continues the study up to N (more
 trials: a larger N). ``--storage`` takes any URL Optuna accepts, so several machines can run the
-same command against one study; ``--jobs J`` starts J workers here, each with ``cores // J``
-torch threads. Claiming a trial holds a lock beside an SQLite file, so J local workers run exactly
+same command against one study; ``--jobs J`` starts J workers here, each with ``--threads``
+torch threads (default 1, as ``train``; J × threads ≤ cores, or the workers slow each other down). Claiming a trial holds a lock beside an SQLite file, so J local workers run exactly
 N trials in total. Same ``--seed`` and one worker give the same sequence of trials.
 
 Outputs in ``--out``: ``study.db`` (the default storage), ``trials.csv`` (one row per trial:
@@ -257,7 +257,7 @@ def fail_orphans(study) -> int:
         owner = trial.user_attrs.get("worker", "")
         name, _, pid = owner.rpartition(":")
         if name == host and pid.isdigit() and not _alive(int(pid)):
-            study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
             failed += 1
     return failed
 
@@ -378,8 +378,11 @@ def tune(settings: TuneSettings, *, n_trials: int, storage: str, study_name: str
     """Run the search (J local workers); returns the study."""
     study = open_study(storage, study_name, settings)  # bad storage or another study's settings fail here
     fail_orphans(study)
+    threads = threads or 1  # as train's default: one thread per GRU4Rec run (benchmarks/threads.py)
     cores = os.cpu_count() or 1
-    threads = threads or max(1, cores // jobs)
+    if jobs * threads > cores:
+        print(f"warning: {jobs} workers × {threads} threads > {cores} cores: they will slow each other down",
+              file=sys.stderr)
     arguments = (storage, study_name, settings, n_trials, timeout, str(device), threads, progress)
     if jobs == 1:
         work(*arguments)
@@ -480,7 +483,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--storage", help="Optuna storage URL (default: sqlite:///OUT/study.db)")
     parser.add_argument("--study-name", help="study name in the storage (default: from head, K and d)")
     parser.add_argument("--jobs", type=int, default=1, metavar="J", help="worker processes here (default: 1)")
-    parser.add_argument("--threads", type=int, metavar="N", help="torch threads per worker (default: cores // J)")
+    parser.add_argument("--threads", type=int, metavar="N", help="torch threads per worker (default: 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampler and of every trial's training")
     parser.add_argument("--out", type=Path, required=True, help="folder for study.db, trials.csv, best.json, PNGs")
     parser.add_argument("--json", action="store_true", help="print best.json's content on stdout")

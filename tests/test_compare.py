@@ -80,7 +80,7 @@ def test_planted_difference_is_detected_and_breakdowns_partition(tiny_checkpoint
     oracle_mrr = table[(table["model"] == "oracle") & (table["metric"] == "mrr") & (table["k"] == 20)]["value"].item()
     assert oracle_mrr > row["value"]
     files = sorted(p.name for p in (tmp_path / "c").iterdir())
-    assert files == ["breakdown.csv", "compare.json", "gain_heatmap_softmax-d-8-damaged.png", "metrics.csv",
+    assert files == ["breakdown.csv", "compare.json", "gain_heatmap_softmax-d-8-damaged.png", "health.csv", "metrics.csv",
                      "metrics.png"]
 
 

@@ -154,3 +154,18 @@ def test_bad_input_one_line_exit_2_and_the_study_keeps_its_trials(existing, tiny
     status, _, err = run_cli(main, argv, capsys)
     assert status == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
     assert len(_trials(existing)) == 2 and (existing / "trials.csv").read_bytes() == before
+
+
+def test_a_killed_workers_trial_is_failed_and_run_again(tmp_path, tiny_synthetic, space, capsys):
+    import socket
+
+    from softmax_bottleneck.tune import open_study, settings_from_args, build_parser
+
+    out = tmp_path / "k"
+    out.mkdir()
+    args = build_parser().parse_args([str(a) for a in _argv(tiny_synthetic, space, out, "--n-trials", "2")])
+    study = open_study(f"sqlite:///{out / 'study.db'}", "softmax-d8", settings_from_args(args))
+    orphan = study.ask()  # as a worker that was killed mid-trial leaves it: RUNNING for ever
+    orphan.set_user_attr("worker", f"{socket.gethostname()}:{2 ** 22 + 12345}")  # above pid_max: no such process
+    frame = _tune(capsys, tiny_synthetic, space, out, "--n-trials", "2")
+    assert frame["state"].tolist() == ["FAIL", "COMPLETE", "COMPLETE"]
