@@ -36,8 +36,8 @@ import torch
 
 from softmax_bottleneck import __version__
 from softmax_bottleneck.checkpoint import load_checkpoints_on_one_dataset, model_from_checkpoint
-from softmax_bottleneck.cli import (ArgumentParser, check_output_dir, InputError, add_heldout_arguments, check_cutoffs, resolve_device,
-                                    run_main)
+from softmax_bottleneck.cli import (ArgumentParser, InputError, add_heldout_arguments, check_cutoffs,
+                                    check_output_dir, resolve_device, run_main, set_threads)
 from softmax_bottleneck.evaluate import HeadHealth, epoch_record, evaluate_ranks
 from softmax_bottleneck.metrics import METRICS, event_values, target_ranks
 from softmax_bottleneck.model import model_label
@@ -226,7 +226,7 @@ def compare(paths: list[Path], *, data: Path | None = None, split: str = "test",
     metrics_table = pd.DataFrame(rows).astype({"hidden_dim": "Int64", "n_experts": "Int64", "n_seeds": "Int64"})
     breakdown, grid = _breakdowns(groups, dataset, held_out, events, models[0], max(ks), metrics, n_bins)
     summary = {
-        "library_version": __version__, "split": split, "n_events": int(len(events)),
+        "library_version": __version__, "threads": torch.get_num_threads(), "split": split, "n_events": int(len(events)),
         "n_sessions": int(len(np.unique(sessions))),
         "baseline": baseline.label, "seed": seed, "n_bootstrap": n_bootstrap, "ties": "conservative",
         "models": [{"label": g.label, "checkpoints": g.paths, "n_seeds": len(g.ranks), "head": g.config["head"],
@@ -409,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> None:
+        set_threads(args.threads)
         if args.out:
             check_output_dir(args.out, "--out")  # before the work, not after it
         ks = check_cutoffs(args.k)

@@ -27,10 +27,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from softmax_bottleneck import __version__
 from softmax_bottleneck.checkpoint import load_checkpoints_on_one_dataset, model_from_checkpoint
-from softmax_bottleneck.cli import ArgumentParser, check_output_dir, InputError, add_heldout_arguments, resolve_device, run_main
+from softmax_bottleneck.cli import (ArgumentParser, InputError, add_heldout_arguments, check_output_dir, resolve_device,
+                                    run_main, set_threads)
 from softmax_bottleneck.model import model_label
 from softmax_bottleneck.synthetic import SyntheticWorld
 
@@ -195,7 +197,7 @@ def analyse(checkpoint_paths: list[Path], *, data: Path | None, split: str, max_
                        "n_experts": config["n_experts"], "hidden_dim": config["hidden_dim"],
                        "item_bias": config["item_bias"], **report})
         spectra.append((label, values, model.head.rank_cap))
-    result = {"library_version": __version__, "split": split, "seed": seed, "n_contexts": len(key),
+    result = {"library_version": __version__, "threads": torch.get_num_threads(), "split": split, "seed": seed, "n_contexts": len(key),
               "n_items": dataset.n_items,
               "data": str(dataset.path), "models": models, "truth": None}
     if dataset.world is not None:
@@ -258,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> None:
+        set_threads(args.threads)
         if args.out:
             check_output_dir(args.out, "--out")  # before the work, not after it
         if args.tol is not None and args.rtol is not None:

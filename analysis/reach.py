@@ -56,8 +56,8 @@ from scipy.spatial.distance import cdist
 
 from softmax_bottleneck import __version__
 from softmax_bottleneck.checkpoint import load_checkpoints_on_one_dataset, model_from_checkpoint
-from softmax_bottleneck.cli import (ArgumentParser, check_output_dir, InputError, add_heldout_arguments, check_cutoffs, resolve_device,
-                                    run_main)
+from softmax_bottleneck.cli import (ArgumentParser, InputError, add_heldout_arguments, check_cutoffs,
+                                    check_output_dir, resolve_device, run_main, set_threads)
 from softmax_bottleneck.model import model_label
 
 from .logprobs import LogProbMatrix, collect_contexts, sample_contexts
@@ -435,7 +435,7 @@ def audit(paths: list[Path], *, data=None, split: str = "test", ks=DEFAULT_KS, m
             "scan_seconds": round(scan_seconds, 3),
         })
     table = pd.concat(frames, ignore_index=True)
-    summary = {"library_version": __version__, "data": str(dataset.path), "split": split,
+    summary = {"library_version": __version__, "threads": torch.get_num_threads(), "data": str(dataset.path), "split": split,
                "n_contexts": len(contexts), "n_items": dataset.n_items,
                "ks": list(ks), "seed": seed, "n_random": n_random, "top_decile_support_items": int(frequent.sum()),
                "models": models, "differences": _differences(table, ks)}
@@ -516,6 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> None:
+        set_threads(args.threads)
         if args.out:
             check_output_dir(args.out, "--out")  # before the work, not after it
         if args.max_contexts is not None and args.max_contexts < 1:

@@ -245,6 +245,7 @@ def run_study(profile: str | Profile, results: Path, data: Path | None = None, d
             tuned[run.slug] = ensure_tuned(run, profile, profile_name, dataset, results, device, log,
                                            committed_tuning)
     paths = [ensure_checkpoint(r, tuned[r.slug], dataset, results / "runs", device, log) for r in runs]
+    set_threads(None)  # the analyses are large GEMMs and LAPACK calls: every core
     first_seed = [p for r, p in zip(runs, paths) if r.seed == profile.seeds[0]]
     data_arg = Path(dataset.path)
     record = {"library_version": __version__, "profile": profile_name, "settings": dataclasses.asdict(profile),

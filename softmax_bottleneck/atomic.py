@@ -1,4 +1,4 @@
-"""Atomic writes: a file (or folder) appears whole under its name, or not at all.
+"""Atomic writes: a file appears whole under its name, or not at all.
 
 Every writer goes through :func:`atomic_path`: it hands out a temporary name beside the
 destination (same folder, so the final ``os.replace`` is a rename on one file system), and
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it replaces `path` (a file or a folder).
+    """Yield a temporary file path beside `path`; on success it replaces `path`.
 
     >>> import tempfile
     >>> folder = Path(tempfile.mkdtemp())
@@ -32,17 +31,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         yield tmp
-        if tmp.is_dir() and path.is_dir():  # a folder cannot be renamed over a non-empty folder
-            old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        os.replace(tmp, path)
     finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists():
+        if tmp.exists():
             tmp.unlink()
 
 

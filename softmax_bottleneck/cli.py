@@ -121,7 +121,7 @@ def add_threads_argument(parser: argparse.ArgumentParser, default: int | None = 
     """--threads: torch's intra-op threads (recorded with the results; see the README on reproducibility)."""
     shown = "all cores" if default is None else default
     parser.add_argument("--threads", type=int, default=default, metavar="N",
-                        help=f"torch threads (default: {shown}; one per core at most)")
+                        help=f"torch intra-op threads (default: {shown})")
 
 
 def set_threads(threads: int | None) -> int:
@@ -180,11 +180,12 @@ def _check_writable_parent(path, flag: str) -> None:
 
 
 def add_heldout_arguments(parser: argparse.ArgumentParser) -> None:
-    """--data, --split, --json and --device: what every tool that reads a checkpoint's held-out data takes."""
+    """--data, --split, --json, --device and --threads: what every tool that reads a checkpoint's held-out data takes."""
     parser.add_argument("--data", type=_path, help="prepared dataset (default: the one the checkpoint records)")
     parser.add_argument("--split", default="test", choices=("valid", "test"), help="held-out split (default: test)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     add_device_argument(parser)
+    add_threads_argument(parser, default=None)
 
 
 def check_cutoffs(ks: list[int]) -> list[int]:

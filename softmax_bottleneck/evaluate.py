@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import dataset_for_checkpoint, load_checkpoint, model_from_checkpoint
 from .atomic import atomic_path
-from .cli import (ArgumentParser, InputError, add_heldout_arguments, add_threads_argument, check_cutoffs,
+from .cli import (ArgumentParser, InputError, add_heldout_arguments, check_cutoffs,
                   check_output_file, resolve_device, run_main, set_threads)
 from .data import SessionSplit, session_parallel_batches
 from .metrics import TIES, metric_table, target_ranks
@@ -181,7 +181,6 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=512, help="sessions evaluated in parallel")
     parser.add_argument("--per-event", type=Path, help="write session, position, target, rank per event (CSV)")
     add_heldout_arguments(parser)
-    add_threads_argument(parser, default=None)
     return parser
 
 

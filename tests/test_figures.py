@@ -38,6 +38,39 @@ def test_study_trains_the_grid_once_and_records_it(tiny_results):
         assert all((folder / sub / f).stat().st_size > 0 for f in files)
 
 
+def test_every_head_is_trained_with_its_own_tuned_settings(tiny_results):
+    from softmax_bottleneck.checkpoint import load_checkpoint
+
+    _, record = tiny_results
+    files = {}
+    for run in record["runs"]:
+        tuned = run["tuned"]
+        assert tuned["budget"]["trials"] == TINY.tune_trials and tuned["command"].startswith(
+            "python -m softmax_bottleneck.tune")
+        best = json.loads(Path(tuned["file"]).read_text())
+        checkpoint = load_checkpoint(run["checkpoint"])
+        assert checkpoint["train_config"] == {**best["train_config"], "seed": run["seed"]}
+        assert checkpoint["model_config"] == best["model_config"]
+        assert checkpoint["tuning"]["budget"] == best["budget"] and checkpoint["selection"]["finished"]
+        files.setdefault(run["label"], set()).add(tuned["file"])
+    assert all(len(f) == 1 for f in files.values())  # the seeds of a configuration share its settings …
+    assert len(set().union(*files.values())) == len(files)  # … and every configuration has its own
+
+
+def test_committed_tuned_settings_are_used_and_nothing_is_tuned(tiny_results, tmp_path, monkeypatch):
+    folder, record = tiny_results
+    committed = tmp_path / "tuned" / "custom"
+    committed.mkdir(parents=True)
+    for best in (folder / "tuned").glob("*/best.json"):
+        (committed / f"{best.parent.name}.json").write_bytes(best.read_bytes())
+    monkeypatch.setattr(study_module, "TUNED", tmp_path / "tuned")
+    monkeypatch.setattr(study_module.tuner, "tune", lambda *a, **k: pytest.fail("tuned although committed"))
+    messages = []
+    again = run_study(TINY, tmp_path / "results", log=messages.append)
+    assert not [m for m in messages if m.startswith("tuning")]
+    assert {Path(r["tuned"]["file"]).parent for r in again["runs"]} == {committed}
+
+
 def test_second_run_retrains_and_reanalyses_nothing(tiny_results, monkeypatch):
     folder, _ = tiny_results
     stamps = {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file() and p.name != "study.json"}
