@@ -392,8 +392,8 @@ def _print(result: dict) -> None:
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m analysis.compare", description=__doc__)
-    parser.add_argument("--checkpoint", type=Path, action="append", required=True,
-                        help="a trained model (first = baseline); repeat, two or more")
+    parser.add_argument("--checkpoint", type=Path, action="extend", nargs="+", required=True, metavar="CKPT",
+                        help="trained models (the first is the baseline); several per flag, or repeat the flag; two or more")
     parser.add_argument("--k", type=int, nargs="+", default=[5, 10, 20], help="cut-offs (default: 5 10 20)")
     parser.add_argument("--metrics", nargs="+", default=list(METRICS), choices=METRICS)
     parser.add_argument("--n-bootstrap", type=int, default=2000, help="bootstrap replicates and permutations")

@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 FIXED_METADATA = {".png": {"Software": None}, ".pdf": {"Creator": None, "Producer": None, "CreationDate": None},
@@ -349,4 +350,34 @@ def plot_unreachable_vs_dim(models, ax=None, *, experts: int | None = None, n_it
         ax.axhline(n_items, color="0.5", ls=":", lw=1, label=f"catalogue ({n_items})")
     ax.set_xscale("log", base=2)
     _finish(ax, "hidden size d", "items", "Items a head cannot recommend", legend_size=7)
+    return ax
+
+
+def plot_tuning_history(trials, ax=None, *, metric: str = "valid metric"):
+    """One point per trial (complete: dot, pruned: cross, at its best epoch's value) and the running best."""
+    ax = _axes(ax)
+    done = trials[trials["state"].isin(["COMPLETE", "PRUNED"]) & trials["value"].notna()].sort_values("number")
+    for state, marker in (("COMPLETE", "o"), ("PRUNED", "x")):
+        part = done[done["state"] == state]
+        ax.scatter(part["number"], part["value"], marker=marker, s=28, label=f"{state.lower()} ({len(part)})",
+                   color="C0" if state == "COMPLETE" else "C7", zorder=3)
+    complete = done[done["state"] == "COMPLETE"]
+    if len(complete):
+        ax.step(complete["number"], complete["value"].cummax(), where="post", color="C3", label="best so far")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    _finish(ax, "trial", metric, "tuning history", loc="lower right")
+    return ax
+
+
+def plot_importance(importance, ax=None):
+    """Horizontal bars of Optuna's parameter importances, the most important on top."""
+    ax = _axes(ax)
+    ordered = importance.sort_values("importance")
+    ax.barh(ordered["parameter"], ordered["importance"], color="C0")
+    for y, value in enumerate(ordered["importance"]):
+        ax.annotate(f"{value:.2f}", (value, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
+    ax.set_xlim(0, max(1.0, float(ordered["importance"].max()) * 1.15) if len(ordered) else 1.0)
+    ax.set_xlabel("importance (sums to 1)")
+    ax.set_title("which settings mattered")
+    ax.grid(axis="x", alpha=0.3)
     return ax

@@ -243,8 +243,8 @@ def _print_table(result: dict) -> None:
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m analysis.rank", description=__doc__)
-    parser.add_argument("--checkpoint", type=Path, action="append", required=True,
-                        help="a trained model; repeat to analyse several on the same contexts")
+    parser.add_argument("--checkpoint", type=Path, action="extend", nargs="+", required=True, metavar="CKPT",
+                        help="trained models, several per flag or the flag repeated, analysed on the same contexts")
     parser.add_argument("--max-contexts", type=int, help="sample this many prefixes (default: all, at most 4096)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the context sample")
     parser.add_argument("--engine", default="auto", choices=ENGINES, help="how to get the singular values")

@@ -499,8 +499,8 @@ def _print(summary: dict) -> None:
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m analysis.reach", description=__doc__)
-    parser.add_argument("--checkpoint", type=Path, action="append", required=True,
-                        help="a trained model; repeat to audit several on the same contexts")
+    parser.add_argument("--checkpoint", type=Path, action="extend", nargs="+", required=True, metavar="CKPT",
+                        help="trained models, several per flag or the flag repeated, audited on the same contexts")
     parser.add_argument("--k", type=int, action="append", default=[],
                         help=f"extra cut-off for the empirical top-k audit (always: {', '.join(map(str, DEFAULT_KS))}); "
                              "the certificate itself is for top-1")

@@ -177,6 +177,9 @@ def ensure_tuned(run: Run, profile: Profile, profile_name: str, dataset: Prepare
     record = tuner.write_outputs(folder, study, settings, storage, run.slug)
     record["command"] = tune_command(settings, profile.tune_trials, str(folder))
     (folder / "best.json").write_text(json.dumps(record, indent=2) + "\n")
+    from analysis import tuning as tuning_plots
+
+    tuning_plots.write_plots(folder)
     log(f"  best valid mrr@20 {record['value']:.4f} (trial {record['trial']}) in {time.perf_counter() - began:.0f} s")
     return record, folder / "best.json"
 

@@ -30,10 +30,10 @@ torch threads (default 1, as ``train``; J × threads ≤ cores, or the workers s
 N trials in total. Same ``--seed`` and one worker give the same sequence of trials.
 
 Outputs in ``--out``: ``study.db`` (the default storage), ``trials.csv`` (one row per trial:
-parameters, state, best epoch, value), ``best.json`` (the best trial's model and training
-settings, accepted by ``train --config``; with the budget spent), ``history.png`` and
-``importance.png`` (Optuna's own plots; drawn only when the outputs are written, so importing the
-library never loads matplotlib).
+parameters, state, best epoch, value), ``importance.csv`` (Optuna's parameter importances),
+``best.json`` (the best trial's model and training settings, accepted by ``train --config``; with
+the budget spent). The library draws nothing: ``python -m analysis.tuning --out DIR`` draws
+``history.png`` and ``importance.png`` from those files.
 """
 
 from __future__ import annotations
@@ -308,7 +308,9 @@ def run_trial(trial, dataset, settings: TuneSettings, device, scratch: Path) -> 
             best.update(value=value, epoch=stats["epoch"])
         best["epochs"] = stats["epoch"]
         trial.report(best["value"], stats["epoch"])  # the running best: the trial's value if it stopped now
-        if trial.should_prune():
+        last = stats["epoch"] >= train_config.epochs or (
+            train_config.patience and stats["epoch"] - best["epoch"] >= train_config.patience)
+        if not last and trial.should_prune():  # a trial that ends here anyway is complete, not pruned
             raise optuna.TrialPruned()
 
     began, state = time.perf_counter(), "COMPLETE"
@@ -430,39 +432,29 @@ def best_record(study, settings: TuneSettings, storage: str, study_name: str) ->
             "settings": settings.identity() | {"data": settings.data}}
 
 
-def write_outputs(out: Path, study, settings: TuneSettings, storage: str, study_name: str) -> dict:
-    record = best_record(study, settings, storage, study_name)
-    with atomic_path(out / "trials.csv") as tmp:
-        trials_frame(study).to_csv(tmp, index=False)
-    write_text(out / "best.json", json.dumps(record, indent=2) + "\n")
-    _plots(out, study)
-    return record
+def importance_frame(study):
+    """Optuna's parameter importances (its default evaluator) of the complete trials: parameter, importance."""
+    import pandas as pd
 
-
-def _plots(out: Path, study) -> None:
-    """Optuna's matplotlib history and importance plots (importance needs two complete trials)."""
     optuna = _optuna()
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-    from optuna.visualization import matplotlib as optuna_plots
-
-    figures = {"history.png": optuna_plots.plot_optimization_history}
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if len(complete) >= 2 and len({json.dumps(t.params, sort_keys=True) for t in complete}) >= 2:
-        figures["importance.png"] = optuna_plots.plot_param_importances
-    for name, plot in figures.items():
-        try:
-            ax = plot(study)
-        except (ValueError, RuntimeError):  # e.g. fANOVA on parameters that never varied
-            continue
-        figure = ax.figure
-        figure.set_size_inches(7, 4.5)
-        figure.tight_layout()
+    if len(complete) < 2 or len({json.dumps(t.params, sort_keys=True) for t in complete}) < 2:
+        return pd.DataFrame(columns=["parameter", "importance"])
+    try:
+        importances = optuna.importance.get_param_importances(study)
+    except (ValueError, RuntimeError):  # e.g. parameters that never varied among the complete trials
+        return pd.DataFrame(columns=["parameter", "importance"])
+    return pd.DataFrame({"parameter": list(importances), "importance": list(importances.values())})
+
+
+def write_outputs(out: Path, study, settings: TuneSettings, storage: str, study_name: str) -> dict:
+    """trials.csv, importance.csv and best.json (``python -m analysis.tuning`` draws them)."""
+    record = best_record(study, settings, storage, study_name)
+    for name, frame in (("trials.csv", trials_frame(study)), ("importance.csv", importance_frame(study))):
         with atomic_path(out / name) as tmp:
-            figure.savefig(tmp, dpi=120, format="png", metadata={"Software": None})
-        plt.close(figure)
+            frame.to_csv(tmp, index=False)
+    write_text(out / "best.json", json.dumps(record, indent=2) + "\n")
+    return record
 
 
 # --------------------------------------------------------------------------- command line
@@ -543,7 +535,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"best valid {settings.metric} {record['value']:.4f} (trial {record['trial']}, epoch "
                   f"{record['best_epoch']}) after {budget['trials']} trials ({budget['complete']} complete, "
                   f"{budget['pruned']} pruned, {budget['trial_seconds']:.0f} s of training); "
-                  f"wrote {args.out}/best.json, trials.csv, history.png")
+                  f"wrote {args.out}/best.json, trials.csv, importance.csv (plots: python -m analysis.tuning "
+                  f"--out {args.out})")
 
     return run_main(body)
 

@@ -117,3 +117,10 @@ def test_bad_inputs(tiny_checkpoint, tmp_path, capsys):
     status, _, err = run_cli(main, ["--checkpoint", tiny_checkpoint, "--checkpoint", tmp_path / "o.pt"], capsys)
     assert status == 2 and len(err.strip().splitlines()) == 1
     assert str(tiny_checkpoint) in err and str(tmp_path / "o.pt") in err
+
+
+def test_checkpoint_flag_takes_several_paths_and_repeats():
+    from analysis.compare import build_parser
+
+    args = build_parser().parse_args(["--checkpoint", "a.pt", "b.pt", "--checkpoint", "c.pt"])
+    assert [str(p) for p in args.checkpoint] == ["a.pt", "b.pt", "c.pt"]

@@ -1,6 +1,7 @@
 """Every figure from a tiny study (Agg backend), the study's cache, the CLI; the quick profile end to end (slow)."""
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys

@@ -65,7 +65,7 @@ def test_same_seed_one_worker_same_trials_and_outputs(tmp_path, tiny_synthetic, 
     other = _tune(capsys, tiny_synthetic, space, tmp_path / "c", "--n-trials", "3", "--seed", "1")
     assert _params(first) == _params(second) and first["value"].tolist() == second["value"].tolist()
     assert _params(first) != _params(other)
-    for name in ("trials.csv", "best.json", "history.png", "importance.png"):
+    for name in ("trials.csv", "best.json", "importance.csv"):
         assert (tmp_path / "a" / name).stat().st_size > 0
     best = json.loads((tmp_path / "a" / "best.json").read_text())
     assert best["budget"]["trials"] == 3 and best["value"] == first["value"].max()
@@ -169,3 +169,29 @@ def test_a_killed_workers_trial_is_failed_and_run_again(tmp_path, tiny_synthetic
     orphan.set_user_attr("worker", f"{socket.gethostname()}:{2 ** 22 + 12345}")  # above pid_max: no such process
     frame = _tune(capsys, tiny_synthetic, space, out, "--n-trials", "2")
     assert frame["state"].tolist() == ["FAIL", "COMPLETE", "COMPLETE"]
+
+
+def test_analysis_tuning_draws_the_history_and_the_importances(tmp_path, tiny_synthetic, space, capsys):
+    from analysis.tuning import main as plots_main
+
+    status, _, err = run_cli(plots_main, ["--out", tmp_path / "none"], capsys)
+    assert status == 2 and "run python -m softmax_bottleneck.tune" in err
+    frame = _tune(capsys, tiny_synthetic, space, tmp_path / "p", "--n-trials", "3")
+    importance = pd.read_csv(tmp_path / "p" / "importance.csv")
+    assert set(importance["parameter"]) <= {c[len("param_"):] for c in frame.columns if c.startswith("param_")}
+    assert abs(importance["importance"].sum() - 1) < 1e-9
+    status, out, err = run_cli(plots_main, ["--out", tmp_path / "p"], capsys)
+    assert status == 0, err
+    assert (tmp_path / "p" / "history.png").stat().st_size > 0 and (tmp_path / "p" / "importance.png").stat().st_size > 0
+
+
+def test_a_trial_that_ends_anyway_is_complete_not_pruned(tmp_path, tiny_synthetic, space, capsys, monkeypatch):
+    monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: True)  # a pruner that always says stop
+    last = _tune(capsys, tiny_synthetic, space, tmp_path / "last", "--n-trials", "2", "--max-epochs", "1")
+    assert last["state"].tolist() == ["COMPLETE", "COMPLETE"]
+    status, _, err = run_cli(main, _argv(tiny_synthetic, space, tmp_path / "early", "--n-trials", "2",
+                                         "--max-epochs", "2"), capsys)
+    assert status == 2 and "no complete trial yet" in err  # all pruned after epoch 1: nothing to recommend
+    early = _trials(tmp_path / "early")
+    assert [t.state.name for t in early] == ["PRUNED", "PRUNED"]
+    assert [t.user_attrs["epochs_trained"] for t in early] == [1, 1]
