@@ -6,7 +6,7 @@ sessions, and writes one PNG and one PDF per figure.
 
 Examples::
 
-    python -m figures                                   # quick profile, synthetic world (~5 min on 2 cores)
+    python -m figures                                   # quick profile, synthetic world (~1.5 min on 2 cores)
     python -m figures --profile full                    # the paper's grid (hours on a CPU; --device cuda)
     python -m figures --only spectra --only metrics     # redraw two figures
     python -m softmax_bottleneck.prepare --input ../shared/data/ml-100k/ml-100k.inter --format recbole --out prepared/ml-100k
