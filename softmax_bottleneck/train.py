@@ -28,8 +28,8 @@ training setting; flags given on the command line override it.
     python -m softmax_bottleneck.train --data prepared/ml-100k --out runs/mos.pt --config tuned/mos/best.json --seed 1
 
 Threads: ``--threads`` (default 1) sets torch's intra-op threads. GRU4Rec's steps are small
-sequential GEMMs; one thread is as fast on an idle 2-core machine and does not collapse when
-other jobs share it (benchmarks/threads.py). Results are bit-identical for the same seed and
+sequential GEMMs: on an idle 2-core machine two threads are 1.2× as fast, but beside one busy
+process they fall to 0.23×, while one thread holds its speed (benchmarks/threads.py). Results are bit-identical for the same seed and
 thread count; another thread count may change float sums' order, and so the last digits.
 """
 

@@ -133,6 +133,20 @@ def test_a_figure_without_results_says_what_to_run(tmp_path):
         FIGURES[0].make(tmp_path)
 
 
+def test_the_committed_quick_settings_match_the_quick_profile():
+    """Else the README's main command would silently tune for minutes: every run has a matching file."""
+    from softmax_bottleneck.prepare import prepare_synthetic
+
+    profile = study_module.PROFILES["quick"]
+    dataset = prepare_synthetic(profile.world)
+    dataset = dataclasses.replace(dataset, path=REPO / "results" / "quick" / "data")
+    for run in study_runs(profile):
+        path = study_module.TUNED / "quick" / f"{run.slug}.json"
+        record = json.loads(path.read_text())
+        assert study_module._matches(record, study_module.tune_settings(run, profile, dataset), profile.tune_trials)
+        assert record["command"].startswith("python -m softmax_bottleneck.tune") and record["budget"]["trials"] == 8
+
+
 @pytest.mark.slow
 def test_quick_profile_end_to_end(tmp_path):
     """The README's main command: the quick profile from nothing, then a second run that only redraws."""
@@ -142,6 +156,7 @@ def test_quick_profile_end_to_end(tmp_path):
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
     first = time.perf_counter() - began
     assert done.returncode == 0, done.stderr[-2000:]
+    assert "tuning" not in done.stderr  # the committed settings were used
     out = tmp_path / "results" / "figures"
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{f.NAME}.{x}" for f in FIGURES for x in ("png", "pdf"))
     assert str(out) in done.stdout
