@@ -29,8 +29,9 @@ training setting; flags given on the command line override it.
 
 Threads: ``--threads`` (default 1) sets torch's intra-op threads. GRU4Rec's steps are small
 sequential GEMMs: on an idle 2-core machine two threads are 1.2× as fast, but beside one busy
-process they fall to 0.23×, while one thread holds its speed (benchmarks/threads.py). Results are bit-identical for the same seed and
-thread count; another thread count may change float sums' order, and so the last digits.
+process they fall to 0.23×, while one thread holds its speed (benchmarks/threads.py). Results are
+bit-identical for the same seed and thread count; another thread count may change the order of
+float sums, and so the last digits.
 """
 
 from __future__ import annotations
@@ -269,8 +270,9 @@ def train(dataset: PreparedDataset, model_config: ModelConfig, config: TrainConf
     selection = _Selection(config.select_metric, config.patience)
     start_epoch = 0
     if resume:
-        start_epoch, history, selection = _resume(out, model, optimizer, sampler_generator, dataset, model_config,
-                                                  config)
+        start_epoch, history, selection, recorded = _resume(out, model, optimizer, sampler_generator, dataset,
+                                                            model_config, config)
+        tuning = tuning or recorded  # a resume without --config keeps the settings' provenance
         log(f"resuming {out} after epoch {start_epoch}")
     elif out.exists():
         raise InputError(f"{out}: exists; pass --resume to continue it or choose another --out")
@@ -311,7 +313,7 @@ def _differing(recorded: dict, wanted: dict, ignore: tuple[str, ...] = ()) -> li
 
 
 def _resume(out: Path, model: GRU4Rec, optimizer, sampler_generator, dataset: PreparedDataset,
-            model_config: ModelConfig, config: TrainConfig) -> tuple[int, list[dict], _Selection]:
+            model_config: ModelConfig, config: TrainConfig) -> tuple[int, list[dict], _Selection, dict | None]:
     if not out.exists():
         raise InputError(f"{out}: nothing to resume (no checkpoint there); drop --resume to start a new run")
     checkpoint = load_checkpoint(out)
@@ -345,7 +347,7 @@ def _resume(out: Path, model: GRU4Rec, optimizer, sampler_generator, dataset: Pr
         else None
     if selection.state is None:
         raise InputError(f"{out}: damaged checkpoint: its best epoch does not match its validation curve")
-    return done, history, selection
+    return done, history, selection, checkpoint.get("tuning")
 
 
 def tuning_record(best: dict, path: str | None = None) -> dict | None:

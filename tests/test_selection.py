@@ -132,3 +132,15 @@ def test_bad_selection_settings(tmp_path, tiny_synthetic, capsys, argv, needle):
     status, _, err = run_cli(main, ["--data", tiny_synthetic.path, "--out", tmp_path / "x.pt", *TINY_MODEL, *argv],
                              capsys)
     assert status == 2 and needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_settings_provenance_survives_a_resume(tmp_path, tiny_synthetic):
+    from softmax_bottleneck.model import ModelConfig
+    from softmax_bottleneck.train import TrainConfig, train, tuning_record
+
+    model, config = ModelConfig(hidden_dim=4), TrainConfig(epochs=1, batch_size=16, n_sample=16)
+    record = tuning_record({"budget": {"trials": 20}, "value": 0.5, "metric": "mrr@20"}, "best.json")
+    train(tiny_synthetic, model, config, tmp_path / "t.pt", progress=False, log=lambda m: None, tuning=record)
+    resumed = train(tiny_synthetic, model, TrainConfig(epochs=2, batch_size=16, n_sample=16), tmp_path / "t.pt",
+                    resume=True, progress=False, log=lambda m: None)
+    assert resumed["epoch"] == 2 and resumed["tuning"] == record == load_checkpoint(tmp_path / "t.pt")["tuning"]
