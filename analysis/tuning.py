@@ -51,6 +51,7 @@ def write_plots(folder: Path) -> list[str]:
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m analysis.tuning", description=__doc__)
     parser.add_argument("--out", type=Path, required=True, help="the tuner's --out folder")
+    parser.add_argument("--json", action="store_true", help="print the files written as one JSON object")
     return parser
 
 
@@ -58,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> None:
-        written = write_plots(args.out)
-        print(f"wrote {', '.join(f'{args.out}/{name}' for name in written)}")
+        written = [str(args.out / name) for name in write_plots(args.out)]
+        print(json.dumps({"written": written}) if args.json else f"wrote {', '.join(written)}")
 
     return run_main(body)
 

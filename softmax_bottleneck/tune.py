@@ -2,10 +2,11 @@
 
 Examples::
 
-    # a tiny CPU run on the synthetic world (a minute)
+    # a small CPU run on the synthetic world (a few minutes), then its plots
     python -m softmax_bottleneck.prepare --synthetic --out prepared/synthetic
     python -m softmax_bottleneck.tune --data prepared/synthetic --head mos --n-experts 4 --hidden-dim 16 \\
         --n-trials 4 --max-epochs 2 --out tuned/mos
+    python -m analysis.tuning --out tuned/mos
     # MovieLens-100K, each head at d=64, 20 trials, two worker processes on this machine
     python -m softmax_bottleneck.tune --data prepared/ml-100k --head softmax --hidden-dim 64 --n-trials 20 \\
         --jobs 2 --out tuned/ml100k-softmax
