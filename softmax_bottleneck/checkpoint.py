@@ -73,6 +73,8 @@ def save_checkpoint(payload: dict, path: str | os.PathLike) -> Path:
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Load and validate a checkpoint without running any code from it."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not a checkpoint file")
     if not path.is_file():
         raise InputError(f"{path}: no such checkpoint")
     try:
@@ -86,7 +88,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
                              "run code; checkpoints hold tensors and builtins only)") from None
         raise InputError(f"{path}: truncated or not a torch checkpoint (unreadable pickle)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        first = (str(err).splitlines() or [type(err).__name__])[0][:120]  # an EOFError may have no message
+        first = _shorten((str(err).splitlines() or [type(err).__name__])[0])  # an EOFError may have no message
         raise InputError(f"{path}: truncated or not a torch checkpoint ({first})") from None
     except Exception as err:  # the restricted unpickler fails on garbage in other ways too (KeyError, IndexError, …)
         raise InputError(f"{path}: truncated or not a torch checkpoint (unreadable: {type(err).__name__})") from None
@@ -102,6 +104,13 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return payload
 
 
+def _shorten(text: str, limit: int = 120) -> str:
+    """At most `limit` characters, cut at a word boundary with an ellipsis."""
+    if len(text) <= limit:
+        return text
+    return text[:limit + 1].rsplit(" ", 1)[0].rstrip(" ,;:(") + " …"  # a word ending at the limit stays
+
+
 def model_from_checkpoint(checkpoint: dict, device: torch.device | str = "cpu") -> GRU4Rec:
     """Rebuild the network and load its weights; eval mode."""
     try:
@@ -110,7 +119,7 @@ def model_from_checkpoint(checkpoint: dict, device: torch.device | str = "cpu") 
         model.load_state_dict(checkpoint["state_dict"])
     except (TypeError, ValueError, RuntimeError) as err:
         raise InputError(f"{checkpoint.get('path')}: checkpoint does not match this library's model "
-                         f"({(str(err).splitlines() or [type(err).__name__])[0][:160]})") from None
+                         f"({_shorten((str(err).splitlines() or [type(err).__name__])[0], 160)})") from None
     return model.to(device).eval()
 
 
@@ -134,8 +143,10 @@ def dataset_for_checkpoint(checkpoint: dict, data: str | os.PathLike | None = No
     dataset = load_prepared(data)
     if dataset.fingerprint != recorded["fingerprint"]:
         if list(dataset.item_ids) != list(checkpoint["item_ids"]):
-            raise InputError(f"{where}: --data {data} has another item map ({dataset.n_items} items) than the "
-                             f"checkpoint ({len(checkpoint['item_ids'])} items); cannot use it")
+            same_items = sorted(map(str, dataset.item_ids)) == sorted(map(str, checkpoint["item_ids"]))
+            how = ("the same items in another order" if same_items else
+                   f"another item map ({dataset.n_items} items, the checkpoint's {len(checkpoint['item_ids'])})")
+            raise InputError(f"{where}: --data {data} has {how}; cannot use it (prepare the data as the model's was)")
         print(f"warning: --data {data} has fingerprint {dataset.fingerprint[:19]}, the checkpoint was trained on "
               f"{recorded['fingerprint'][:19]} ({recorded['path']}); using --data", file=sys.stderr)
     return dataset

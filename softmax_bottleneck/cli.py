@@ -38,8 +38,12 @@ def run_main(body: Callable[[], int | None]) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        print("\nerror: interrupted", file=sys.stderr)  # on its own line, not after a progress bar
         return 130
+    except BrokenPipeError:  # `... | head -1`: the reader is gone; stop quietly as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     return 0 if status is None else status
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .cli import ArgumentParser, InputError, add_config_arguments, config_from_args, run_main
 from .data import FORMATS, PrepareConfig, PreparedDataset, load_interactions, prepare, save_prepared
-from .data.prepared import SPLITS
+from .data.prepared import SPLITS, check_destination
 from .synthetic import SyntheticConfig, generate
 
 
@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         log = None if args.quiet else (lambda message: print(message, file=sys.stderr))
         config = config_from_args(PrepareConfig, args)
+        check_destination(args.out)  # before reading a 25M-row file, not after
         if args.synthetic:
             if args.input is not None or args.format is not None:
                 raise InputError("--synthetic takes no --input/--format")

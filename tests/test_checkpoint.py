@@ -56,13 +56,22 @@ def _bad_files(tmp_path, tiny_checkpoint):
     (tmp_path / "pickle-header.pt").write_bytes(b"\x80\x02")  # and a message-less EOFError on this
     with open(tmp_path / "plain-pickle.pt", "wb") as handle:
         pickle.dump({"a": 1}, handle)
+    (tmp_path / "folder.pt").mkdir()
     return marker
 
 
 CASES = {"missing.pt": "no such checkpoint", "evil.pt": "refused to load: it asks to import", "truncated.pt": "truncated",
          "other.pt": "not a softmax-bottleneck checkpoint", "text.pt": "truncated or not a torch checkpoint",
          "plain-pickle.pt": "not a torch checkpoint", "short-text.pt": "truncated or not a torch checkpoint",
-         "pickle-header.pt": "truncated or not a torch checkpoint"}
+         "pickle-header.pt": "truncated or not a torch checkpoint", "folder.pt": "is a folder, not a checkpoint file"}
+
+
+def test_long_messages_are_cut_at_a_word_not_inside_one():
+    from softmax_bottleneck.checkpoint import _shorten
+
+    text = "PytorchStreamReader failed reading zip archive: failed finding central directory If you"
+    assert _shorten(text, 80) == "PytorchStreamReader failed reading zip archive: failed finding central directory …"
+    assert _shorten("short", 80) == "short"
 
 
 @pytest.mark.parametrize("name", list(CASES))

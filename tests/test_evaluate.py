@@ -94,3 +94,24 @@ def test_split_without_events(tiny_synthetic, tmp_path, capsys):
 def test_bad_k(tiny_checkpoint, capsys):
     status, _, err = run_cli(main, ["--checkpoint", tiny_checkpoint, "--k", "0"], capsys)
     assert status == 2 and "--k" in err
+
+
+def test_the_same_items_in_another_order_are_named_so(tiny_checkpoint, tiny_synthetic, tmp_path, capsys):
+    reordered = dataclasses.replace(tiny_synthetic, item_ids=tiny_synthetic.item_ids[::-1].copy(), path=None)
+    reordered.meta = dict(reordered.meta, fingerprint=content_fingerprint(reordered.splits, reordered.item_ids,
+                                                                          reordered.support))
+    save_prepared(reordered, tmp_path / "reordered")
+    status, _, err = run_cli(main, ["--checkpoint", tiny_checkpoint, "--data", tmp_path / "reordered"], capsys)
+    assert status == 2 and "the same items in another order" in err
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    command = (f"{sys.executable} -m softmax_bottleneck.prepare --synthetic --n-items 30 --n-sessions 200 "
+               f"--out {tmp_path / 's'} --quiet | head -1")
+    done = subprocess.run(["bash", "-c", command], cwd=REPO, capture_output=True, text=True)
+    assert done.stdout.startswith("prepared") and "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr

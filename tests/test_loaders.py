@@ -89,3 +89,22 @@ def test_bad_input_is_one_clear_error_naming_the_file(tmp_path, name, text, fmt,
     assert "\n" not in message
     assert str(path) in message
     assert needle in message
+
+
+@pytest.mark.parametrize("make, fmt", [(_movielens_csv, "movielens"), (_recbole, "recbole"), (_gru4rec, "gru4rec")])
+def test_a_utf8_bom_is_not_part_of_the_first_column(tmp_path, make, fmt):
+    plain = load_interactions(make(tmp_path), fmt, hash_file=False)
+    path = make(tmp_path / "bom")
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    with_bom = load_interactions(path, fmt, hash_file=False)
+    assert np.array_equal(plain.item_ids[plain.item], with_bom.item_ids[with_bom.item])
+    assert np.array_equal(plain.timestamp, with_bom.timestamp)
+
+
+def test_a_compressed_file_says_to_decompress_it(tmp_path):
+    import gzip
+
+    path = tmp_path / "ratings.csv.gz"
+    path.write_bytes(gzip.compress(_movielens_csv(tmp_path).read_bytes()))
+    with pytest.raises(InputError, match=r"is gzip-compressed; decompress it first \(gunzip ratings.csv.gz\)"):
+        load_interactions(path, "movielens")

@@ -107,3 +107,18 @@ def test_module_runs_as_a_subprocess_without_traceback(tmp_path):
     help_text = subprocess.run([sys.executable, "-m", "softmax_bottleneck.prepare", "--help"], cwd=REPO,
                                capture_output=True, text=True).stdout
     assert "python -m softmax_bottleneck.prepare --synthetic --out" in help_text
+
+
+def test_an_unwritable_out_is_refused_before_the_input_is_read(tmp_path, capsys, monkeypatch):
+    import softmax_bottleneck.prepare as prepare_module
+
+    monkeypatch.setattr(prepare_module, "load_interactions", lambda *a, **k: pytest.fail("read before checking --out"))
+    monkeypatch.setattr(prepare_module, "prepare_synthetic", lambda *a, **k: pytest.fail("drew before checking --out"))
+    write(tmp_path / "file", "x")
+    write(tmp_path / "mine" / "notes.txt", "keep me")
+    for out, needle in (("/proc/x", "cannot write"), (tmp_path / "file" / "x", "is a file"),
+                        (tmp_path / "mine", "not a prepared dataset")):
+        for source in (["--input", tmp_path / "file", "--format", "gru4rec"], TINY_SYNTHETIC):
+            status, _, err = run_cli(main, [*source, "--out", out], capsys)
+            assert status == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"

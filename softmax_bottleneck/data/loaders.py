@@ -55,7 +55,7 @@ def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
 def _first_line(path: Path) -> str:
     with open(path, "rb") as handle:
         raw = handle.readline(1 << 16)
-    return raw.decode("utf-8", errors="replace").rstrip("\r\n")
+    return raw.decode("utf-8", errors="replace").removeprefix("\ufeff").rstrip("\r\n")  # a UTF-8 BOM is no column
 
 
 def detect_variant(path: Path) -> str:
@@ -100,6 +100,12 @@ def _check_path(path: Path) -> None:
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, expected an interaction file")
+    with open(path, "rb") as handle:
+        magic = handle.read(6)
+    for prefix, kind, tool in ((b"\x1f\x8b", "gzip", "gunzip"), (b"PK\x03\x04", "zip", "unzip"),
+                               (b"BZh", "bzip2", "bunzip2"), (b"\xfd7zXZ", "xz", "unxz")):
+        if magic.startswith(prefix):
+            raise InputError(f"{path}: is {kind}-compressed; decompress it first ({tool} {path.name})")
     if path.stat().st_size == 0 or not _first_line(path).strip():
         raise InputError(f"{path}: file is empty")
 
@@ -107,7 +113,7 @@ def _check_path(path: Path) -> None:
 def _diagnose_numeric(path: Path, read_kwargs: dict, columns: dict[str, str]) -> str:
     """Find the first non-numeric or missing value among `columns` (file column → our name)."""
     kwargs = {k: v for k, v in read_kwargs.items() if k not in ("dtype", "usecols")}
-    frame = pd.read_csv(path, usecols=list(columns), dtype=str, keep_default_na=False, **kwargs)
+    frame = pd.read_csv(path, usecols=list(columns), dtype=str, keep_default_na=False, **{"encoding": "utf-8-sig", **kwargs})
     for column, name in columns.items():
         text = frame[column].str.strip()
         numbers = pd.to_numeric(text, errors="coerce")
@@ -121,7 +127,7 @@ def _diagnose_numeric(path: Path, read_kwargs: dict, columns: dict[str, str]) ->
 
 def _read(path: Path, read_kwargs: dict, numeric: dict[str, str]) -> pd.DataFrame:
     try:
-        return pd.read_csv(path, engine="c", **read_kwargs)
+        return pd.read_csv(path, engine="c", **{"encoding": "utf-8-sig", **read_kwargs})  # utf-8-sig: drops a BOM
     except pd.errors.EmptyDataError:
         raise InputError(f"{path}: file is empty") from None
     except (ValueError, pd.errors.ParserError) as err:

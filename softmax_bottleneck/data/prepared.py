@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..cli import InputError
+from ..cli import InputError, check_output_dir
 
 FORMAT_NAME = "softmax-bottleneck/prepared"
 FORMAT_VERSION = 1
@@ -148,6 +148,14 @@ def _write_folder(dataset: PreparedDataset, folder: Path) -> None:
     (folder / "meta.json").write_text(json.dumps(dataset.meta, indent=2) + "\n")
 
 
+def check_destination(out: str | os.PathLike) -> None:
+    """Refuse, before any work, a destination that is a user's file or folder, or cannot be written."""
+    out = Path(out)
+    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or is_prepared_dir(out))):
+        raise InputError(f"{out}: exists and is not a prepared dataset; refusing to overwrite it")
+    check_output_dir(out, "--out")
+
+
 def save_prepared(dataset: PreparedDataset, out: str | os.PathLike) -> Path:
     """Write atomically: build in a temporary sibling folder, then rename over `out`.
 
@@ -155,8 +163,7 @@ def save_prepared(dataset: PreparedDataset, out: str | os.PathLike) -> Path:
     else is refused, so no user file is ever overwritten.
     """
     out = Path(out)
-    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or is_prepared_dir(out))):
-        raise InputError(f"{out}: exists and is not a prepared dataset; refusing to overwrite it")
+    check_destination(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     umask = os.umask(0)
