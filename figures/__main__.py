@@ -20,6 +20,7 @@ with the profile's budget, and cached in RESULTS/tuned/.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -60,6 +61,7 @@ def build_parser() -> ArgumentParser:
                         help="draw only this figure; repeatable. One of: " + ", ".join(f.NAME for f in FIGURES))
     parser.add_argument("--retune", action="store_true",
                         help="ignore the committed tuned settings (figures/tuned/) and tune into RESULTS/tuned/")
+    parser.add_argument("--json", action="store_true", help="print the files written (and the results folder) as JSON")
     add_device_argument(parser)
     return parser
 
@@ -81,11 +83,17 @@ def main(argv: list[str] | None = None) -> int:
         for flag, folder in (("--results", results), ("--out", out)):
             if folder.exists() and not folder.is_dir():
                 raise InputError(f"{flag} {folder}: exists and is not a folder")
+        if args.only and not (results / "study.json").is_file():
+            raise InputError(f"--only draws from a finished study, and {results.resolve()} holds none; run "
+                             "python -m figures without --only first, or pass --results to the study's folder")
         run_study(args.profile, results, args.data, device=resolve_device(args.device),
                   committed_tuning=not args.retune)
         written = draw(results, out, args.only)
+        if args.json:
+            print(json.dumps({"results": str(results.resolve()), "written": [str(p) for p in written]}))
+            return
         print(f"{len(written) // len(FORMATS)} figures ({', '.join(FORMATS)}) in {out}/ "
-              f"({time.perf_counter() - began:.0f} s); results in {results}/")
+              f"({time.perf_counter() - began:.0f} s); results in {results.resolve()}/")
 
     return run_main(body)
 

@@ -59,6 +59,7 @@ from .model import GRU4Rec, ModelConfig, carry_state
 from .optim import AdagradMomentum
 
 OPTIMIZERS = ("adagrad", "adam")
+DIVERGED = 10  # an epoch's loss this many times a uniform guess's: the run has blown up
 SELECT_METRIC = re.compile(r"^(recall|mrr|ndcg)@([1-9][0-9]*)$")
 
 
@@ -200,13 +201,21 @@ def train_epoch(model: GRU4Rec, dataset: PreparedDataset, config: TrainConfig, o
     seconds = time.perf_counter() - start
     if not math.isfinite(total_loss):
         raise TrainingDiverged(f"training diverged (non-finite loss) in {desc}; lower lr")
-    return {"loss": total_loss / max(n_events, 1), "train_events": n_events, "train_seconds": seconds,
+    loss = total_loss / max(n_events, 1)
+    n_candidates = dataset.n_items if config.full_softmax else config.batch_size + config.n_sample
+    uniform = math.log(max(n_candidates, 2))  # the loss of a model that scores every candidate alike
+    if loss > DIVERGED * uniform:
+        raise TrainingDiverged(f"training diverged in {desc}: loss {loss:.3g} per event, more than {DIVERGED}× a "
+                               f"uniform guess's {uniform:.2f}; lower lr")
+    return {"loss": loss, "train_events": n_events, "train_seconds": seconds,
             "events_per_second": n_events / seconds}
 
 
-def validate(model: GRU4Rec, dataset: PreparedDataset, config: TrainConfig, device: torch.device) -> dict:
+def validate(model: GRU4Rec, dataset: PreparedDataset, config: TrainConfig, device: torch.device,
+             progress: bool = False) -> dict:
     """Validation metrics of one epoch: ``valid_recall@20``, ``valid_mrr@20``, ``valid_ndcg@20`` and the selection metric."""
-    ranks = evaluate_ranks(model, dataset.splits["valid"], batch_size=config.eval_batch_size, device=device)
+    ranks = evaluate_ranks(model, dataset.splits["valid"], batch_size=config.eval_batch_size, device=device,
+                           progress=progress)
     table = metric_table(ranks.ranks, sorted({20, config.select_cutoff}))
     keep = {f"{name}@20" for name in ("recall", "mrr", "ndcg")} | {config.select_metric}
     return {f"valid_{name}": value for name, value in table.items() if name in keep}
@@ -280,7 +289,7 @@ def train(dataset: PreparedDataset, model_config: ModelConfig, config: TrainConf
     for epoch in range(start_epoch + 1, config.epochs + 1):
         stats = train_epoch(model, dataset, config, optimizer, sampler, log_support, device,
                             desc=f"epoch {epoch}/{config.epochs}", progress=progress)
-        stats.update({"epoch": epoch, **validate(model, dataset, config, device)})
+        stats.update({"epoch": epoch, **validate(model, dataset, config, device, progress)})
         history.append(stats)
         selection.update(epoch, stats[f"valid_{config.select_metric}"], model)
         last = _copy_state(model) if selection.best_epoch != epoch else selection.state

@@ -124,6 +124,20 @@ def test_cli_bad_inputs(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     status, _, err = run_cli(main, ["--results", tmp_path / "file"], capsys)
     assert status == 2 and "not a folder" in err
+    status, _, err = run_cli(main, ["--only", "spectra", "--results", tmp_path / "empty"], capsys)
+    assert status == 2 and "holds none" in err and str((tmp_path / "empty").resolve()) in err
+    assert not (tmp_path / "empty").exists()  # no study started
+
+
+def test_cli_json_lists_the_files(tiny_results, tmp_path, capsys, monkeypatch):
+    folder, _ = tiny_results
+    monkeypatch.setattr("figures.__main__.run_study", lambda *a, **k: None)  # the study is the fixture's
+    status, out, err = run_cli(main, ["--results", folder, "--out", tmp_path / "f", "--only", "spectra", "--json"],
+                               capsys)
+    assert status == 0, err
+    record = json.loads(out)
+    assert record["results"] == str(folder.resolve())
+    assert sorted(Path(p).name for p in record["written"]) == ["spectra.pdf", "spectra.png"]
 
 
 def test_a_figure_without_results_says_what_to_run(tmp_path):

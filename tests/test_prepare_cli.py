@@ -122,3 +122,28 @@ def test_an_unwritable_out_is_refused_before_the_input_is_read(tmp_path, capsys,
             status, _, err = run_cli(main, [*source, "--out", out], capsys)
             assert status == 2 and needle in err and len(err.strip().splitlines()) == 1, err
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("tamper, needle", [
+    ("meta", "meta.json or world/ was modified"), ("world", "meta.json or world/ was modified"),
+    ("support column", "items.csv has no support column")])
+def test_a_tampered_folder_is_refused_with_one_line(tmp_path, capsys, tamper, needle):
+    import numpy as np
+    import pandas as pd
+
+    from softmax_bottleneck.train import main as train_main
+
+    assert run_cli(main, TINY_SYNTHETIC + ["--out", tmp_path / "s", "--quiet"], capsys)[0] == 0
+    load_prepared(tmp_path / "s")  # untouched, it loads
+    if tamper == "meta":
+        meta = json.loads((tmp_path / "s" / "meta.json").read_text())
+        meta["counts"] = {"n_items": 5}
+        (tmp_path / "s" / "meta.json").write_text(json.dumps(meta))
+    elif tamper == "world":
+        np.save(tmp_path / "s" / "world" / "epsilon.npy", np.array(0.9))
+    else:
+        items = pd.read_csv(tmp_path / "s" / "items.csv")
+        items.drop(columns="support").to_csv(tmp_path / "s" / "items.csv", index=False)
+    status, _, err = run_cli(train_main, ["--data", tmp_path / "s", "--out", tmp_path / "x.pt", "--quiet"], capsys)
+    assert status == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x.pt").exists()

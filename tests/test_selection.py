@@ -28,8 +28,8 @@ def scripted_curve(monkeypatch):
     def script(values):
         calls = iter(values)
 
-        def fake(model, dataset, config, device):
-            stats = real(model, dataset, config, device)
+        def fake(model, dataset, config, device, progress=False):
+            stats = real(model, dataset, config, device, progress)
             return {**stats, f"valid_{config.select_metric}": next(calls)}
 
         monkeypatch.setattr(train_module, "validate", fake)
@@ -125,7 +125,8 @@ def test_unwritable_out_is_refused_before_training(tmp_path, tiny_synthetic, cap
         assert status == 2 and needle in err, err
 
 
-@pytest.mark.parametrize("argv, needle", [(["--select-metric", "auc"], "select_metric"),
+@pytest.mark.parametrize("argv, needle", [(["--optimizer", "adam", "--lr", "1e8"], "training diverged"),
+                                          (["--select-metric", "auc"], "select_metric"),
                                           (["--select-metric", "mrr@5000"], "larger than the catalogue"),
                                           (["--patience", "-1"], "patience")])
 def test_bad_selection_settings(tmp_path, tiny_synthetic, capsys, argv, needle):

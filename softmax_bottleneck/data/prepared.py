@@ -145,7 +145,18 @@ def _write_folder(dataset: PreparedDataset, folder: Path) -> None:
         (folder / "world").mkdir()
         for key, array in dataset.world.items():
             np.save(folder / "world" / f"{key}.npy", array)
-    (folder / "meta.json").write_text(json.dumps(dataset.meta, indent=2) + "\n")
+    meta = {k: v for k, v in dataset.meta.items() if k != "integrity"}
+    meta["integrity"] = integrity_hash(meta, dataset.world)
+    (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def integrity_hash(meta: dict, world: dict | None) -> str:
+    """sha256 over what the content fingerprint leaves out: meta.json itself and the synthetic truth."""
+    digest = hashlib.sha256(json.dumps({k: v for k, v in meta.items() if k != "integrity"}, sort_keys=True).encode())
+    for key in sorted(world or {}):
+        array = np.ascontiguousarray(world[key])
+        digest.update(key.encode() + str(array.dtype.str).encode() + str(array.shape).encode() + array.tobytes())
+    return "sha256:" + digest.hexdigest()
 
 
 def check_destination(out: str | os.PathLike) -> None:
@@ -208,6 +219,9 @@ def load_prepared(path: str | os.PathLike, *, verify: bool = True) -> PreparedDa
             world = {f.stem: np.load(f) for f in sorted((path / "world").glob("*.npy"))}
     except (OSError, ValueError, KeyError) as err:
         raise InputError(f"{path}: damaged prepared dataset ({err})") from None
+    missing = sorted({"item_id", "support"} - set(items.columns))
+    if missing:
+        raise InputError(f"{path}: damaged prepared dataset (items.csv has no {', '.join(missing)} column)")
     item_ids = np.array(items["item_id"].to_numpy(), dtype=str)  # writable copies (pandas hands out read-only views)
     support = np.array(items["support"].to_numpy(), dtype=np.int64)
     if verify:
@@ -215,4 +229,7 @@ def load_prepared(path: str | os.PathLike, *, verify: bool = True) -> PreparedDa
         if actual != meta.get("fingerprint"):
             raise InputError(f"{path}: content fingerprint {actual[:19]} does not match meta.json's "
                              f"{str(meta.get('fingerprint'))[:19]}; the folder was modified, prepare it again")
+        if "integrity" in meta and integrity_hash(meta, world) != meta["integrity"]:
+            raise InputError(f"{path}: meta.json or world/ was modified after it was prepared (integrity hash "
+                             "mismatch); prepare it again")
     return PreparedDataset(splits=splits, item_ids=item_ids, support=support, meta=meta, path=path, world=world)
