@@ -68,6 +68,12 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+def _given(flag: str, argv: list[str] | None) -> bool:
+    """Whether `flag` was typed (not just its default)."""
+    words = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    return any(w == flag or w.startswith(flag + "=") for w in words)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -84,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.input is None or args.format is None:
                 raise InputError("give --input PATH --format {" + ",".join(FORMATS) + "}, or --synthetic")
             interactions = load_interactions(args.input, args.format, min_rating=config.min_rating)
+            if interactions.sessionised and _given("--session-gap", argv):
+                raise InputError(f"--session-gap does not apply: {args.input} is already split into sessions "
+                                 "(its session ids are kept); drop the flag")
             dataset = prepare(interactions, config, log=log)
         save_prepared(dataset, args.out)
         if args.json:

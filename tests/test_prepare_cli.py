@@ -147,3 +147,15 @@ def test_a_tampered_folder_is_refused_with_one_line(tmp_path, capsys, tamper, ne
     status, _, err = run_cli(train_main, ["--data", tmp_path / "s", "--out", tmp_path / "x.pt", "--quiet"], capsys)
     assert status == 2 and needle in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_session_gap_on_an_already_sessionised_file_is_refused_and_recorded_as_not_applied(tmp_path, capsys):
+    rows = "".join(f"{s}\t{i}\t{s * 100 + k}\n" for s in range(40) for k, i in enumerate((s % 7, s % 5 + 7, 12)))
+    tsv = write(tmp_path / "s.tsv", "SessionId\tItemId\tTime\n" + rows)
+    status, _, err = run_cli(main, ["--input", tsv, "--format", "gru4rec", "--session-gap", "60", "--out",
+                                    tmp_path / "p", "--min-item-support", "1", "--quiet"], capsys)
+    assert status == 2 and "--session-gap does not apply" in err and not (tmp_path / "p").exists()
+    status, _, err = run_cli(main, ["--input", tsv, "--format", "gru4rec", "--out", tmp_path / "p",
+                                    "--min-item-support", "1", "--quiet"], capsys)
+    assert status == 0, err
+    assert json.loads((tmp_path / "p" / "meta.json").read_text())["session_gap_applied"] is False

@@ -134,7 +134,7 @@ def _split_labels(start: np.ndarray, order: np.ndarray, t_max: float, config: Pr
     n_test = int(np.floor(len(start) * config.test_fraction + 0.5))
     if n_test < 1:
         raise InputError(f"test_fraction={config.test_fraction} of {len(start)} sessions leaves the test "
-                         "split empty; raise --test-fraction")
+                         "split empty; raise test_fraction")
     labels[order[len(order) - 2 * n_test:]] = 1
     labels[order[len(order) - n_test:]] = 2
     return labels
@@ -188,9 +188,10 @@ def prepare(interactions: Interactions, config: PrepareConfig, *,
         events = concat_ranges(first[sessions], lengths[sessions])
         parts[name] = (item[events], timestamp[events], lengths[sessions])
         if len(sessions) == 0:
-            raise InputError(f"the temporal split leaves the {name} split empty "
-                             f"({len(first)} sessions; test_fraction={config.test_fraction}, "
-                             f"test_days={config.test_days})")
+            rule = (f"test_days={config.test_days}: the last {config.test_days:g} days are test and the "
+                    f"{config.test_days:g} before them valid" if config.test_days is not None
+                    else f"test_fraction={config.test_fraction}")
+            raise InputError(f"the temporal split leaves the {name} split empty ({len(first)} sessions; {rule})")
 
     train_codes, train_times, train_lengths = parts["train"]
     codes_in_order, first_seen = np.unique(train_codes, return_index=True)
@@ -214,6 +215,8 @@ def prepare(interactions: Interactions, config: PrepareConfig, *,
         "library_version": __version__,
         "source": interactions.source,
         "prepare_config": dataclasses.asdict(config),
+        # an already-sessionised file (GRU4Rec TSV, RecBole with session ids) keeps its own sessions
+        "session_gap_applied": config.session_gap is not None and not interactions.sessionised,
         "n_items": len(item_ids),
         "splits": {name: splits[name].summary() for name in SPLITS},
         "stages": stages.rows,
