@@ -36,8 +36,8 @@ import torch
 
 from softmax_bottleneck import __version__
 from softmax_bottleneck.checkpoint import load_checkpoints_on_one_dataset, model_from_checkpoint
-from softmax_bottleneck.cli import (ArgumentParser, InputError, add_heldout_arguments, check_cutoffs,
-                                    check_output_dir, resolve_device, run_main, set_threads)
+from softmax_bottleneck.cli import (ArgumentParser, InputError, add_cutoffs_argument, add_heldout_arguments,
+                                    check_cutoffs, check_output_dir, resolve_device, run_main, set_threads)
 from softmax_bottleneck.evaluate import HeadHealth, epoch_record, evaluate_ranks
 from softmax_bottleneck.metrics import METRICS, event_values, target_ranks
 from softmax_bottleneck.model import model_label
@@ -149,8 +149,7 @@ def compare(paths: list[Path], *, data: Path | None = None, split: str = "test",
     held_out = dataset.split(split)
     if held_out.n_transitions == 0:
         raise InputError(f"{dataset.path}: the {split} split has no events")
-    if max(ks) > dataset.n_items:
-        raise InputError(f"--k {max(ks)} is larger than the catalogue ({dataset.n_items} items)")
+    ks = check_cutoffs(ks, dataset.n_items)
 
     groups: dict[str, Group] = {}
     models, events = [], None
@@ -394,7 +393,7 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m analysis.compare", description=__doc__)
     parser.add_argument("--checkpoint", type=Path, action="extend", nargs="+", required=True, metavar="CKPT",
                         help="trained models (the first is the baseline); several per flag, or repeat the flag; two or more")
-    parser.add_argument("--k", type=int, nargs="+", default=[5, 10, 20], help="cut-offs (default: 5 10 20)")
+    add_cutoffs_argument(parser)
     parser.add_argument("--metrics", nargs="+", default=list(METRICS), choices=METRICS)
     parser.add_argument("--n-bootstrap", type=int, default=2000, help="bootstrap replicates and permutations")
     parser.add_argument("--bins", type=int, default=4, help="quantile bins per breakdown")

@@ -25,7 +25,7 @@ Each item gets one of these verdicts, each checked independently of the LP solve
 
 "Reachable" means reachable somewhere in the box; whether the trained GRU ever produces such a
 state is what the empirical audit measures: for every held-out context, which items are in the
-top k (k = 1, 10, 20 and ``--k``; ties conservative, an item tied at the boundary is out).
+top k (``--k``, default 1 5 10 20; ties conservative, an item tied at the boundary is out).
 
 Mixture of softmaxes. A mixture can rank first an item that no expert ranks first (see the
 tests). But the certificate above does carry over, when the experts share W and b and their
@@ -56,14 +56,15 @@ from scipy.spatial.distance import cdist
 
 from softmax_bottleneck import __version__
 from softmax_bottleneck.checkpoint import load_checkpoints_on_one_dataset, model_from_checkpoint
-from softmax_bottleneck.cli import (ArgumentParser, InputError, add_heldout_arguments, check_cutoffs,
-                                    check_output_dir, resolve_device, run_main, set_threads)
+from softmax_bottleneck.cli import (DEFAULT_CUTOFFS, ArgumentParser, InputError, add_cutoffs_argument,
+                                    add_heldout_arguments, check_cutoffs, check_output_dir, resolve_device, run_main,
+                                    set_threads)
 from softmax_bottleneck.model import model_label
 
 from .logprobs import LogProbMatrix, collect_contexts, sample_contexts
 from .outputs import write_files
 
-DEFAULT_KS = (1, 10, 20)
+DEFAULT_KS = DEFAULT_CUTOFFS
 STATUSES = ("reachable", "unreachable", "tie", "undecided")
 RELATIVE_TOL = 1e-9  # gaps below this times the largest |logit| possible in the box are ties
 
@@ -370,7 +371,7 @@ def audit(paths: list[Path], *, data=None, split: str = "test", ks=DEFAULT_KS, m
     held_out = dataset.split(split)
     if held_out.n_transitions == 0:
         raise InputError(f"{dataset.path}: the {split} split has no events")
-    ks = tuple(check_cutoffs(list(ks)))
+    ks = tuple(check_cutoffs(list(ks), dataset.n_items))
     support = dataset.support
     # 1 = the most frequent training item; ties share the better rank
     support_rank = pd.Series(support).rank(method="min", ascending=False).to_numpy().astype(np.int64)
@@ -501,9 +502,7 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m analysis.reach", description=__doc__)
     parser.add_argument("--checkpoint", type=Path, action="extend", nargs="+", required=True, metavar="CKPT",
                         help="trained models, several per flag or the flag repeated, audited on the same contexts")
-    parser.add_argument("--k", type=int, action="append", default=[],
-                        help=f"extra cut-off for the empirical top-k audit (always: {', '.join(map(str, DEFAULT_KS))}); "
-                             "the certificate itself is for top-1")
+    add_cutoffs_argument(parser)  # the empirical top-k audit; the certificate itself is for top-1
     parser.add_argument("--max-contexts", type=int, help="sample this many held-out contexts (default: all)")
     parser.add_argument("--n-random", type=int, default=4096, help="random box states tried before the LP (default: 4096)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the context sample and the random states")
@@ -523,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError(f"--max-contexts must be >= 1, got {args.max_contexts}")
         if args.n_random < 0:
             raise InputError(f"--n-random must be >= 0, got {args.n_random}")
-        ks = check_cutoffs(list(DEFAULT_KS) + args.k)
+        ks = check_cutoffs(args.k)
         table, summary = audit(args.checkpoint, data=args.data, split=args.split, ks=ks,
                                max_contexts=args.max_contexts, n_random=args.n_random, seed=args.seed,
                                device=resolve_device(args.device), progress=not args.json)

@@ -192,10 +192,22 @@ def add_heldout_arguments(parser: argparse.ArgumentParser) -> None:
     add_threads_argument(parser, default=None)
 
 
-def check_cutoffs(ks: list[int]) -> list[int]:
-    """Sorted distinct cut-offs; InputError for K < 1."""
+DEFAULT_CUTOFFS = (1, 5, 10, 20)
+
+
+def add_cutoffs_argument(parser: argparse.ArgumentParser) -> None:
+    """--k K [K ...]: the one syntax and default of every tool's cut-offs."""
+    parser.add_argument("--k", type=int, nargs="+", default=list(DEFAULT_CUTOFFS), metavar="K",
+                        help=f"cut-offs (default: {' '.join(map(str, DEFAULT_CUTOFFS))})")
+
+
+def check_cutoffs(ks, n_items: int | None = None) -> list[int]:
+    """Sorted distinct cut-offs; InputError for K < 1 or, given the catalogue size, K > n_items."""
+    ks = [int(k) for k in ks]
     if any(k < 1 for k in ks):
-        raise InputError(f"--k values must be >= 1, got {ks}")
+        raise InputError(f"--k values must be >= 1, got {' '.join(map(str, ks))}")
+    if n_items is not None and max(ks) > n_items:
+        raise InputError(f"--k {max(ks)} is larger than the catalogue ({n_items} items)")
     return sorted(set(ks))
 
 

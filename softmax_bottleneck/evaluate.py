@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import dataset_for_checkpoint, load_checkpoint, model_from_checkpoint
 from .atomic import atomic_path
-from .cli import (ArgumentParser, InputError, add_heldout_arguments, check_cutoffs,
+from .cli import (ArgumentParser, InputError, add_cutoffs_argument, add_heldout_arguments, check_cutoffs,
                   check_output_file, resolve_device, run_main, set_threads)
 from .data import SessionSplit, session_parallel_batches
 from .metrics import TIES, metric_table, target_ranks
@@ -177,7 +177,7 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m softmax_bottleneck.evaluate", description=__doc__)
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--ties", default="conservative", choices=TIES)
-    parser.add_argument("--k", type=int, nargs="+", default=[1, 5, 10, 20], help="cut-offs (default: 1 5 10 20)")
+    add_cutoffs_argument(parser)
     parser.add_argument("--batch-size", type=int, default=512, help="sessions evaluated in parallel")
     parser.add_argument("--per-event", type=Path, help="write session, position, target, rank per event (CSV)")
     add_heldout_arguments(parser)
@@ -197,8 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             check_output_file(args.per_event, "--per-event")
         checkpoint = load_checkpoint(args.checkpoint)
         dataset = dataset_for_checkpoint(checkpoint, args.data)
-        if max(ks) > dataset.n_items:
-            raise InputError(f"--k {max(ks)} is larger than the catalogue ({dataset.n_items} items)")
+        check_cutoffs(ks, dataset.n_items)
         split = dataset.split(args.split)
         if split.n_transitions == 0:
             raise InputError(f"{dataset.path}: the {args.split} split has no events")

@@ -171,7 +171,7 @@ def test_tolerance_scales_with_the_logits():
 def test_cli_audits_softmax_and_mos_on_the_same_contexts(twins, tmp_path, capsys):
     out = tmp_path / "reach"
     status, stdout, err = run_cli(main, ["--checkpoint", twins / "softmax.pt", "--checkpoint", twins / "mos.pt",
-                                         "--k", "5", "--json", "--out", out, "--n-random", "512"], capsys)
+                                         "--k", "1", "5", "10", "20", "--json", "--out", out, "--n-random", "512"], capsys)
     assert status == 0, err
     summary = json.loads(stdout)
     assert summary["ks"] == [1, 5, 10, 20]
