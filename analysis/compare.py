@@ -209,7 +209,7 @@ def compare(paths: list[Path], *, data: Path | None = None, split: str = "test",
                 rows.append({
                     "model": group.label, "head": group.config["head"], "hidden_dim": group.config["hidden_dim"],
                     "n_experts": group.config["n_experts"], "n_seeds": len(group.ranks), "metric": metric, "k": k,
-                    "value": float(np.mean(per_seed)), "std_over_seeds": float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0,
+                    "value": float(np.mean(per_seed)), "std_over_seeds": _std(per_seed),
                     "ci_low": low, "ci_high": high, "diff_vs_baseline": float(difference.mean()),
                     "diff_ci_low": d_low, "diff_ci_high": d_high,
                     "p_value": sign_flip_test(difference, sessions, n_bootstrap, rng) if group is not baseline else 1.0,
@@ -225,7 +225,8 @@ def compare(paths: list[Path], *, data: Path | None = None, split: str = "test",
     metrics_table = pd.DataFrame(rows).astype({"hidden_dim": "Int64", "n_experts": "Int64", "n_seeds": "Int64"})
     breakdown, grid = _breakdowns(groups, dataset, held_out, events, models[0], max(ks), metrics, n_bins)
     summary = {
-        "library_version": __version__, "threads": torch.get_num_threads(), "split": split, "n_events": int(len(events)),
+        "library_version": __version__, "threads": torch.get_num_threads(), "split": split,
+        "n_events": int(len(events)),
         "n_sessions": int(len(np.unique(sessions))),
         "baseline": baseline.label, "seed": seed, "n_bootstrap": n_bootstrap, "ties": "conservative",
         "models": [{"label": g.label, "checkpoints": g.paths, "n_seeds": len(g.ranks), "head": g.config["head"],

@@ -197,7 +197,8 @@ def analyse(checkpoint_paths: list[Path], *, data: Path | None, split: str, max_
                        "n_experts": config["n_experts"], "hidden_dim": config["hidden_dim"],
                        "item_bias": config["item_bias"], **report})
         spectra.append((label, values, model.head.rank_cap))
-    result = {"library_version": __version__, "threads": torch.get_num_threads(), "split": split, "seed": seed, "n_contexts": len(key),
+    result = {"library_version": __version__, "threads": torch.get_num_threads(), "split": split, "seed": seed,
+              "n_contexts": len(key),
               "n_items": dataset.n_items,
               "data": str(dataset.path), "models": models, "truth": None}
     if dataset.world is not None:

@@ -436,7 +436,8 @@ def audit(paths: list[Path], *, data=None, split: str = "test", ks=DEFAULT_KS, m
             "scan_seconds": round(scan_seconds, 3),
         })
     table = pd.concat(frames, ignore_index=True)
-    summary = {"library_version": __version__, "threads": torch.get_num_threads(), "data": str(dataset.path), "split": split,
+    summary = {"library_version": __version__, "threads": torch.get_num_threads(), "data": str(dataset.path),
+               "split": split,
                "n_contexts": len(contexts), "n_items": dataset.n_items,
                "ks": list(ks), "seed": seed, "n_random": n_random, "top_decile_support_items": int(frequent.sum()),
                "models": models, "differences": _differences(table, ks)}

@@ -159,7 +159,7 @@ def _matches(record: dict, settings: tuner.TuneSettings, n_trials: int) -> bool:
 
 def ensure_tuned(run: Run, profile: Profile, profile_name: str, dataset: PreparedDataset, results: Path, device,
                  log: Callable[[str], None], committed: bool = True) -> tuple[dict, Path]:
-    """The best.json record of the run's head × d × K: committed (unless `committed` is False), cached, or tuned now."""
+    """The best.json record of the run's head × d × K: committed (unless not `committed`), cached, or tuned now."""
     settings = tune_settings(run, profile, dataset)
     places = [TUNED / profile_name / f"{run.slug}.json"] if committed else []
     for path in places + [results / "tuned" / run.slug / "best.json"]:

@@ -184,7 +184,7 @@ def _check_writable_parent(path, flag: str) -> None:
 
 
 def add_heldout_arguments(parser: argparse.ArgumentParser) -> None:
-    """--data, --split, --json, --device and --threads: what every tool that reads a checkpoint's held-out data takes."""
+    """--data, --split, --json, --device and --threads: what every tool reading held-out data takes."""
     parser.add_argument("--data", type=_path, help="prepared dataset (default: the one the checkpoint records)")
     parser.add_argument("--split", default="test", choices=("valid", "test"), help="held-out split (default: test)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")

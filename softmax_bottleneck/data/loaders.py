@@ -113,7 +113,8 @@ def _check_path(path: Path) -> None:
 def _diagnose_numeric(path: Path, read_kwargs: dict, columns: dict[str, str]) -> str:
     """Find the first non-numeric or missing value among `columns` (file column → our name)."""
     kwargs = {k: v for k, v in read_kwargs.items() if k not in ("dtype", "usecols")}
-    frame = pd.read_csv(path, usecols=list(columns), dtype=str, keep_default_na=False, **{"encoding": "utf-8-sig", **kwargs})
+    frame = pd.read_csv(path, usecols=list(columns), dtype=str, keep_default_na=False,
+                        **{"encoding": "utf-8-sig", **kwargs})
     for column, name in columns.items():
         text = frame[column].str.strip()
         numbers = pd.to_numeric(text, errors="coerce")
