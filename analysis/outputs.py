@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from softmax_bottleneck.atomic import atomic_path
 from softmax_bottleneck.cli import InputError
 
 
@@ -16,15 +15,6 @@ def write_files(out: Path, writers: dict[str, Callable[[Path], object]]) -> None
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    umask = os.umask(0)
-    os.umask(umask)
     for name, write in writers.items():
-        handle, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=Path(name).suffix, dir=out)
-        os.close(handle)
-        try:
-            write(Path(tmp))
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600
-            os.replace(tmp, out / name)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(out / name) as tmp:
+            write(tmp)

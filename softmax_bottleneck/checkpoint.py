@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from .atomic import atomic_open
 from .cli import InputError
 from .data import PreparedDataset, load_prepared
 from .model import GRU4Rec, ModelConfig
@@ -54,19 +55,10 @@ def _check_plain(value, where: str = "checkpoint") -> None:
 def save_checkpoint(payload: dict, path: str | os.PathLike) -> Path:
     """Atomically write `payload` (plus the format marker) to `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "versions": versions(), **payload}
     _check_plain(payload)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_open(path) as handle:
+        torch.save(payload, handle)
     return path
 
 

@@ -121,6 +121,19 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
 
 
+def read_json_file(path, flag: str):
+    """A JSON file a user passed with `flag`; InputError (one line) when it is missing or not JSON."""
+    import json
+    from pathlib import Path
+
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError(f"{flag} {path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"{flag} {path}: not a JSON file ({err})") from None
+
+
 def add_threads_argument(parser: argparse.ArgumentParser, default: int | None = 1) -> None:
     """--threads: torch's intra-op threads (recorded with the results; see the README on reproducibility)."""
     shown = "all cores" if default is None else default

@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .cli import (ArgumentParser, InputError, add_config_arguments, add_device_argument, add_threads_argument,
-                  check_output_file, config_from_args, resolve_device, run_main, set_threads)
+                  check_output_file, config_from_args, read_json_file, resolve_device, run_main, set_threads)
 from .data import PreparedDataset, load_prepared, session_parallel_batches
 from .evaluate import evaluate_ranks
 from .metrics import metric_table
@@ -370,12 +370,7 @@ def tuning_record(best: dict, path: str | None = None) -> dict | None:
 
 def load_config_file(path: Path) -> dict:
     """The flag values of a ``best.json`` (or any JSON with ``model_config``/``train_config``): {field: value}."""
-    try:
-        payload = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise InputError(f"--config {path}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(f"--config {path}: not a JSON file ({err})") from None
+    payload = read_json_file(path, "--config")
     if not isinstance(payload, dict) or not ({"model_config", "train_config"} & set(payload)):
         raise InputError(f"--config {path}: expected an object with model_config and/or train_config")
     values = {}

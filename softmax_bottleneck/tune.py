@@ -53,8 +53,8 @@ from pathlib import Path
 
 from . import __version__
 from .atomic import atomic_path, write_text
-from .cli import (ArgumentParser, InputError, add_device_argument, check_output_dir, resolve_device, run_main,
-                  set_threads)
+from .cli import (ArgumentParser, InputError, add_device_argument, check_output_dir, read_json_file, resolve_device,
+                  run_main, set_threads)
 from .data import load_prepared
 from .model import HEADS, ModelConfig
 from .train import SELECT_METRIC, TrainConfig, TrainingDiverged, train
@@ -91,12 +91,7 @@ def _check_range(name: str, spec: dict) -> None:
 def load_space(path: str | os.PathLike, *, fixed: tuple[str, ...] = ()) -> dict:
     """Read and check a search-space file; entries named in `fixed` are dropped (e.g. hidden_dim)."""
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"--space {path}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(f"--space {path}: not a JSON file ({err})") from None
+    raw = read_json_file(path, "--space")
     if not isinstance(raw, dict):
         raise InputError(f"--space {path}: expected a JSON object of parameter entries")
     space = {k: v for k, v in raw.items() if not k.startswith("_") and k not in fixed}
