@@ -20,10 +20,11 @@ import os
 import numpy as np
 import torch
 
-from softmax_bottleneck.cli import InputError
-from softmax_bottleneck.data import SessionSplit, session_parallel_batches
+from softmax_bottleneck.errors import InputError
+from softmax_bottleneck.data import SessionSplit
 from softmax_bottleneck.heads import Head
-from softmax_bottleneck.model import GRU4Rec, carry_state
+from softmax_bottleneck.model import GRU4Rec
+from softmax_bottleneck.replay import replay_split
 
 
 @dataclasses.dataclass
@@ -47,19 +48,13 @@ class Contexts:
         return np.stack([self.sessions, self.positions], axis=1)
 
 
-@torch.no_grad()
 def collect_contexts(model: GRU4Rec, split: SessionSplit, *, batch_size: int = 512,
                      device: torch.device | str = "cpu") -> Contexts:
     """Run `model` over every held-out session from a zero state; keep the state at each prefix."""
     if split.n_transitions == 0:
         raise InputError("the split has no next-item events, so no contexts")
-    model.eval()
-    hidden = model.init_hidden(min(batch_size, split.n_sessions), device)
-    parts = []
-    for batch in session_parallel_batches(split, batch_size):
-        hidden = carry_state(hidden, batch.keep, batch.reset)
-        output, hidden = model.step(torch.from_numpy(batch.inputs).to(device), hidden)
-        parts.append((output.float().cpu().numpy(), batch.sessions, batch.positions, batch.inputs, batch.targets))
+    parts = [(block.output.float().cpu().numpy(), block.sessions, block.positions, block.previous_items, block.targets)
+             for block in replay_split(model, split, batch_size=batch_size, device=device)]
     columns = [np.concatenate(c) for c in zip(*parts)]
     order = np.lexsort((columns[2], columns[1]))  # by session, then position: independent of batch size
     return Contexts(*(c[order] for c in columns))
@@ -68,7 +63,8 @@ def collect_contexts(model: GRU4Rec, split: SessionSplit, *, batch_size: int = 5
 def sample_contexts(contexts: Contexts, max_contexts: int | None, seed: int) -> Contexts:
     """A seeded random sample (in random order) of at most `max_contexts` contexts."""
     if max_contexts is not None and max_contexts > len(contexts):
-        raise InputError(f"--max-contexts {max_contexts} is more than the {len(contexts)} contexts this split has")
+        raise InputError(f"{{max_contexts}} {max_contexts} is more than the {len(contexts)} contexts this split has",
+                         "max_contexts")
     order = np.random.default_rng(seed).permutation(len(contexts))
     return contexts.take(order[:max_contexts] if max_contexts is not None else order)
 
@@ -89,7 +85,7 @@ def require_memory(n_bytes: float, what: str) -> None:
     available = available_memory_bytes()
     if n_bytes > 0.8 * available:
         raise InputError(f"{what} needs {n_bytes / 2**30:.1f} GiB but only {available / 2**30:.1f} GiB is "
-                         "available; lower --max-contexts")
+                         "available; lower {max_contexts}", "max_contexts")
 
 
 TILE_COLUMNS = 512  # items per tile of logits

@@ -16,7 +16,7 @@ has no such cap. On the synthetic world the *true* log-prob matrix of the same c
 analysed too. ``--out`` writes rank.json, spectrum.csv and spectrum.png.
 
 Library use: ``singular_values(matrix)`` and ``numerical_rank(matrix, tol=None, rtol=None)``
-accept a NumPy array (or a block source) and choose an engine (see ``analysis.spectrum``).
+accept a NumPy array (or a block source) and choose an engine (see ``analysis.engines``).
 """
 
 from __future__ import annotations
@@ -29,89 +29,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from softmax_bottleneck import __version__
 from softmax_bottleneck.checkpoint import load_checkpoints_on_one_dataset, model_from_checkpoint
 from softmax_bottleneck.cli import (ArgumentParser, InputError, add_heldout_arguments, check_output_dir, resolve_device,
                                     run_main, set_threads)
-from softmax_bottleneck.model import model_label
+from softmax_bottleneck.heads import softmax_rank_cap
+from softmax_bottleneck.model import unique_labels
+from softmax_bottleneck.provenance import library_version
 from softmax_bottleneck.synthetic import SyntheticWorld
 
+from .engines import ENGINES, as_source, compute_spectra, numerical_rank, singular_values  # noqa: F401 (library API)
+from .logprobs import LogProbMatrix, collect_contexts, sample_contexts
 from .outputs import write_files
-from .logprobs import LogProbMatrix, available_memory_bytes, collect_contexts, require_memory, sample_contexts
-from .spectrum import (DenseSource, Spectrum, clock, count_above, direct_spectrum, factored_spectrum, gram_spectra,
-                       r_factor, rank_threshold)
+from .spectrum import Spectrum, count_above, rank_threshold
 
-ENGINES = ("auto", "factored", "direct", "gram")
 SWEEP = tuple(10.0 ** -k for k in range(1, 15))  # relative thresholds 1e-1 … 1e-14
-DIRECT_MAX_SIDE = 2048  # auto: direct SVD when min(N, M) is at most this and the matrix fits easily
-
-
-def _as_source(matrix):
-    return DenseSource(matrix) if isinstance(matrix, np.ndarray) or not hasattr(matrix, "rows") else matrix
-
-
-def choose_engine(source, engine: str = "auto") -> str:
-    if engine not in ENGINES:
-        raise InputError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
-    n_rows, n_cols = source.shape
-    has_factors = getattr(source, "has_factors", False)
-    if engine == "factored" and not has_factors:
-        raise InputError("the factored engine needs a head with a known factorisation (softmax)")
-    if engine != "auto":
-        return engine
-    if has_factors:
-        return "factored"
-    fits = 3 * 8.0 * n_rows * n_cols < 0.5 * available_memory_bytes()
-    return "direct" if fits and min(n_rows, n_cols) <= DIRECT_MAX_SIDE else "gram"
-
-
-def compute_spectra(matrix, row_stops: list[int] | None = None, engine: str = "auto", block_size: int = 2048,
-                    timings: dict | None = None) -> dict[tuple[bool, int], Spectrum]:
-    """{(centred, n): spectrum of the first n rows}, for every n in `row_stops` (default: all rows).
-
-    `timings` (if given) receives the seconds spent per step ("log_probs", "eigenvalues", …)."""
-    source = _as_source(matrix)
-    n_rows, n_cols = source.shape
-    row_stops = sorted(set(row_stops or [n_rows]))
-    engine = choose_engine(source, engine)
-    spectra = {}
-    if engine == "factored":
-        with clock(timings, "log_probs"):
-            left, right = source.factors()
-        with clock(timings, "eigenvalues"):
-            # one QR of [1, G] serves both: R[:, 1:] is an R factor of G, and R[1:, 1:] one of G with
-            # its column means removed (row-centring A = F·Gᵀ centres G over the items)
-            r_both = r_factor(np.hstack([np.ones((n_cols, 1)), right]))
-            for n in row_stops:
-                r_left = r_factor(left[:n])
-                spectra[(False, n)] = factored_spectrum(left[:n], right, r_both[:, 1:], r_left)
-                spectra[(True, n)] = factored_spectrum(left[:n], right, r_both[1:, 1:], r_left)
-    elif engine == "direct":
-        require_memory(3 * 8.0 * n_rows * n_cols, f"a direct SVD of a {n_rows:,} × {n_cols:,} matrix")
-        with clock(timings, "log_probs"):
-            dense = source.dense()
-        with clock(timings, "eigenvalues"):
-            for n in row_stops:
-                spectra[(False, n)] = direct_spectrum(dense[:n])
-                spectra[(True, n)] = direct_spectrum(dense[:n] - dense[:n].mean(axis=1, keepdims=True))
-    else:
-        side = min(n_rows, n_cols)
-        require_memory(4 * 8.0 * side * side, f"a {side:,} × {side:,} Gram matrix")
-        spectra = gram_spectra(source, row_stops, block_size=block_size, timings=timings)
-    return spectra
-
-
-def singular_values(matrix, engine: str = "auto") -> np.ndarray:
-    """All min(N, M) singular values, descending, float64 (exact zeros beyond a factorisation's width)."""
-    source = _as_source(matrix)
-    return compute_spectra(source, [source.shape[0]], engine)[(False, source.shape[0])].values
-
-
-def numerical_rank(matrix, tol: float | None = None, rtol: float | None = None, engine: str = "auto") -> int:
-    """The rank as ``np.linalg.matrix_rank(matrix, tol=tol, rtol=rtol)`` defines it."""
-    source = _as_source(matrix)
-    values = singular_values(source, engine)
-    return count_above(values, rank_threshold(values, source.shape, tol, rtol))
 
 
 def summarize(spectrum: Spectrum, cap: int | None, reference_cap: int | None, tol=None, rtol=None) -> dict:
@@ -152,7 +83,7 @@ def rank_report(matrix, *, cap: int | None = None, reference_cap: int | None = N
 
     `timings` (if given) receives the seconds per step; they stay out of the report, which is
     reproducible to the byte."""
-    source = _as_source(matrix)
+    source = as_source(matrix)
     n_rows, n_cols = source.shape
     steps = context_steps(n_rows)
     spectra = compute_spectra(source, steps, engine, block_size, timings)
@@ -168,9 +99,9 @@ def rank_report(matrix, *, cap: int | None = None, reference_cap: int | None = N
 
 # ----------------------------------------------------------------------------------------------- CLI
 
-def _label(path: Path, config: dict, taken: set[str]) -> str:
-    label = model_label(config)
-    return label if label not in taken else f"{label} ({path.stem})"
+def _reference_cap(config: dict) -> int:
+    """What a softmax of the model's size would be capped at: where "energy beyond the cap" is measured."""
+    return softmax_rank_cap(config["hidden_dim"], config["item_bias"])
 
 
 def analyse(checkpoint_paths: list[Path], *, data: Path | None, split: str, max_contexts: int | None, seed: int,
@@ -178,8 +109,9 @@ def analyse(checkpoint_paths: list[Path], *, data: Path | None, split: str, max_
     """Rank reports for several checkpoints on the same contexts (and the truth, on the synthetic world)."""
     checkpoints, dataset = load_checkpoints_on_one_dataset(checkpoint_paths, data)
     held_out = dataset.split(split)
-    models, spectra, taken, key = [], [], set(), None
-    for path, checkpoint in zip(checkpoint_paths, checkpoints):
+    models, spectra, key = [], [], None
+    labels = unique_labels([c["model_config"] for c in checkpoints], checkpoint_paths)
+    for path, checkpoint, label in zip(checkpoint_paths, checkpoints, labels):
         model = model_from_checkpoint(checkpoint, device)
         contexts = collect_contexts(model, held_out, device=device)
         default_n = None if max_contexts is None and len(contexts) <= 4096 else (max_contexts or 4096)
@@ -189,15 +121,13 @@ def analyse(checkpoint_paths: list[Path], *, data: Path | None, split: str, max_
         key = contexts.key()
         config = checkpoint["model_config"]
         matrix = LogProbMatrix(model.head, contexts.hidden, name=f"{config['head']} head of {path}", device=device)
-        report, values = rank_report(matrix, cap=model.head.rank_cap, reference_cap=config["hidden_dim"] + 2,
+        report, values = rank_report(matrix, cap=model.head.rank_cap, reference_cap=_reference_cap(config),
                                      engine=engine, tol=tol, rtol=rtol, block_size=block_size)
-        label = _label(path, config, taken)
-        taken.add(label)
         models.append({"label": label, "checkpoint": str(path), "head": config["head"],
                        "n_experts": config["n_experts"], "hidden_dim": config["hidden_dim"],
                        "item_bias": config["item_bias"], **report})
         spectra.append((label, values, model.head.rank_cap))
-    result = {"library_version": __version__, "threads": torch.get_num_threads(), "split": split, "seed": seed,
+    result = {"library_version": library_version(), "threads": torch.get_num_threads(), "split": split, "seed": seed,
               "n_contexts": len(key),
               "n_items": dataset.n_items,
               "data": str(dataset.path), "models": models, "truth": None}
@@ -206,7 +136,7 @@ def analyse(checkpoint_paths: list[Path], *, data: Path | None, split: str, max_
         catalogue = dataset.item_ids.astype(np.int64)
         truth = world.log_probs(catalogue[contexts.previous_items], items=catalogue)  # (N, n_items)
         report, values = rank_report(truth, engine="auto" if engine == "factored" else engine, tol=tol, rtol=rtol,
-                                     reference_cap=models[0]["hidden_dim"] + 2)
+                                     reference_cap=_reference_cap(checkpoints[0]["model_config"]))
         result["truth"] = {"label": "truth", **report}
         spectra.append(("truth", values, None))
     return result, spectra

@@ -60,7 +60,7 @@ FLOPS = r"""
 import json, sys, time
 import numpy as np
 sys.path.insert(0, {repo!r})
-from analysis.spectrum import add_upper_gram
+from analysis.gram import add_upper_gram
 n, m, b = int(sys.argv[1]), int(sys.argv[2]), 2048
 rng = np.random.default_rng(0)
 blocks = [rng.standard_normal((n, min(b, m - s))) for s in range(0, m, b)]

@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.reach import RELATIVE_TOL, certify_top1, logit_scale, solve_top1_lp  # noqa: E402
+from analysis.argmax import RELATIVE_TOL, certify_top1, logit_scale, solve_top1_lp  # noqa: E402
 
 
 def make_head(n_items: int, dim: int, scale: float = 1.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from softmax_bottleneck.cli import InputError
+from softmax_bottleneck.errors import InputError
 
 
 def _need(path: Path) -> Path:

@@ -38,14 +38,14 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from softmax_bottleneck import __version__
+from softmax_bottleneck.provenance import library_version, source_hash
 from softmax_bottleneck import tune as tuner
 from softmax_bottleneck.checkpoint import load_checkpoint
-from softmax_bottleneck.cli import InputError, set_threads
+from softmax_bottleneck.cli import set_threads
+from softmax_bottleneck.errors import InputError
 from softmax_bottleneck.data import PreparedDataset, load_prepared, save_prepared
 from softmax_bottleneck.model import ModelConfig, model_label
-from softmax_bottleneck.prepare import prepare_synthetic
-from softmax_bottleneck.synthetic import SyntheticConfig
+from softmax_bottleneck.synthetic import SyntheticConfig, prepare_synthetic
 from softmax_bottleneck.train import TrainConfig, train, tuning_record
 
 
@@ -251,7 +251,7 @@ def run_study(profile: str | Profile, results: Path, data: Path | None = None, d
     set_threads(None)  # the analyses are large GEMMs and LAPACK calls: every core
     first_seed = [p for r, p in zip(runs, paths) if r.seed == profile.seeds[0]]
     data_arg = Path(dataset.path)
-    record = {"library_version": __version__, "profile": profile_name, "settings": dataclasses.asdict(profile),
+    record = {"library_version": library_version(), "profile": profile_name, "settings": dataclasses.asdict(profile),
               "data": str(data_arg),
               "fingerprint": dataset.fingerprint, "n_items": dataset.n_items,
               "runs": [{**dataclasses.asdict(r), "label": r.label, "checkpoint": str(p),

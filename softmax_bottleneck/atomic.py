@@ -4,12 +4,20 @@ Every writer goes through :func:`atomic_path`: it hands out a temporary name bes
 destination (same folder, so the final ``os.replace`` is a rename on one file system), and
 renames it over the destination only when the block finishes without an error. A run killed or
 failing half-way leaves the previous file intact and no temporary behind.
+
+Folders go through :func:`atomic_dir`: built in a temporary sibling, then swapped with the old
+folder in one ``renameat2(RENAME_EXCHANGE)`` (Linux), so the name always holds a whole folder,
+the old one or the new one, and never nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,3 +61,51 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def exchange(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2); False where the system cannot."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):  # not glibc ≥ 2.28 (macOS, musl): no exchange
+        return False
+    at_cwd = -100  # AT_FDCWD
+    if renameat2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # a file system or kernel without it
+        return False
+    raise OSError(code, os.strerror(code), str(a))
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `path`; on success it takes the place of `path`.
+
+    An existing `path` is exchanged with the new folder in one step and then removed; where the
+    system cannot exchange, it is renamed aside first (a moment in which `path` is absent).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the folder should look like any other
+    try:
+        yield tmp
+        if not path.exists():
+            os.replace(tmp, path)
+        elif exchange(tmp, path):
+            shutil.rmtree(tmp)  # now the old folder
+        else:
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+            os.replace(path, old / "previous")
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

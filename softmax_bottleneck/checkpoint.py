@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
+from .provenance import library_version
 from .atomic import atomic_open
-from .cli import InputError
+from .errors import InputError
 from .data import PreparedDataset, load_prepared
 from .model import GRU4Rec, ModelConfig
 
@@ -33,7 +33,7 @@ FORMAT_VERSION = 1
 
 
 def versions() -> dict:
-    return {"library": __version__, "torch": str(torch.__version__)}  # TorchVersion is not a builtin
+    return {"library": library_version(), "torch": str(torch.__version__)}  # TorchVersion is not a builtin
 
 
 _PLAIN = (str, int, float, bool, type(None), torch.Tensor)
@@ -130,7 +130,7 @@ def dataset_for_checkpoint(checkpoint: dict, data: str | os.PathLike | None = No
         dataset = load_prepared(recorded["path"])
         if dataset.fingerprint != recorded["fingerprint"]:
             raise InputError(f"{where}: trained on prepared data {recorded['fingerprint'][:19]} but "
-                             f"{recorded['path']} now holds {dataset.fingerprint[:19]}; pass --data to override")
+                             f"{recorded['path']} now holds {dataset.fingerprint[:19]}; pass {{data}} to override", "data")
         return dataset
     dataset = load_prepared(data)
     if dataset.fingerprint != recorded["fingerprint"]:
@@ -138,9 +138,10 @@ def dataset_for_checkpoint(checkpoint: dict, data: str | os.PathLike | None = No
             same_items = sorted(map(str, dataset.item_ids)) == sorted(map(str, checkpoint["item_ids"]))
             how = ("the same items in another order" if same_items else
                    f"another item map ({dataset.n_items} items, the checkpoint's {len(checkpoint['item_ids'])})")
-            raise InputError(f"{where}: --data {data} has {how}; cannot use it (prepare the data as the model's was)")
-        print(f"warning: --data {data} has fingerprint {dataset.fingerprint[:19]}, the checkpoint was trained on "
-              f"{recorded['fingerprint'][:19]} ({recorded['path']}); using --data", file=sys.stderr)
+            raise InputError(f"{where}: {{data}} {data} has {how}; cannot use it (prepare the data as the model's was)",
+                             "data")
+        print(f"warning: data {data} has fingerprint {dataset.fingerprint[:19]}, the checkpoint was trained on "
+              f"{recorded['fingerprint'][:19]} ({recorded['path']}); using it", file=sys.stderr)
     return dataset
 
 

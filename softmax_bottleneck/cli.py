@@ -1,7 +1,8 @@
 """Shared command-line plumbing: one-line errors with exit status 2, flags built from dataclasses.
 
-Every ``python -m ...`` entry point raises :class:`InputError` for bad input; :func:`run_main`
-turns it into one line on stderr and exit status 2, never a traceback.
+The library raises :class:`softmax_bottleneck.errors.InputError` for bad input; :func:`run_main`
+turns it into one line on stderr, with the parameters it names written as flags, and exit
+status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import types
 import typing
 from collections.abc import Callable, Sequence
 
+from .errors import InputError, flag
 
-class InputError(Exception):
-    """Bad input from the user (a file, a flag, a config value): reported as one line, exit 2."""
+# InputError lives in errors.py (the library raises it); CLIs may import it from here too
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -35,7 +36,7 @@ def run_main(body: Callable[[], int | None]) -> int:
     try:
         status = body()
     except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {err.render(flag)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\nerror: interrupted", file=sys.stderr)  # on its own line, not after a progress bar
@@ -45,10 +46,6 @@ def run_main(body: Callable[[], int | None]) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 141
     return 0 if status is None else status
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 def _optional_inner(tp) -> tuple[type, bool]:
@@ -84,12 +81,12 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls, *, skip: S
         default = field.default
         suffix = f" (default: {default})"
         if inner is bool:
-            parser.add_argument(_flag(field.name), dest=field.name, action=argparse.BooleanOptionalAction,
+            parser.add_argument(flag(field.name), dest=field.name, action=argparse.BooleanOptionalAction,
                                 default=default, help=help_text + suffix)
             continue
         choices = field.metadata.get("choices")
         parse = _none_or(inner) if nullable else inner
-        parser.add_argument(_flag(field.name), dest=field.name, type=parse, default=default,
+        parser.add_argument(flag(field.name), dest=field.name, type=parse, default=default,
                             choices=choices, metavar=field.metadata.get("metavar"), help=help_text + suffix)
 
 
@@ -121,17 +118,17 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
 
 
-def read_json_file(path, flag: str):
-    """A JSON file a user passed with `flag`; InputError (one line) when it is missing or not JSON."""
+def read_json_file(path, parameter: str):
+    """A JSON file a user passed as `parameter`; InputError (one line) when it is missing or not JSON."""
     import json
     from pathlib import Path
 
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise InputError(f"{flag} {path}: no such file") from None
+        raise InputError(f"{{{parameter}}} {path}: no such file", parameter) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(f"{flag} {path}: not a JSON file ({err})") from None
+        raise InputError(f"{{{parameter}}} {path}: not a JSON file ({err})", parameter) from None
 
 
 def add_threads_argument(parser: argparse.ArgumentParser, default: int | None = 1) -> None:

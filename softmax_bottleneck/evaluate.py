@@ -18,6 +18,7 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +28,13 @@ from tqdm.auto import tqdm
 
 from .checkpoint import dataset_for_checkpoint, load_checkpoint, model_from_checkpoint
 from .atomic import atomic_path
-from .cli import (ArgumentParser, InputError, add_cutoffs_argument, add_heldout_arguments, check_cutoffs,
+from .cli import (ArgumentParser, add_cutoffs_argument, add_heldout_arguments, check_cutoffs,
                   check_output_file, resolve_device, run_main, set_threads)
-from .data import SessionSplit, session_parallel_batches
+from .data import SessionSplit
+from .errors import InputError
 from .metrics import TIES, metric_table, target_ranks
-from .model import GRU4Rec, carry_state
+from .model import GRU4Rec
+from .replay import ContextBlock, replay_split
 
 
 @dataclasses.dataclass
@@ -115,30 +118,30 @@ class HeadHealth:
 
 @torch.no_grad()
 def evaluate_ranks(model: GRU4Rec, split: SessionSplit, *, ties: str = "conservative", batch_size: int = 512,
-                   device: torch.device | str = "cpu", progress: bool = False,
-                   health: HeadHealth | None = None) -> EventRanks:
+                   device: torch.device | str = "cpu", progress: bool = False, health: HeadHealth | None = None,
+                   observers: Sequence[Callable[[ContextBlock, torch.Tensor], None]] = ()) -> EventRanks:
     """Rank every next-item event of `split` under `model` (in eval mode: no dropout).
 
-    With `health`, each batch's top-k lists and mixture states are added to it too."""
+    With `health`, each block's top-k lists and mixture states are added to it; each of
+    `observers` is called with every block and its log-probabilities (batch, n_items), so other
+    measures ride on the same pass (see analysis.groups)."""
     if split.n_transitions == 0:
         raise InputError("the split has no next-item events to evaluate")
-    model.eval()
-    hidden = model.init_hidden(min(batch_size, split.n_sessions), device)
     parts = []
     start = time.perf_counter()
     bar = tqdm(total=split.n_transitions, unit="ev", disable=not progress, desc="evaluate", leave=False)
-    for batch in session_parallel_batches(split, batch_size):
-        hidden = carry_state(hidden, batch.keep, batch.reset)
-        output, hidden = model.step(torch.from_numpy(batch.inputs).to(device), hidden)
-        targets = torch.from_numpy(batch.targets).to(device)
-        log_p = model.log_probs(output)  # (batch, n_items)
+    for block in replay_split(model, split, batch_size=batch_size, device=device):
+        targets = torch.from_numpy(block.targets).to(device)
+        log_p = model.log_probs(block.output)  # (batch, n_items)
         if not torch.isfinite(log_p).all():
             raise InputError(f"the {model.config.head} head produced non-finite log-probabilities")
         ranks = target_ranks(log_p, targets, ties).cpu().numpy()
         if health is not None:
-            health.add(log_p, targets, model.head.mixture_states(output))
+            health.add(log_p, targets, model.head.mixture_states(block.output))
+        for observe in observers:
+            observe(block, log_p)
         target_log_p = log_p.gather(1, targets[:, None])[:, 0].double().cpu().numpy()
-        parts.append((batch.sessions, batch.positions, batch.targets, ranks, target_log_p))
+        parts.append((block.sessions, block.positions, block.targets, ranks, target_log_p))
         bar.update(len(ranks))
     bar.close()
     columns = [np.concatenate(c) for c in zip(*parts)]

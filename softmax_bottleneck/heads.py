@@ -122,6 +122,11 @@ def _logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     return logits
 
 
+def softmax_rank_cap(hidden_dim: int, item_bias: bool) -> int:
+    """The rank bound of a softmax over h·Wᵀ (+ b): log p = [h, 1, −lse]·[W, b, 1]ᵀ, so d + 2 (d + 1 without b)."""
+    return hidden_dim + (2 if item_bias else 1)
+
+
 class SoftmaxHead(Head):
     """``log_softmax(h·Wᵀ + b)``."""
 
@@ -131,7 +136,7 @@ class SoftmaxHead(Head):
 
     @property
     def rank_cap(self) -> int:
-        return self.hidden_dim + (2 if self.item_bias is not None else 1)
+        return softmax_rank_cap(self.hidden_dim, self.item_bias is not None)
 
     def expert_factors(self, hidden):
         return hidden.new_zeros(len(hidden), 1), self._with_ones(hidden)[None]

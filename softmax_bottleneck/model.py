@@ -12,6 +12,7 @@ the slot (:func:`carry_state`), in training and evaluation alike.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -78,6 +79,22 @@ def model_label(config) -> str:
     """A short name for a model configuration (a ModelConfig or its dict): "softmax d=64", "mos d=64 K=4"."""
     config = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
     return f"{config['head']} d={config['hidden_dim']}" + (f" K={config['n_experts']}" if config["head"] == "mos" else "")
+
+
+def unique_labels(configs, paths) -> list[str]:
+    """:func:`model_label` of each config, told apart where two coincide: every one of them gets its
+    file's stem ("softmax d=8 (run-a)"), and a count if even those coincide ("… #2").
+
+    The one labelling of rank.json, reach.json and compare.json, so a model has the same name in all.
+    """
+    labels = [model_label(c) for c in configs]
+    labels = [f"{label} ({Path(path).stem})" if labels.count(label) > 1 else label for label, path in zip(labels, paths)]
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        out.append(label if labels.count(label) == 1 or seen[label] == 1 else f"{label} #{seen[label]}")
+    return out
 
 
 def carry_state(hidden: torch.Tensor, keep: np.ndarray | None, reset: np.ndarray) -> torch.Tensor:

@@ -17,7 +17,6 @@ flag below and is recorded in the folder's meta.json.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -25,21 +24,7 @@ from pathlib import Path
 from .cli import ArgumentParser, InputError, add_config_arguments, config_from_args, run_main
 from .data import FORMATS, PrepareConfig, PreparedDataset, load_interactions, prepare, save_prepared
 from .data.prepared import SPLITS, check_destination
-from .synthetic import SyntheticConfig, generate
-
-
-def prepare_synthetic(config: SyntheticConfig, prepare_config: PrepareConfig | None = None,
-                      log=None) -> PreparedDataset:
-    """Draw the synthetic world's sessions and run them through the standard protocol.
-
-    Consecutive duplicates are kept: the world's self-transitions are part of its true
-    distribution, so removing them would make the data differ from the truth.
-    """
-    prepare_config = dataclasses.replace(prepare_config or PrepareConfig(), remove_consecutive_duplicates=False)
-    world, interactions = generate(config)
-    dataset = prepare(interactions, prepare_config, log=log)
-    dataset.world = world.to_arrays()
-    return dataset
+from .synthetic import SyntheticConfig, prepare_synthetic
 
 
 def format_table(dataset: PreparedDataset) -> str:
@@ -85,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.synthetic:
             if args.input is not None or args.format is not None:
                 raise InputError("--synthetic takes no --input/--format")
+            if _given("--remove-consecutive-duplicates", argv):
+                raise InputError("--synthetic keeps consecutive duplicates (the world's self-transitions are part of "
+                                 "its true distribution); drop --remove-consecutive-duplicates")
             dataset = prepare_synthetic(config_from_args(SyntheticConfig, args), config, log=log)
         else:
             if args.input is None or args.format is None:

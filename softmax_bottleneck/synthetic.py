@@ -25,6 +25,8 @@ import math
 import numpy as np
 
 from .data.loaders import Interactions
+from .data.preprocess import PrepareConfig, prepare
+from .data.prepared import PreparedDataset
 
 EVENT_SPACING_S = 60  # seconds between events of a session
 USER_GAP_S = 7200  # at least this much idle time between two sessions of one user
@@ -182,3 +184,17 @@ def generate(config: SyntheticConfig) -> tuple[SyntheticWorld, Interactions]:
         source={"format": "synthetic", "config": dataclasses.asdict(config)},
     )
     return world, interactions
+
+
+def prepare_synthetic(config: SyntheticConfig, prepare_config: PrepareConfig | None = None,
+                      log=None) -> PreparedDataset:
+    """Draw the synthetic world's sessions and run them through the standard protocol.
+
+    Consecutive duplicates are kept: the world's self-transitions are part of its true
+    distribution, so removing them would make the data differ from the truth.
+    """
+    prepare_config = dataclasses.replace(prepare_config or PrepareConfig(), remove_consecutive_duplicates=False)
+    world, interactions = generate(config)
+    dataset = prepare(interactions, prepare_config, log=log)
+    dataset.world = world.to_arrays()
+    return dataset

@@ -284,7 +284,7 @@ def train(dataset: PreparedDataset, model_config: ModelConfig, config: TrainConf
         tuning = tuning or recorded  # a resume without --config keeps the settings' provenance
         log(f"resuming {out} after epoch {start_epoch}")
     elif out.exists():
-        raise InputError(f"{out}: exists; pass --resume to continue it or choose another --out")
+        raise InputError(f"{out}: exists; pass {{resume}} to continue it or choose another {{out}}", "resume", "out")
     checkpoint = None
     for epoch in range(start_epoch + 1, config.epochs + 1):
         stats = train_epoch(model, dataset, config, optimizer, sampler, log_support, device,
@@ -324,11 +324,11 @@ def _differing(recorded: dict, wanted: dict, ignore: tuple[str, ...] = ()) -> li
 def _resume(out: Path, model: GRU4Rec, optimizer, sampler_generator, dataset: PreparedDataset,
             model_config: ModelConfig, config: TrainConfig) -> tuple[int, list[dict], _Selection, dict | None]:
     if not out.exists():
-        raise InputError(f"{out}: nothing to resume (no checkpoint there); drop --resume to start a new run")
+        raise InputError(f"{out}: nothing to resume (no checkpoint there); drop {{resume}} to start a new run", "resume")
     checkpoint = load_checkpoint(out)
     if checkpoint["data"]["fingerprint"] != dataset.fingerprint:
         raise InputError(f"{out}: trained on prepared data {checkpoint['data']['fingerprint'][:19]}, "
-                         f"--data has {dataset.fingerprint[:19]}; cannot resume on other data")
+                         f"{{data}} has {dataset.fingerprint[:19]}; cannot resume on other data", "data")
     differ = _differing(checkpoint["model_config"], dataclasses.asdict(model_config))
     if differ:
         raise InputError(f"{out}: model settings differ from the checkpoint's ({'; '.join(differ)}); "
@@ -370,18 +370,18 @@ def tuning_record(best: dict, path: str | None = None) -> dict | None:
 
 def load_config_file(path: Path) -> dict:
     """The flag values of a ``best.json`` (or any JSON with ``model_config``/``train_config``): {field: value}."""
-    payload = read_json_file(path, "--config")
+    payload = read_json_file(path, "config")
     if not isinstance(payload, dict) or not ({"model_config", "train_config"} & set(payload)):
-        raise InputError(f"--config {path}: expected an object with model_config and/or train_config")
+        raise InputError(f"{{config}} {path}: expected an object with model_config and/or train_config", "config")
     values = {}
     for key, config_cls in (("model_config", ModelConfig), ("train_config", TrainConfig)):
         section = payload.get(key, {})
         if not isinstance(section, dict):
-            raise InputError(f"--config {path}: {key} must be an object")
+            raise InputError(f"{{config}} {path}: {key} must be an object", "config")
         fields = {f.name for f in dataclasses.fields(config_cls)}
         unknown = sorted(set(section) - fields)
         if unknown:
-            raise InputError(f"--config {path}: unknown {key} field(s) {', '.join(unknown)}")
+            raise InputError(f"{{config}} {path}: unknown {key} field(s) {', '.join(unknown)}", "config")
         values.update({k: v for k, v in section.items() if k != "n_items"})
     return values
 

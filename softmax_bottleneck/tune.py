@@ -51,7 +51,7 @@ import time
 import warnings
 from pathlib import Path
 
-from . import __version__
+from .provenance import library_version
 from .atomic import atomic_path, write_text
 from .cli import (ArgumentParser, InputError, add_device_argument, check_output_dir, read_json_file, resolve_device,
                   run_main, set_threads)
@@ -91,37 +91,37 @@ def _check_range(name: str, spec: dict) -> None:
 def load_space(path: str | os.PathLike, *, fixed: tuple[str, ...] = ()) -> dict:
     """Read and check a search-space file; entries named in `fixed` are dropped (e.g. hidden_dim)."""
     path = Path(path)
-    raw = read_json_file(path, "--space")
+    raw = read_json_file(path, "space")
     if not isinstance(raw, dict):
-        raise InputError(f"--space {path}: expected a JSON object of parameter entries")
+        raise InputError(f"{{space}} {path}: expected a JSON object of parameter entries", "space")
     space = {k: v for k, v in raw.items() if not k.startswith("_") and k not in fixed}
     if not space:
-        raise InputError(f"--space {path}: no parameters to search")
+        raise InputError(f"{{space}} {path}: no parameters to search", "space")
     fields, seen = _config_fields(), {}
     for name, spec in space.items():
-        where = f"--space {path}: {name}"
+        where = f"{{space}} {path}: {name}"
         if name not in fields:
-            raise InputError(f"{where}: not a model or training setting")
+            raise InputError(f"{where}: not a model or training setting", "space")
         if name in FIXED_BY_COMMAND:
-            raise InputError(f"{where}: set by the command itself, not searchable")
+            raise InputError(f"{where}: set by the command itself, not searchable", "space")
         if not isinstance(spec, dict):
-            raise InputError(f"{where}: expected an object such as {{\"low\": 0, \"high\": 1}}")
+            raise InputError(f"{where}: expected an object such as {{\"low\": 0, \"high\": 1}}", "space")
         for other, wanted in (spec.get("when") or {}).items():
             if other not in seen or "choices" not in seen[other]:
-                raise InputError(f"{where}: 'when' names {other}, which is not an earlier categorical entry")
+                raise InputError(f"{where}: 'when' names {other}, which is not an earlier categorical entry", "space")
             wanted = wanted if isinstance(wanted, list) else [wanted]
             if not set(map(json.dumps, wanted)) <= set(map(json.dumps, seen[other]["choices"])):
-                raise InputError(f"{where}: 'when' asks {other} for {wanted}, not among its choices")
+                raise InputError(f"{where}: 'when' asks {other} for {wanted}, not among its choices", "space")
         if "choices" in spec:
             if not isinstance(spec["choices"], list) or not spec["choices"]:
-                raise InputError(f"{where}: choices must be a non-empty list")
+                raise InputError(f"{where}: choices must be a non-empty list", "space")
         elif "by" in spec:
             by = spec["by"]
             if by not in seen or "choices" not in seen[by]:
-                raise InputError(f"{where}: 'by' names {by}, which is not an earlier categorical entry")
+                raise InputError(f"{where}: 'by' names {by}, which is not an earlier categorical entry", "space")
             for choice in seen[by]["choices"]:
                 if str(choice) not in spec:
-                    raise InputError(f"{where}: no range for {by}={choice}")
+                    raise InputError(f"{where}: no range for {by}={choice}", "space")
                 _check_range(f"{name} ({by}={choice})", spec[str(choice)])
         else:
             _check_range(name, spec)
@@ -210,7 +210,7 @@ def open_study(storage: str, name: str, settings: TuneSettings):
         rdb = optuna.storages.RDBStorage(storage)
     except Exception as err:  # SQLAlchemy raises many kinds: a bad URL, a missing driver, a refused connection
         first = (str(err).splitlines() or [type(err).__name__])[0][:160]
-        raise InputError(f"--storage {storage}: cannot open it ({first})") from None
+        raise InputError(f"{{storage}} {storage}: cannot open it ({first})", "storage") from None
     sampler = trial_sampler(settings.seed, 0)  # replaced before every trial (see _claim)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
     study = optuna.create_study(storage=rdb, study_name=name, direction="maximize", sampler=sampler, pruner=pruner,
@@ -416,7 +416,7 @@ def best_record(study, settings: TuneSettings, storage: str, study_name: str) ->
         best = study.best_trial
     except ValueError:
         raise InputError(f"study {study_name!r} has no complete trial yet; run more trials") from None
-    return {"library_version": __version__, "study_name": study_name, "storage": storage,
+    return {"library_version": library_version(), "study_name": study_name, "storage": storage,
             "metric": settings.metric, "value": best.value, "trial": best.number,
             "best_epoch": best.user_attrs.get("best_epoch"), "params": best.params,
             "model_config": best.user_attrs["model_config"], "train_config": best.user_attrs["train_config"],

@@ -34,8 +34,7 @@ def run_cli(main, argv, capsys):
 def tiny_synthetic(tmp_path_factory):
     """A small prepared synthetic world on disk (seconds to build)."""
     from softmax_bottleneck.data import save_prepared
-    from softmax_bottleneck.prepare import prepare_synthetic
-    from softmax_bottleneck.synthetic import SyntheticConfig
+    from softmax_bottleneck.synthetic import SyntheticConfig, prepare_synthetic
 
     dataset = prepare_synthetic(SyntheticConfig(n_items=50, n_sessions=800, mean_session_length=6, seed=7))
     save_prepared(dataset, tmp_path_factory.mktemp("data") / "tiny")
@@ -59,8 +58,7 @@ def tiny_checkpoint(tiny_synthetic, tmp_path_factory):
 def twins(tmp_path_factory):
     """A softmax and a MoS model (K=8) of the same hidden size (d=4) on a small synthetic world."""
     from softmax_bottleneck.data import save_prepared
-    from softmax_bottleneck.prepare import prepare_synthetic
-    from softmax_bottleneck.synthetic import SyntheticConfig
+    from softmax_bottleneck.synthetic import SyntheticConfig, prepare_synthetic
     from softmax_bottleneck.train import main as train_main
 
     folder = tmp_path_factory.mktemp("twins")

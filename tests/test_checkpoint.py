@@ -11,7 +11,7 @@ import torch
 
 from conftest import REPO, run_cli
 from softmax_bottleneck.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from softmax_bottleneck.cli import InputError
+from softmax_bottleneck.errors import InputError
 from softmax_bottleneck.evaluate import main as evaluate_main
 
 
@@ -122,7 +122,7 @@ def test_killed_while_writing_leaves_the_previous_checkpoint_intact(tmp_path, ti
 
 def test_checkpoints_on_different_datasets_are_refused_together(twins, tiny_checkpoint, capsys):
     from softmax_bottleneck.checkpoint import load_checkpoints_on_one_dataset
-    from softmax_bottleneck.cli import InputError
+    from softmax_bottleneck.errors import InputError
 
     checkpoints, dataset = load_checkpoints_on_one_dataset([twins / "softmax.pt", twins / "mos.pt"])
     assert len(checkpoints) == 2 and dataset.n_items == len(checkpoints[0]["item_ids"])

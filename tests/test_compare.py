@@ -8,11 +8,11 @@ import pandas as pd
 import torch
 
 from conftest import TINY_MODEL, run_cli
-from analysis.compare import main, quantile_bins, session_bootstrap, sign_flip_test
+from analysis.compare import main
+from analysis.stats import quantile_bins, session_bootstrap, sign_flip_test
 from softmax_bottleneck.checkpoint import load_checkpoint, save_checkpoint
 from softmax_bottleneck.data import save_prepared
-from softmax_bottleneck.prepare import prepare_synthetic
-from softmax_bottleneck.synthetic import SyntheticConfig
+from softmax_bottleneck.synthetic import SyntheticConfig, prepare_synthetic
 from softmax_bottleneck.train import main as train_main
 
 FAST = ["--n-bootstrap", "300"]

@@ -141,7 +141,7 @@ def test_cli_json_lists_the_files(tiny_results, tmp_path, capsys, monkeypatch):
 
 
 def test_a_figure_without_results_says_what_to_run(tmp_path):
-    from softmax_bottleneck.cli import InputError
+    from softmax_bottleneck.errors import InputError
 
     with pytest.raises(InputError, match="python -m figures"):
         FIGURES[0].make(tmp_path)
@@ -149,7 +149,7 @@ def test_a_figure_without_results_says_what_to_run(tmp_path):
 
 def test_the_committed_quick_settings_match_the_quick_profile():
     """Else the README's main command would silently tune for minutes: every run has a matching file."""
-    from softmax_bottleneck.prepare import prepare_synthetic
+    from softmax_bottleneck.synthetic import prepare_synthetic
 
     profile = study_module.PROFILES["quick"]
     dataset = prepare_synthetic(profile.world)

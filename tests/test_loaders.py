@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import write
-from softmax_bottleneck.cli import InputError
+from softmax_bottleneck.errors import InputError
 from softmax_bottleneck.data import load_interactions
 
 ROWS = [(7, 30, 4.0, 100), (7, 10, 2.0, 100), (3, 20, 5.0, 50), (7, 20, 3.5, 90)]
@@ -72,7 +72,7 @@ BAD_INPUTS = [
      "'soon'"),
     ("missing timestamp", "userId,movieId,rating,timestamp\n1,2,3,4\n1,3,3,\n", "movielens", "timestamp"),
     ("NaN timestamp", "SessionId\tItemId\tTime\n1\t2\t5\n1\t3\tNaN\n", "gru4rec", "NaN"),
-    ("wrong format", "SessionId\tItemId\tTime\n1\t2\t5\n", "movielens", "does not look like --format movielens"),
+    ("wrong format", "SessionId\tItemId\tTime\n1\t2\t5\n", "movielens", "does not look like format movielens"),
     ("recbole without timestamp", "user_id:token\titem_id:token\n1\t2\n", "recbole", "missing timestamp"),
     ("unknown content", "hello world\n", "recbole", "no format we know"),
 ]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from analysis.logprobs import LogProbMatrix
-from softmax_bottleneck.cli import InputError
+from softmax_bottleneck.errors import InputError
 from softmax_bottleneck.heads import build_head
 
 N_ITEMS, DIM, N_CONTEXTS = 53, 5, 29

@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from softmax_bottleneck.cli import InputError
+from softmax_bottleneck.errors import InputError
 from softmax_bottleneck.data import Interactions, PrepareConfig, load_interactions, load_prepared, prepare, save_prepared
 from softmax_bottleneck.data.preprocess import sessionize, support_filter
 

@@ -8,7 +8,8 @@ import pytest
 from conftest import run_cli
 from analysis import logprobs
 from analysis.rank import compute_spectra, main, numerical_rank, rank_report, singular_values
-from analysis.spectrum import RESOLVED, eigenvalues_with_rank_one_update, factored_spectrum, rank_threshold
+from analysis.gram import RESOLVED, eigenvalues_with_rank_one_update
+from analysis.spectrum import factored_spectrum, rank_threshold
 from softmax_bottleneck.checkpoint import load_checkpoint, save_checkpoint
 
 EPS = np.finfo(np.float64).eps

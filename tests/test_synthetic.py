@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from softmax_bottleneck.data import load_prepared, save_prepared
-from softmax_bottleneck.prepare import prepare_synthetic
-from softmax_bottleneck.synthetic import SyntheticConfig, SyntheticWorld, generate
+from softmax_bottleneck.synthetic import SyntheticConfig, SyntheticWorld, generate, prepare_synthetic
 
 SMALL = SyntheticConfig(n_items=60, n_sessions=3000, seed=3)
 

@@ -10,8 +10,7 @@ from softmax_bottleneck.checkpoint import load_checkpoint, model_from_checkpoint
 from softmax_bottleneck.data import save_prepared
 from softmax_bottleneck.evaluate import evaluate_ranks
 from softmax_bottleneck.model import ModelConfig
-from softmax_bottleneck.prepare import prepare_synthetic
-from softmax_bottleneck.synthetic import SyntheticConfig
+from softmax_bottleneck.synthetic import SyntheticConfig, prepare_synthetic
 from softmax_bottleneck.train import TrainConfig, main, train
 
 

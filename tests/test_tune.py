@@ -24,8 +24,7 @@ SPACE = {"batch_size": {"choices": [16, 32]},
 def tiny_synthetic(tmp_path_factory):
     """Smaller than conftest's: a trial is a fraction of a second."""
     from softmax_bottleneck.data import save_prepared
-    from softmax_bottleneck.prepare import prepare_synthetic
-    from softmax_bottleneck.synthetic import SyntheticConfig
+    from softmax_bottleneck.synthetic import SyntheticConfig, prepare_synthetic
 
     dataset = prepare_synthetic(SyntheticConfig(n_items=30, n_sessions=240, mean_session_length=5, seed=2))
     save_prepared(dataset, tmp_path_factory.mktemp("tune-data") / "tiny")

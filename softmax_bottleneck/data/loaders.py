@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..cli import InputError
+from ..errors import InputError
 
 FORMATS = ("movielens", "recbole", "gru4rec")
 
@@ -187,7 +187,7 @@ def _token_read_spec(path: Path, variant: str, with_rating: bool) -> tuple[dict,
     else:
         roles = {"user": "SessionId", "item": "ItemId", "timestamp": "Time"}
         if with_rating:
-            raise InputError(f"{path}: --min-rating needs a rating column; GRU4Rec TSVs have none")
+            raise InputError(f"{path}: {{min_rating}} needs a rating column; GRU4Rec TSVs have none", "min_rating")
         _require_columns(path, header, list(roles.values()), variant)
     dtype = {roles["user"]: "category", roles["item"]: "category", roles["timestamp"]: np.float64}
     if with_rating:
@@ -218,8 +218,8 @@ def load_interactions(path: str | os.PathLike, fmt: str, *, min_rating: float | 
     variant = detect_variant(path)
     if _VARIANT_FORMAT.get(variant) != fmt:
         looks = _VARIANT_WORDS.get(variant, "no format we know")
-        raise InputError(f"{path}: does not look like --format {fmt} (first line {_first_line(path)[:60]!r} "
-                         f"looks like {looks})")
+        raise InputError(f"{path}: does not look like {{format}} {fmt} (first line {_first_line(path)[:60]!r} "
+                         f"looks like {looks})", "format")
     with_rating = min_rating is not None
     if fmt == "movielens":
         kwargs, numeric = _movielens_read_spec(path, variant, with_rating)

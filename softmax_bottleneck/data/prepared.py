@@ -18,14 +18,14 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..cli import InputError, check_output_dir
+from ..atomic import atomic_dir
+from ..cli import check_output_dir
+from ..errors import InputError
 
 FORMAT_NAME = "softmax-bottleneck/prepared"
 FORMAT_VERSION = 1
@@ -168,30 +168,15 @@ def check_destination(out: str | os.PathLike) -> None:
 
 
 def save_prepared(dataset: PreparedDataset, out: str | os.PathLike) -> Path:
-    """Write atomically: build in a temporary sibling folder, then rename over `out`.
+    """Write atomically: build in a temporary sibling folder, then swap it with `out` (see atomic_dir).
 
     `out` may be absent, an empty folder, or an earlier prepared dataset (replaced); anything
     else is refused, so no user file is ever overwritten.
     """
     out = Path(out)
     check_destination(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the folder should look like any other
-    try:
+    with atomic_dir(out) as tmp:
         _write_folder(dataset, tmp)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / "previous")
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     dataset.path = out
     return out
 

@@ -22,8 +22,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .. import __version__
-from ..cli import InputError
+from ..provenance import library_version
+from ..errors import InputError
 from .loaders import Interactions
 from .prepared import FORMAT_NAME, FORMAT_VERSION, SPLITS, PreparedDataset, SessionSplit, content_fingerprint
 
@@ -212,7 +212,7 @@ def prepare(interactions: Interactions, config: PrepareConfig, *,
     meta = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
-        "library_version": __version__,
+        "library_version": library_version(),
         "source": interactions.source,
         "prepare_config": dataclasses.asdict(config),
         # an already-sessionised file (GRU4Rec TSV, RecBole with session ids) keeps its own sessions
