@@ -1,6 +1,8 @@
 """Axes-level plots: data and ``ax=None`` in, the ``Axes`` out (figures compose them).
 
-Files are saved by :func:`save` with fixed metadata, so the same data gives the same bytes.
+Figures are ``matplotlib.figure.Figure`` objects made by :func:`subplots`, never through pyplot:
+importing this module changes no global backend or state, and nothing needs closing. Files are
+saved by :func:`save` with fixed metadata, so the same data gives the same bytes.
 """
 
 from __future__ import annotations
@@ -8,23 +10,27 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")  # files only; no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
 FIXED_METADATA = {".png": {"Software": None}, ".pdf": {"Creator": None, "Producer": None, "CreationDate": None},
                   ".svg": {"Date": None, "Creator": None}}
 
 
-def _axes(ax):
+def subplots(nrows: int = 1, ncols: int = 1, *, figsize=(6.4, 4.2), **kwargs):
+    """(figure, axes) as ``pyplot.subplots`` gives them, with a constrained layout, outside pyplot."""
+    figure = Figure(figsize=figsize, layout="constrained")
+    return figure, figure.subplots(nrows, ncols, **kwargs)
+
+
+def axes_or_new(ax):
+    """`ax`, or the axes of a new 6.4 × 4.2 in figure."""
     if ax is None:
-        _, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
+        _, ax = subplots()
     return ax
 
 
-def _finish(ax, xlabel: str, ylabel: str, title: str, *, legend_size: int = 8, title_size=None, **legend) -> None:
+def finish(ax, xlabel: str, ylabel: str, title: str, *, legend_size: int = 8, title_size=None, **legend) -> None:
     """Labels, title, a light major grid and the legend: the common ending of the plots below."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -38,7 +44,7 @@ def plot_spectra(spectra, ax=None, *, normalise: bool = True):
 
     spectra: iterable of (label, singular values descending, cap or None).
     """
-    ax = _axes(ax)
+    ax = axes_or_new(ax)
     for index, (label, values, cap) in enumerate(spectra):
         values = np.asarray(values, dtype=np.float64)
         shown = values / values[0] if normalise and len(values) and values[0] > 0 else values
@@ -52,16 +58,15 @@ def plot_spectra(spectra, ax=None, *, normalise: bool = True):
                         color=line.get_color())
     ax.set_yscale("log")
     ax.set_xscale("log")
-    _finish(ax, "index i", "σᵢ / σ₁" if normalise else "σᵢ", "Singular values of the log-probability matrix")
+    finish(ax, "index i", "σᵢ / σ₁" if normalise else "σᵢ", "Singular values of the log-probability matrix")
     return ax
 
 
-def save(figure, path: str | Path) -> Path:
-    """Write with fixed metadata (reproducible bytes) and close the figure."""
+def save(figure, path: str | Path, fmt: str | None = None) -> Path:
+    """Write with fixed metadata (reproducible bytes) at 150 dpi; `fmt` defaults to the suffix (else PNG)."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    figure.savefig(path, dpi=150, metadata=FIXED_METADATA.get(suffix), format=suffix.lstrip(".") or "png")
-    plt.close(figure)
+    fmt = fmt or path.suffix.lower().lstrip(".") or "png"
+    figure.savefig(path, dpi=150, metadata=FIXED_METADATA.get(f".{fmt}"), format=fmt)
     return path
 
 
@@ -70,7 +75,7 @@ def plot_metric_bars(table, ax=None):
 
     table: rows with model, metric, k, value, ci_low, ci_high (a tidy metrics.csv slice).
     """
-    ax = _axes(ax)
+    ax = axes_or_new(ax)
     names = list(dict.fromkeys(f"{m}@{k}" for m, k in zip(table["metric"], table["k"])))
     models = list(dict.fromkeys(table["model"]))
     width = 0.8 / max(len(models), 1)
@@ -96,7 +101,7 @@ def plot_gain_heatmap(cells, ax=None, *, min_events: int = 30, title: str = ""):
 
     cells: rows with support_index, support_bin, diversity_index, diversity_bin, n_events, relative_gain.
     """
-    ax = _axes(ax)
+    ax = axes_or_new(ax)
     n_support, n_diversity = int(cells["support_index"].max()) + 1, int(cells["diversity_index"].max()) + 1
     gain, counts = np.full((n_support, n_diversity), np.nan), np.zeros((n_support, n_diversity), dtype=int)
     for row in cells.itertuples():
@@ -132,7 +137,7 @@ def plot_reach(items, ax=None, *, k: int, n_contexts: int, title: str = ""):
 
     items: rows of reach.csv for one model (support, status, hits@k).
     """
-    ax = _axes(ax)
+    ax = axes_or_new(ax)
     share = items[f"hits@{k}"].to_numpy() / max(n_contexts, 1)
     floor = 0.5 / max(n_contexts, 1)
     shown = np.where(share > 0, share, floor)
@@ -146,7 +151,7 @@ def plot_reach(items, ax=None, *, k: int, n_contexts: int, title: str = ""):
                 textcoords="offset points", fontsize=7, color="0.3")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    _finish(ax, "training support (events)", f"share of contexts with the item in the top {k}", title,
+    finish(ax, "training support (events)", f"share of contexts with the item in the top {k}", title,
             legend_size=7, title_size=9, loc="upper left")
     return ax
 
@@ -154,8 +159,7 @@ def plot_reach(items, ax=None, *, k: int, n_contexts: int, title: str = ""):
 def reach_figure(table, *, k: int, n_contexts: int):
     """One panel per model of a reach.csv table (see :func:`plot_reach`)."""
     models = list(dict.fromkeys(table["model"]))
-    figure, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 4.2), layout="constrained",
-                                sharey=True, squeeze=False)
+    figure, axes = subplots(1, len(models), figsize=(5.2 * len(models), 4.2), sharey=True, squeeze=False)
     for ax, model in zip(axes[0], models):
         items = table[table["model"] == model]
         never = int((items[f"hits@{k}"] == 0).sum())
@@ -197,7 +201,7 @@ def plot_rank_vs_dim(models, ax=None, *, experts: int | None = None, truth_rank:
                      ceiling: int | None = None):
     """Numerical rank against hidden size d: softmax next to its cap d+2 (d+1 without bias), MoS
     (with `experts` experts) against the same d; the truth's rank and min(N, items) as horizontals."""
-    ax = _axes(ax)
+    ax = axes_or_new(ax)
     for head in ("softmax", "mos"):
         rows, label = _size_sweep(models, head, experts)
         if not rows:
@@ -207,14 +211,14 @@ def plot_rank_vs_dim(models, ax=None, *, experts: int | None = None, truth_rank:
             ax.plot([m["hidden_dim"] for m in rows], [m["rank_cap"] for m in rows], ls="--", color="C0", lw=1,
                     label="softmax cap d+2" if rows[0]["rank_cap"] == rows[0]["hidden_dim"] + 2 else "softmax cap")
     _rank_references(ax, truth_rank, ceiling)
-    _finish(ax, "hidden size d", "numerical rank of the log-prob matrix", "Rank vs hidden size")
+    finish(ax, "hidden size d", "numerical rank of the log-prob matrix", "Rank vs hidden size")
     return ax
 
 
 def plot_rank_vs_experts(models, ax=None, *, hidden_dim: int, truth_rank: int | None = None,
                          ceiling: int | None = None):
     """MoS rank against its number of experts K at one hidden size, with the softmax cap of that size."""
-    ax = _axes(ax)
+    ax = axes_or_new(ax)
     rows = sorted((m for m in models if m["head"] == "mos" and m["hidden_dim"] == hidden_dim),
                   key=lambda m: m["n_experts"])
     ax.plot([m["n_experts"] for m in rows], [m["rank"] for m in rows], label=f"MoS d={hidden_dim}", lw=1.8,
@@ -224,7 +228,7 @@ def plot_rank_vs_experts(models, ax=None, *, hidden_dim: int, truth_rank: int | 
         ax.axhline(softmax[0]["rank_cap"], color="C0", ls="--", lw=1, label=f"softmax cap ({softmax[0]['rank_cap']})")
     _rank_references(ax, truth_rank, ceiling)
     ax.set_xticks([m["n_experts"] for m in rows], [str(m["n_experts"]) for m in rows])
-    _finish(ax, "experts K", "numerical rank", f"Rank vs experts (d = {hidden_dim})")
+    finish(ax, "experts K", "numerical rank", f"Rank vs experts (d = {hidden_dim})")
     return ax
 
 
@@ -238,13 +242,13 @@ def _matrix_colors(matrices) -> list:
             continue
         same = sorted({(x["hidden_dim"], x["n_experts"]) for x in matrices if x.get("head") == head})
         shade = 0.35 + 0.6 * same.index((m["hidden_dim"], m["n_experts"])) / max(len(same) - 1, 1)
-        colors.append((plt.cm.Blues if head == "softmax" else plt.cm.Oranges)(shade))
+        colors.append(matplotlib.colormaps["Blues" if head == "softmax" else "Oranges"](shade))
     return colors
 
 
 def plot_rank_vs_contexts(matrices, ax=None):
     """Rank of the first N contexts' rows as N grows, one line per matrix; N itself as the diagonal."""
-    ax = _axes(ax)
+    ax = axes_or_new(ax)
     smallest, largest = np.inf, 1
     for m, color in zip(matrices, _matrix_colors(matrices)):
         ns, ranks = [r["n"] for r in m["rank_vs_n"]], [r["rank"] for r in m["rank_vs_n"]]
@@ -254,14 +258,14 @@ def plot_rank_vs_contexts(matrices, ax=None):
     ax.plot([smallest, largest], [smallest, largest], color="0.6", lw=0.8, ls=":", label="rank = N")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log", base=2)
-    _finish(ax, "held-out contexts N", "numerical rank", "Rank vs number of contexts", legend_size=7, ncol=2)
+    finish(ax, "held-out contexts N", "numerical rank", "Rank vs number of contexts", legend_size=7, ncol=2)
     return ax
 
 
 def plot_rank_vs_threshold(matrices, ax=None):
     """Rank at relative thresholds σ/σ_max = 1e-1 … 1e-14, one line per matrix; each matrix's default
     threshold (σ_max·max(N, M)·eps) as a marker."""
-    ax = _axes(ax)
+    ax = axes_or_new(ax)
     for m, color in zip(matrices, _matrix_colors(matrices)):
         rtols = sorted((float(r) for r in m["sweep"]), reverse=True)
         ranks = [m["sweep"][f"{r:.0e}"] for r in rtols]
@@ -272,7 +276,7 @@ def plot_rank_vs_threshold(matrices, ax=None):
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.invert_xaxis()
-    _finish(ax, "relative threshold σ / σ_max (dots: the default, σ_max·max(N, M)·eps)",
+    finish(ax, "relative threshold σ / σ_max (dots: the default, σ_max·max(N, M)·eps)",
             "singular values above it", "Rank vs threshold", legend_size=7, ncol=2)
     return ax
 
@@ -282,7 +286,7 @@ def plot_metric_vs_dim(table, ax=None, *, metric: str, k: int, experts: int | No
     of the seed-averaged per-event values as error bars, and the oracle with its interval as a band.
 
     table: analysis.compare's metrics.csv."""
-    ax = _axes(ax)
+    ax = axes_or_new(ax)
     part = table[(table["metric"] == metric) & (table["k"] == k)]
     for head in ("softmax", "mos"):
         rows = part[part["head"] == head]
@@ -304,7 +308,7 @@ def plot_metric_vs_dim(table, ax=None, *, metric: str, k: int, experts: int | No
         ax.axhspan(o["ci_low"], o["ci_high"], color="0.8", alpha=0.6)
         ax.axhline(o["value"], color="black", ls="--", lw=1, label=f"oracle ({o['value']:.3f})")
     ax.set_xscale("log", base=2)
-    _finish(ax, "hidden size d", f"{metric.upper() if metric != 'recall' else 'Recall'}@{k}",
+    finish(ax, "hidden size d", f"{metric.upper() if metric != 'recall' else 'Recall'}@{k}",
             f"{metric}@{k} (95 % CI over sessions)", legend_size=7)
     return ax
 
@@ -312,7 +316,7 @@ def plot_metric_vs_dim(table, ax=None, *, metric: str, k: int, experts: int | No
 def plot_cost(summary_models, ax=None, *, key: str, title: str, baseline: str | None = None):
     """Horizontal bars of one speed (events/s) per model, with the ratio to the `baseline` model's
     (default: the first)."""
-    ax = _axes(ax)
+    ax = axes_or_new(ax)
     labels = [m["label"] for m in summary_models]
     values = np.array([m.get(key) or np.nan for m in summary_models], dtype=float)
     colors = [_head_style(m["head"])["color"] for m in summary_models]
@@ -335,7 +339,7 @@ def plot_cost(summary_models, ax=None, *, key: str, title: str, baseline: str | 
 def plot_unreachable_vs_dim(models, ax=None, *, experts: int | None = None, n_items: int | None = None):
     """Items certified unreachable at top-1 (filled) and in no held-out context's top 20 (hollow)
     against hidden size, per head; reach.json's "models"."""
-    ax = _axes(ax)
+    ax = axes_or_new(ax)
     for head in ("softmax", "mos"):
         rows, label = _size_sweep(models, head, experts)
         if not rows:
@@ -349,35 +353,5 @@ def plot_unreachable_vs_dim(models, ax=None, *, experts: int | None = None, n_it
     if n_items:
         ax.axhline(n_items, color="0.5", ls=":", lw=1, label=f"catalogue ({n_items})")
     ax.set_xscale("log", base=2)
-    _finish(ax, "hidden size d", "items", "Items a head cannot recommend", legend_size=7)
-    return ax
-
-
-def plot_tuning_history(trials, ax=None, *, metric: str = "valid metric"):
-    """One point per trial (complete: dot, pruned: cross, at its best epoch's value) and the running best."""
-    ax = _axes(ax)
-    done = trials[trials["state"].isin(["COMPLETE", "PRUNED"]) & trials["value"].notna()].sort_values("number")
-    for state, marker in (("COMPLETE", "o"), ("PRUNED", "x")):
-        part = done[done["state"] == state]
-        ax.scatter(part["number"], part["value"], marker=marker, s=28, label=f"{state.lower()} ({len(part)})",
-                   color="C0" if state == "COMPLETE" else "C7", zorder=3)
-    complete = done[done["state"] == "COMPLETE"]
-    if len(complete):
-        ax.step(complete["number"], complete["value"].cummax(), where="post", color="C3", label="best so far")
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    _finish(ax, "trial", metric, "tuning history", loc="lower right")
-    return ax
-
-
-def plot_importance(importance, ax=None):
-    """Horizontal bars of Optuna's parameter importances, the most important on top."""
-    ax = _axes(ax)
-    ordered = importance.sort_values("importance")
-    ax.barh(ordered["parameter"], ordered["importance"], color="C0")
-    for y, value in enumerate(ordered["importance"]):
-        ax.annotate(f"{value:.2f}", (value, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
-    ax.set_xlim(0, max(1.0, float(ordered["importance"].max()) * 1.15) if len(ordered) else 1.0)
-    ax.set_xlabel("importance (sums to 1)")
-    ax.set_title("which settings mattered")
-    ax.grid(axis="x", alpha=0.3)
+    finish(ax, "hidden size d", "items", "Items a head cannot recommend", legend_size=7)
     return ax

@@ -18,10 +18,13 @@ import json
 import sys
 from pathlib import Path
 
+import matplotlib.ticker
 import pandas as pd
 
-from softmax_bottleneck.cli import ArgumentParser, InputError, run_main
+from softmax_bottleneck.cli import ArgumentParser, run_main
+from softmax_bottleneck.errors import InputError
 
+from . import plots
 from .outputs import write_files
 
 
@@ -29,23 +32,50 @@ def read(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     folder = Path(folder)
     missing = [n for n in ("trials.csv", "importance.csv", "best.json") if not (folder / n).is_file()]
     if missing:
-        raise InputError(f"--out {folder}: no {', '.join(missing)}; run python -m softmax_bottleneck.tune --out "
-                         f"{folder} first")
+        raise InputError(f"{{out}} {folder}: no {', '.join(missing)}; run python -m softmax_bottleneck.tune --out "
+                         f"{folder} first", "out")
     return (pd.read_csv(folder / "trials.csv"), pd.read_csv(folder / "importance.csv"),
             json.loads((folder / "best.json").read_text()))
 
 
 def write_plots(folder: Path) -> list[str]:
     """history.png and, when there are importances, importance.png; returns the names written."""
-    from . import plots
-
     trials, importance, best = read(folder)
-    writers = {"history.png": lambda f: plots.save(plots.plot_tuning_history(
-        trials, metric=f"valid {best['metric']}").figure, f)}
+    writers = {"history.png": lambda f: plots.save(plot_tuning_history(trials, metric=f"valid {best['metric']}").figure, f)}
     if len(importance):
-        writers["importance.png"] = lambda f: plots.save(plots.plot_importance(importance).figure, f)
+        writers["importance.png"] = lambda f: plots.save(plot_importance(importance).figure, f)
     write_files(folder, writers)
     return list(writers)
+
+
+def plot_tuning_history(trials, ax=None, *, metric: str = "valid metric"):
+    """One point per trial (complete: dot, pruned: cross, at its best epoch's value) and the running best."""
+    ax = plots.axes_or_new(ax)
+    done = trials[trials["state"].isin(["COMPLETE", "PRUNED"]) & trials["value"].notna()].sort_values("number")
+    for state, marker in (("COMPLETE", "o"), ("PRUNED", "x")):
+        part = done[done["state"] == state]
+        ax.scatter(part["number"], part["value"], marker=marker, s=28, label=f"{state.lower()} ({len(part)})",
+                   color="C0" if state == "COMPLETE" else "C7", zorder=3)
+    complete = done[done["state"] == "COMPLETE"]
+    if len(complete):
+        ax.step(complete["number"], complete["value"].cummax(), where="post", color="C3", label="best so far")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    plots.finish(ax, "trial", metric, "tuning history", loc="lower right")
+    return ax
+
+
+def plot_importance(importance, ax=None):
+    """Horizontal bars of Optuna's parameter importances, the most important on top."""
+    ax = plots.axes_or_new(ax)
+    ordered = importance.sort_values("importance")
+    ax.barh(ordered["parameter"], ordered["importance"], color="C0")
+    for y, value in enumerate(ordered["importance"]):
+        ax.annotate(f"{value:.2f}", (value, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
+    ax.set_xlim(0, max(1.0, float(ordered["importance"].max()) * 1.15) if len(ordered) else 1.0)
+    ax.set_xlabel("importance (sums to 1)")
+    ax.set_title("which settings mattered")
+    ax.grid(axis="x", alpha=0.3)
+    return ax
 
 
 def build_parser() -> ArgumentParser:

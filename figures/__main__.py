@@ -43,9 +43,8 @@ def draw(results_dir: Path, out: Path, names: list[str] | None = None) -> list[P
     written = []
     for module in chosen:
         figure = module.make(results_dir)
-        write_files(out, {f"{module.NAME}.{fmt}": (lambda fmt: lambda path: figure.savefig(
-            path, dpi=150, format=fmt, metadata=plots.FIXED_METADATA[f".{fmt}"]))(fmt) for fmt in FORMATS})
-        plots.plt.close(figure)
+        write_files(out, {f"{module.NAME}.{fmt}": (lambda fmt: lambda path: plots.save(figure, path, fmt))(fmt)
+                          for fmt in FORMATS})
         written += [out / f"{module.NAME}.{fmt}" for fmt in FORMATS]
     return written
 

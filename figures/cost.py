@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
-
 from analysis import plots
 
 from . import results
@@ -14,7 +12,7 @@ NAME = "cost"
 def make(results_dir):
     summary = results.compare_summary(results_dir)
     models = sorted(summary["models"], key=lambda m: (m["head"] != "softmax", m["n_experts"], m["hidden_dim"]))
-    figure, axes = plt.subplots(1, 2, figsize=(12, 0.32 * len(models) + 1.6), layout="constrained")
+    figure, axes = plots.subplots(1, 2, figsize=(12, 0.32 * len(models) + 1.6))
     plots.plot_cost(models, axes[0], key="train_events_per_second", title="training (events/s)",
                     baseline=summary["baseline"])
     plots.plot_cost(models, axes[1], key="eval_events_per_second", title="evaluation against all items (events/s)",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
-
 from analysis import plots
 
 from . import results
@@ -13,8 +11,8 @@ NAME = "metrics"
 
 def make(results_dir):
     table = results.metrics(results_dir)
-    experts = results.size_sweep_experts(results.rank(results_dir))
-    figure, axes = plt.subplots(1, 3, figsize=(14, 4.2), layout="constrained")
+    experts = results.size_sweep_experts(results_dir)
+    figure, axes = plots.subplots(1, 3, figsize=(14, 4.2))
     for ax, metric in zip(axes, ("recall", "mrr", "ndcg")):
         plots.plot_metric_vs_dim(table, ax, metric=metric, k=20, experts=experts)
     return figure

@@ -10,8 +10,7 @@ NAME = "rank_vs_contexts"
 
 
 def make(results_dir):
-    report = results.rank(results_dir)
-    matrices = results.size_sweep_matrices(report)
+    matrices = results.size_sweep_matrices(results_dir)
     ax = plots.plot_rank_vs_contexts(matrices)
     ax.figure.set_size_inches(7.5, 4.6)
     return ax.figure

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
-
 from analysis import plots
 
 from . import results
@@ -16,8 +14,8 @@ def make(results_dir):
     study = results.study(results_dir)
     truth = report["truth"]["rank"] if report["truth"] else None
     ceiling = min(report["n_contexts"], report["n_items"])
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
-    plots.plot_rank_vs_dim(report["models"], axes[0], experts=results.size_sweep_experts(report),
+    figure, axes = plots.subplots(1, 2, figsize=(11, 4.2))
+    plots.plot_rank_vs_dim(report["models"], axes[0], experts=results.size_sweep_experts(results_dir),
                            truth_rank=truth, ceiling=ceiling)
     plots.plot_rank_vs_experts(report["models"], axes[1], hidden_dim=study["settings"]["expert_dim"],
                                truth_rank=truth, ceiling=ceiling)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
-
 from analysis import plots
 
 from . import results
@@ -13,11 +11,12 @@ NAME = "reach"
 
 def make(results_dir):
     summary = results.reach(results_dir)
-    experts = results.size_sweep_experts(results.rank(results_dir))
-    figure, axes = plt.subplots(1, 2, figsize=(12, 4.4), layout="constrained")
+    experts = results.size_sweep_experts(results_dir)
+    figure, axes = plots.subplots(1, 2, figsize=(12, 4.4))
     plots.plot_unreachable_vs_dim(summary["models"], axes[0], experts=experts, n_items=summary["n_items"])
     items = results.reach_items(results_dir)
-    smallest = min((m for m in summary["models"] if m["head"] == "softmax"), key=lambda m: m["hidden_dim"])
+    dims = [m["hidden_dim"] for m in summary["models"] if m["head"] == "softmax"]
+    smallest = results.model_with(summary["models"], "reach/reach.json", head="softmax", hidden_dim=min(dims, default=None))
     plots.plot_reach(items[items["model"] == smallest["label"]], axes[1], k=20, n_contexts=summary["n_contexts"],
                      title=f"{smallest['label']}: {smallest.get('unreachable', 0)} of {summary['n_items']} items "
                            "unreachable at top-1")

@@ -49,17 +49,22 @@ def reach_items(results_dir) -> pd.DataFrame:
     return pd.read_csv(_need(Path(results_dir) / "reach" / "reach.csv"))
 
 
-def size_sweep_experts(report: dict) -> int | None:
-    """K of the MoS size sweep in a rank report: the K shared by the most MoS models."""
-    counts: dict[int, int] = {}
-    for m in report["models"]:
-        if m["head"] == "mos":
-            counts[m["n_experts"]] = counts.get(m["n_experts"], 0) + 1
-    return max(counts, key=counts.get) if counts else None
+def size_sweep_experts(results_dir) -> int:
+    """K of the MoS size sweep, as the study's profile set it."""
+    return study(results_dir)["settings"]["experts"]
 
 
-def size_sweep_matrices(report: dict) -> list[dict]:
+def size_sweep_matrices(results_dir) -> list[dict]:
     """The size sweep's rank reports (softmax, and MoS with the sweep's K), then the truth's if any."""
-    experts = size_sweep_experts(report)
+    report, experts = rank(results_dir), size_sweep_experts(results_dir)
     matrices = [m for m in report["models"] if m["head"] == "softmax" or m["n_experts"] == experts]
     return matrices + ([report["truth"]] if report["truth"] else [])
+
+
+def model_with(models: list[dict], what: str, **config) -> dict:
+    """The one entry of `models` (rows of a results JSON) whose config fields equal `config`."""
+    found = [m for m in models if all(m.get(k) == v for k, v in config.items())]
+    if not found:
+        wanted = ", ".join(f"{k}={v}" for k, v in config.items())
+        raise InputError(f"{what} has no model with {wanted}; run python -m figures (without --only) to redo the study")
+    return found[0]

@@ -3,8 +3,6 @@ hidden sizes, the truth's on the synthetic world, each softmax cap marked."""
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
-
 from analysis import plots
 
 from . import results
@@ -16,8 +14,8 @@ def make(results_dir):
     report = results.rank(results_dir)
     table = results.spectra(results_dir)
     table = table[~table["centred"]]
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained", sharey=True)
-    sweep = [m for m in results.size_sweep_matrices(report) if m["label"] != "truth"]
+    figure, axes = plots.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    sweep = [m for m in results.size_sweep_matrices(results_dir) if m["label"] != "truth"]
     for ax, head, title in ((axes[0], "softmax", "softmax heads"), (axes[1], "mos", "MoS heads")):
         models = sorted((m for m in sweep if m["head"] == head), key=lambda m: m["hidden_dim"])
         lines = [(m["label"], table.loc[table["matrix"] == m["label"], "singular_value"].to_numpy(), m["rank_cap"])

@@ -24,8 +24,9 @@ figures`` does not tune); otherwise the study tunes and caches the result in ``r
 
 Caching: a checkpoint is reused when its file holds all the profile's epochs for the same data
 fingerprint and settings (a run cut short is resumed, not restarted); an analysis is redone only
-when its key (the checkpoints it reads and its own settings) changes. A second run with nothing
-changed therefore only redraws.
+when its key changes: the checkpoints it reads, its own settings, and the code (the library
+version and a hash of the library and analysis sources, see softmax_bottleneck.provenance). A
+second run with nothing changed therefore only redraws.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from typing import Callable
 
 from softmax_bottleneck.provenance import library_version, source_hash
 from softmax_bottleneck import tune as tuner
+from softmax_bottleneck.atomic import write_text
 from softmax_bottleneck.checkpoint import load_checkpoint
 from softmax_bottleneck.cli import set_threads
 from softmax_bottleneck.errors import InputError
@@ -176,7 +178,7 @@ def ensure_tuned(run: Run, profile: Profile, profile_name: str, dataset: Prepare
                        device=str(device), threads=1, progress=False)
     record = tuner.write_outputs(folder, study, settings, storage, run.slug)
     record["command"] = tune_command(settings, profile.tune_trials, str(folder))
-    (folder / "best.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_text(folder / "best.json", json.dumps(record, indent=2) + "\n")
     from analysis import tuning as tuning_plots
 
     tuning_plots.write_plots(folder)
@@ -214,13 +216,72 @@ def _tuned_summary(record: dict, path: Path) -> dict:
             "valid_mrr@20": record["value"], "trial": record["trial"], "params": record["params"]}
 
 
+def analysis_key(name: str, checkpoints: list[Path], *settings) -> str:
+    """Cache key of one analysis: what it reads, its settings, and the code that runs it (library and
+    analysis packages), so that a code change redoes it."""
+    return _digest([name, [p.name for p in checkpoints], *settings, library_version(),
+                    source_hash("softmax_bottleneck", "analysis")])
+
+
 def _cached(folder: Path, key: str, files: tuple[str, ...]) -> bool:
     marker = folder / "key.txt"
     return marker.is_file() and marker.read_text().strip() == key and all((folder / f).is_file() for f in files)
 
 
-def _mark(folder: Path, key: str) -> None:
-    (folder / "key.txt").write_text(key + "\n")
+def _analysis(name: str, folder: Path, key: str, files: tuple[str, ...], run: Callable[[], None],
+              log: Callable[[str], None], message: str, timings: dict) -> str:
+    """Run `run` (which writes `files` into `folder`) unless its outputs under `key` are there; returns the key."""
+    if not _cached(folder, key, files):
+        log(message)
+        began = time.perf_counter()
+        run()
+        write_text(folder / "key.txt", key + "\n")  # last: a run cut short is redone
+        timings[name] = time.perf_counter() - began
+    return key
+
+
+def run_analyses(profile: Profile, results: Path, runs: list[Run], paths: list[Path], dataset: PreparedDataset,
+                 device, log: Callable[[str], None]) -> tuple[dict, dict]:
+    """The rank report and the audit of the first seed's models, the comparison of all: ({name: key}, seconds)."""
+    from analysis import compare as compare_tool
+    from analysis import rank as rank_tool
+    from analysis import reach as reach_tool
+
+    first_seed = [p for r, p in zip(runs, paths) if r.seed == profile.seeds[0]]
+    # the baseline of every difference and of the gain heatmap: the softmax of the expert sweep's size
+    ordered = sorted(zip(runs, paths), key=lambda rp: (rp[0].head, rp[0].hidden_dim) != ("softmax", profile.expert_dim))
+    compared = [p for _, p in ordered]
+    data = Path(dataset.path)
+    n_contexts = min(profile.max_contexts, dataset.split(profile.split).n_transitions)
+    timings: dict[str, float] = {}
+
+    def rank() -> None:
+        result, spectra = rank_tool.analyse(first_seed, data=data, split=profile.split, max_contexts=n_contexts,
+                                            seed=0, engine="auto", tol=None, rtol=None, block_size=2048, device=device)
+        rank_tool.write_outputs(results / "rank", result, spectra)
+
+    def compare() -> None:
+        result = compare_tool.compare(compared, data=data, split=profile.split, ks=(1, 5, 10, 20),
+                                      n_bootstrap=profile.n_bootstrap, device=device)
+        compare_tool.write_outputs(results / "compare", result)
+
+    def reach() -> None:
+        table, summary = reach_tool.audit(first_seed, data=data, split=profile.split, n_random=profile.n_random,
+                                          device=device)
+        reach_tool.write_outputs(results / "reach", table, summary)
+
+    keys = {
+        "rank": _analysis("rank", results / "rank", analysis_key("rank", first_seed, profile.max_contexts, profile.split),
+                          ("rank.json", "spectrum.csv"), rank, log, f"rank report of {len(first_seed)} models", timings),
+        "compare": _analysis("compare", results / "compare",
+                             analysis_key("compare", compared, profile.n_bootstrap, profile.split),
+                             ("metrics.csv", "breakdown.csv", "compare.json"), compare, log,
+                             f"comparing {len(paths)} checkpoints on the {profile.split} split", timings),
+        "reach": _analysis("reach", results / "reach", analysis_key("reach", first_seed, profile.n_random, profile.split),
+                           ("reach.csv", "reach.json"), reach, log, f"reachability audit of {len(first_seed)} models",
+                           timings),
+    }
+    return keys, timings
 
 
 def run_study(profile: str | Profile, results: Path, data: Path | None = None, device="cpu",
@@ -229,10 +290,6 @@ def run_study(profile: str | Profile, results: Path, data: Path | None = None, d
 
     profile: a name in PROFILES, or a Profile (tests use tiny ones). committed_tuning=False ignores
     figures/tuned/ and tunes into results/tuned/ (how the committed files are made)."""
-    from analysis import compare as compare_tool
-    from analysis import rank as rank_tool
-    from analysis import reach as reach_tool
-
     profile_name = profile if isinstance(profile, str) else "custom"
     profile = PROFILES[profile] if isinstance(profile, str) else profile
     results = Path(results)
@@ -249,57 +306,13 @@ def run_study(profile: str | Profile, results: Path, data: Path | None = None, d
                                            committed_tuning)
     paths = [ensure_checkpoint(r, tuned[r.slug], dataset, results / "runs", device, log) for r in runs]
     set_threads(None)  # the analyses are large GEMMs and LAPACK calls: every core
-    first_seed = [p for r, p in zip(runs, paths) if r.seed == profile.seeds[0]]
-    data_arg = Path(dataset.path)
+    keys, timings = run_analyses(profile, results, runs, paths, dataset, device, log)
     record = {"library_version": library_version(), "profile": profile_name, "settings": dataclasses.asdict(profile),
-              "data": str(data_arg),
-              "fingerprint": dataset.fingerprint, "n_items": dataset.n_items,
+              "data": str(dataset.path), "fingerprint": dataset.fingerprint, "n_items": dataset.n_items,
               "runs": [{**dataclasses.asdict(r), "label": r.label, "checkpoint": str(p),
                         "tuned": _tuned_summary(*tuned[r.slug])} for r, p in zip(runs, paths)],
-              "analyses": {}}
-
-    timings = {}
-    key = _digest(["rank", [p.name for p in first_seed], profile.max_contexts, profile.split])
-    folder = results / "rank"
-    if not _cached(folder, key, ("rank.json", "spectrum.csv")):
-        log(f"rank report of {len(first_seed)} models")
-        began = time.perf_counter()
-        contexts = min(profile.max_contexts, dataset.split(profile.split).n_transitions)
-        result, spectra = rank_tool.analyse(first_seed, data=data_arg, split=profile.split, max_contexts=contexts,
-                                            seed=0, engine="auto", tol=None, rtol=None, block_size=2048,
-                                            device=device)
-        rank_tool.write_outputs(folder, result, spectra)
-        _mark(folder, key)
-        timings["rank"] = time.perf_counter() - began
-    record["analyses"]["rank"] = key
-
-    # the baseline of every difference and of the gain heatmap: the softmax of the expert sweep's size
-    ordered = sorted(zip(runs, paths), key=lambda rp: (rp[0].head, rp[0].hidden_dim) != ("softmax", profile.expert_dim))
-    compared = [p for _, p in ordered]
-    key = _digest(["compare", [p.name for p in compared], profile.n_bootstrap, profile.split])
-    folder = results / "compare"
-    if not _cached(folder, key, ("metrics.csv", "breakdown.csv", "compare.json")):
-        log(f"comparing {len(paths)} checkpoints on the {profile.split} split")
-        began = time.perf_counter()
-        result = compare_tool.compare(compared, data=data_arg, split=profile.split, ks=(1, 5, 10, 20),
-                                      n_bootstrap=profile.n_bootstrap, device=device)
-        compare_tool.write_outputs(folder, result)
-        _mark(folder, key)
-        timings["compare"] = time.perf_counter() - began
-    record["analyses"]["compare"] = key
-
-    key = _digest(["reach", [p.name for p in first_seed], profile.n_random, profile.split])
-    folder = results / "reach"
-    if not _cached(folder, key, ("reach.csv", "reach.json")):
-        log(f"reachability audit of {len(first_seed)} models")
-        began = time.perf_counter()
-        table, summary = reach_tool.audit(first_seed, data=data_arg, split=profile.split, n_random=profile.n_random,
-                                          device=device)
-        reach_tool.write_outputs(folder, table, summary)
-        _mark(folder, key)
-        timings["reach"] = time.perf_counter() - began
-    record["analyses"]["reach"] = key
+              "analyses": keys}
     earlier = json.loads((results / "study.json").read_text()) if (results / "study.json").is_file() else {}
     record["analysis_seconds"] = {**earlier.get("analysis_seconds", {}), **{k: round(v, 1) for k, v in timings.items()}}
-    (results / "study.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_text(results / "study.json", json.dumps(record, indent=2) + "\n")
     return record

@@ -62,7 +62,20 @@ def save_checkpoint(payload: dict, path: str | os.PathLike) -> Path:
     return path
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict:
+class Checkpoint(dict):
+    """A loaded checkpoint: the saved dict itself, and the file it came from as ``.path`` (an
+    attribute, not a key, so saving it again writes exactly what was loaded)."""
+
+    def __init__(self, payload: dict, path: str | os.PathLike | None = None):
+        super().__init__(payload)
+        self.path = None if path is None else str(path)
+
+
+def _where(checkpoint: dict) -> str:
+    return getattr(checkpoint, "path", None) or "checkpoint"
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Load and validate a checkpoint without running any code from it."""
     path = Path(path)
     if path.is_dir():
@@ -92,8 +105,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     missing = [k for k in ("model_config", "train_config", "state_dict", "item_ids", "data") if k not in payload]
     if missing:
         raise InputError(f"{path}: damaged checkpoint, missing {', '.join(missing)}")
-    payload["path"] = str(path)
-    return payload
+    return Checkpoint(payload, path)
 
 
 def _shorten(text: str, limit: int = 120) -> str:
@@ -110,7 +122,7 @@ def model_from_checkpoint(checkpoint: dict, device: torch.device | str = "cpu") 
         model = GRU4Rec(config)
         model.load_state_dict(checkpoint["state_dict"])
     except (TypeError, ValueError, RuntimeError) as err:
-        raise InputError(f"{checkpoint.get('path')}: checkpoint does not match this library's model "
+        raise InputError(f"{_where(checkpoint)}: checkpoint does not match this library's model "
                          f"({_shorten((str(err).splitlines() or [type(err).__name__])[0], 160)})") from None
     return model.to(device).eval()
 
@@ -122,7 +134,7 @@ def dataset_for_checkpoint(checkpoint: dict, data: str | os.PathLike | None = No
     `data`, a different fingerprint is allowed with a warning, if the item map is the same.
     """
     recorded = checkpoint["data"]
-    where = checkpoint.get("path")
+    where = _where(checkpoint)
     if data is None:
         if not recorded.get("path") or not Path(recorded["path"]).is_dir():
             raise InputError(f"{where}: its prepared data {recorded.get('path')} is not there any more; "

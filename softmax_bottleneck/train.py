@@ -260,6 +260,8 @@ def train(dataset: PreparedDataset, model_config: ModelConfig, config: TrainConf
     ``tuning``: where the settings come from (:func:`tuning_record` of a best.json), kept in the checkpoint
     so that a comparison can say what budget each head got.
     """
+    # 65 lines, on purpose: the epoch loop with its checkpoint, selection and stop rules in one place,
+    # in the order they apply after each epoch.
     device = torch.device(device)
     out = Path(out)
     model_config = dataclasses.replace(model_config, n_items=dataset.n_items)

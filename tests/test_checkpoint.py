@@ -96,7 +96,6 @@ import io, os, signal, sys, torch
 from softmax_bottleneck.checkpoint import load_checkpoint, save_checkpoint
 path = sys.argv[1]
 checkpoint = load_checkpoint(path)
-checkpoint.pop("path")
 real_save = torch.save
 def save_half_then_die(obj, handle):
     buffer = io.BytesIO()
@@ -128,3 +127,12 @@ def test_checkpoints_on_different_datasets_are_refused_together(twins, tiny_chec
     assert len(checkpoints) == 2 and dataset.n_items == len(checkpoints[0]["item_ids"])
     with pytest.raises(InputError, match="must share one prepared dataset"):
         load_checkpoints_on_one_dataset([twins / "softmax.pt", tiny_checkpoint])
+
+
+def test_the_loaded_path_is_not_saved_back(tiny_checkpoint, tmp_path):
+    checkpoint = load_checkpoint(tiny_checkpoint)
+    assert checkpoint.path == str(tiny_checkpoint) and "path" not in checkpoint
+    save_checkpoint(checkpoint, tmp_path / "again.pt")
+    raw = torch.load(tmp_path / "again.pt", weights_only=True)
+    assert set(raw) == set(torch.load(tiny_checkpoint, weights_only=True))
+    assert load_checkpoint(tmp_path / "again.pt").path == str(tmp_path / "again.pt")

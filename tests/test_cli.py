@@ -20,3 +20,31 @@ def test_the_cutoffs_have_one_syntax_default_and_validation(tool, twins, capsys)
     for ks, needle in ((["0"], "--k values must be >= 1, got 0"), (["5", "5000"], "--k 5000 is larger than the catalogue")):
         status, _, err = run_cli(module.main, checkpoints + ["--k", *ks], capsys)
         assert status == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_library_errors_name_parameters_and_the_cli_writes_them_as_flags(capsys):
+    from softmax_bottleneck.cli import run_main
+    from softmax_bottleneck.errors import InputError
+
+    error = InputError("{max_contexts} 9 is more than the 3 contexts; lower {max_contexts}", "max_contexts")
+    assert str(error) == "max_contexts 9 is more than the 3 contexts; lower max_contexts"
+
+    def body():
+        raise error
+
+    assert run_main(body) == 2
+    assert capsys.readouterr().err == "error: --max-contexts 9 is more than the 3 contexts; lower --max-contexts\n"
+    assert str(InputError("a {literal} brace stays", "other")) == "a {literal} brace stays"
+
+
+def test_library_messages_do_not_name_flags():
+    import pytest as _pytest
+
+    from analysis.logprobs import Contexts, sample_contexts
+    from softmax_bottleneck.errors import InputError
+    import numpy as np
+
+    contexts = Contexts(np.zeros((3, 2), np.float32), *(np.zeros(3, np.int64) for _ in range(4)))
+    with _pytest.raises(InputError) as raised:
+        sample_contexts(contexts, 9, seed=0)
+    assert str(raised.value).startswith("max_contexts 9 is more than the 3 contexts") and "--" not in str(raised.value)

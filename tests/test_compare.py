@@ -5,13 +5,14 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from conftest import TINY_MODEL, run_cli
 from analysis.compare import main
 from analysis.stats import quantile_bins, session_bootstrap, sign_flip_test
 from softmax_bottleneck.checkpoint import load_checkpoint, save_checkpoint
-from softmax_bottleneck.data import save_prepared
+from softmax_bottleneck.data import save_prepared, session_parallel_batches
 from softmax_bottleneck.synthetic import SyntheticConfig, prepare_synthetic
 from softmax_bottleneck.train import main as train_main
 
@@ -57,7 +58,6 @@ def test_self_comparison_gives_zero_difference(tiny_checkpoint, capsys):
 
 def test_planted_difference_is_detected_and_breakdowns_partition(tiny_checkpoint, tiny_synthetic, tmp_path, capsys):
     damaged = load_checkpoint(tiny_checkpoint)
-    damaged.pop("path")
     weights = damaged["state_dict"]["head.item_weight"]
     damaged["state_dict"]["head.item_weight"] = weights + 0.5 * torch.randn(weights.shape,
                                                                               generator=torch.Generator().manual_seed(0))
@@ -97,6 +97,46 @@ def test_seeds_of_one_configuration_are_grouped(tiny_synthetic, tiny_checkpoint,
     models = json.loads(out)["models"]
     assert [m["n_seeds"] for m in models] == [2, 1]
     assert models[1]["head"] == "mos" and models[1]["train_events_per_second"] > 0
+    # every per-group number is the mean over its seeds, not the first seed's (KL and training speed too)
+    alone = []
+    for seed_path in (tiny_checkpoint, other_seed):
+        status, out, err = run_cli(main, ["--checkpoint", seed_path, "--checkpoint", mos, "--json", *FAST], capsys)
+        assert status == 0, err
+        alone.append(json.loads(out)["models"][0])
+    for key in ("kl_to_truth", "train_events_per_second", "recall@20", "mrr@20"):
+        assert models[0][key] == pytest.approx(np.mean([a[key] for a in alone]), rel=1e-12), key
+    assert alone[0]["kl_to_truth"] != alone[1]["kl_to_truth"]  # two seeds, two models: the mean is not either one
+
+
+def test_every_checkpoint_must_give_the_first_ones_events(tiny_checkpoint, monkeypatch, capsys):
+    import analysis.groups as groups
+
+    real, calls = groups.evaluate_ranks, []
+
+    def drop_one_event_the_second_time(*args, **kwargs):
+        result = real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 2:
+            result.sessions, result.positions, result.targets, result.ranks = (
+                a[1:] for a in (result.sessions, result.positions, result.targets, result.ranks))
+        return result
+
+    monkeypatch.setattr(groups, "evaluate_ranks", drop_one_event_the_second_time)
+    status, _, err = run_cli(main, ["--checkpoint", tiny_checkpoint, "--checkpoint", tiny_checkpoint, *FAST], capsys)
+    assert status == 2 and "evaluated events differ" in err
+
+
+def test_each_model_is_run_over_the_split_once(tiny_checkpoint, tiny_synthetic, monkeypatch, capsys):
+    import softmax_bottleneck.model as model_module
+
+    steps = []
+    real = model_module.GRU4Rec.step
+    monkeypatch.setattr(model_module.GRU4Rec, "step", lambda self, *a: steps.append(1) or real(self, *a))
+    status, _, err = run_cli(main, ["--checkpoint", tiny_checkpoint, "--checkpoint", tiny_checkpoint, *FAST], capsys)
+    assert status == 0, err
+    test = tiny_synthetic.splits["test"]
+    batches = sum(1 for _ in session_parallel_batches(test, 512))
+    assert len(steps) == 2 * batches  # evaluation, health, KL and the oracle share one pass per model
 
 
 def test_bad_inputs(tiny_checkpoint, tmp_path, capsys):

@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from conftest import TINY_MODEL, run_cli
 from softmax_bottleneck.data import SessionSplit, load_prepared, save_prepared
@@ -32,12 +33,31 @@ def test_json_and_table(tiny_checkpoint, tiny_synthetic, capsys):
     assert status == 0 and "recall" in out and "@20" in out
 
 
-def test_standard_ties_never_rank_worse_than_conservative(tiny_checkpoint, capsys):
+def test_planted_ties_rank_exactly_by_the_tie_rule(tiny_checkpoint, tmp_path, capsys):
+    """A head that scores every item the same: the target ties with all 50 items. Conservative ties
+    put it last (rank 50: no hit at 20, MRR 0), standard ties first (rank 1: every metric 1)."""
+    import torch
+
+    from softmax_bottleneck.checkpoint import load_checkpoint, save_checkpoint
+
+    checkpoint = load_checkpoint(tiny_checkpoint)
+    for key in ("head.item_weight", "head.item_bias"):
+        checkpoint["state_dict"][key] = torch.zeros_like(checkpoint["state_dict"][key])
+    flat = save_checkpoint(checkpoint, tmp_path / "flat.pt")
     runs = {}
     for ties in ("conservative", "standard"):
-        status, out, _ = run_cli(main, ["--checkpoint", tiny_checkpoint, "--json", "--ties", ties], capsys)
+        status, out, err = run_cli(main, ["--checkpoint", flat, "--json", "--ties", ties, "--k", "1", "20", "50",
+                                          "--per-event", tmp_path / f"{ties}.csv"], capsys)
+        assert status == 0, err
         runs[ties] = json.loads(out)
-    assert runs["standard"]["mrr@20"] >= runs["conservative"]["mrr@20"]
+    n_items = len(checkpoint["item_ids"])
+    assert n_items == 50
+    assert pd.read_csv(tmp_path / "conservative.csv")["rank"].eq(n_items).all()
+    assert pd.read_csv(tmp_path / "standard.csv")["rank"].eq(1).all()
+    assert (runs["conservative"]["recall@20"], runs["conservative"]["mrr@20"], runs["conservative"]["recall@50"],
+            runs["conservative"]["mrr@50"]) == (0.0, 0.0, 1.0, 1 / 50)
+    assert runs["standard"]["recall@1"] == runs["standard"]["mrr@20"] == runs["standard"]["ndcg@20"] == 1.0
+    assert runs["standard"]["log_likelihood"] == pytest.approx(-np.log(n_items), rel=1e-6)
 
 
 def test_per_event_output(tiny_checkpoint, tiny_synthetic, tmp_path, capsys):

@@ -194,3 +194,48 @@ def test_figures_on_a_dataset_without_a_truth(tiny_synthetic, tmp_path):
     import json
 
     assert json.loads((tmp_path / "results" / "rank" / "rank.json").read_text())["truth"] is None
+
+
+def _copy_results(tiny_results, tmp_path, *names) -> Path:
+    import shutil
+
+    folder, _ = tiny_results
+    copy = tmp_path / "results"
+    copy.mkdir()
+    for name in names:
+        (shutil.copytree if (folder / name).is_dir() else shutil.copy)(folder / name, copy / name)
+    return copy
+
+
+def test_a_code_change_redoes_the_analyses_and_nothing_else(tiny_results, tmp_path, monkeypatch):
+    copy = _copy_results(tiny_results, tmp_path, "data", "runs", "tuned", "rank", "compare", "reach", "study.json")
+    messages = []
+    run_study(TINY, copy, log=messages.append)
+    assert messages == []  # the same code: all cached
+    monkeypatch.setattr(study_module, "source_hash", lambda *packages: "another version of the analysis code")
+    run_study(TINY, copy, log=messages.append)
+    assert [m.split()[0] for m in messages] == ["rank", "comparing", "reachability"]
+
+
+def test_figures_pick_models_by_the_studys_settings_not_by_counting(tiny_results, tmp_path):
+    from figures import results
+
+    copy = _copy_results(tiny_results, tmp_path, "rank", "study.json")
+    study = json.loads((copy / "study.json").read_text())
+    study["settings"]["experts"] = 1  # one MoS model has K=1, three have K=2: a vote would pick 2
+    (copy / "study.json").write_text(json.dumps(study))
+    mos = [m for m in results.size_sweep_matrices(copy) if m.get("head") == "mos"]
+    assert [m["n_experts"] for m in mos] == [1]
+
+
+def test_the_gain_heatmap_without_its_mos_model_says_so(tiny_results, tmp_path):
+    from figures import gain_heatmap
+    from softmax_bottleneck.errors import InputError
+
+    copy = _copy_results(tiny_results, tmp_path, "compare", "study.json")
+    summary = json.loads((copy / "compare" / "compare.json").read_text())
+    summary["models"] = [m for m in summary["models"] if m["head"] != "mos"]
+    (copy / "compare" / "compare.json").write_text(json.dumps(summary))
+    with pytest.raises(InputError, match="compare.json has no model with head=mos, hidden_dim=2, n_experts=2"):
+        gain_heatmap.make(copy)
+

@@ -63,6 +63,8 @@ BAD = {
     "no source": ([], "--synthetic"),
     "bad config": (TINY_SYNTHETIC + ["--test-fraction", "0.7"], "test_fraction"),
     "bad flag value": (["--synthetic", "--n-items", "many"], "invalid int value"),
+    "duplicates removed from the synthetic world": (TINY_SYNTHETIC + ["--remove-consecutive-duplicates"],
+                                                    "drop --remove-consecutive-duplicates"),
 }
 
 

@@ -192,3 +192,31 @@ def test_save_load_round_trip_and_tamper_detection(ml100k_path, tmp_path):
     np.save(tmp_path / "a" / "test" / "items.npy", items)
     with pytest.raises(InputError, match="fingerprint"):
         load_prepared(tmp_path / "a")
+
+
+@pytest.mark.parametrize("can_exchange", [True, False])
+def test_a_rewrite_never_leaves_the_folder_missing(tmp_path, monkeypatch, can_exchange):
+    """The old folder is swapped with the new one in one step; it is never renamed away first
+    (only where the system cannot exchange, the fallback does that)."""
+    import os
+
+    from softmax_bottleneck import atomic
+    from softmax_bottleneck.synthetic import SyntheticConfig, prepare_synthetic
+
+    out = tmp_path / "prepared"
+    first = prepare_synthetic(SyntheticConfig(n_items=30, n_sessions=200, seed=1))
+    second = prepare_synthetic(SyntheticConfig(n_items=30, n_sessions=200, seed=2))
+    save_prepared(first, out)
+    moved_away, real_replace = [], os.replace
+    def replace(a, b):
+        if str(a) == str(out):
+            moved_away.append(str(a))
+        real_replace(a, b)
+
+    monkeypatch.setattr(os, "replace", replace)
+    if not can_exchange:
+        monkeypatch.setattr(atomic, "exchange", lambda a, b: False)
+    save_prepared(second, out)
+    assert load_prepared(out).fingerprint == second.fingerprint
+    assert moved_away == ([] if can_exchange else [str(out)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]  # no temporary left behind

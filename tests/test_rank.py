@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from conftest import run_cli
@@ -66,7 +67,7 @@ def test_factored_engine_is_exact_for_a_product():
     reference = np.linalg.svd(left @ right.T, compute_uv=False)
     assert len(got) == 300 and np.all(got[7:] == 0)
     np.testing.assert_allclose(got[:7], reference[:7], rtol=1e-10)
-    assert np.linalg.matrix_rank(left @ right.T) == 7
+    assert numerical_rank(left @ right.T) == np.linalg.matrix_rank(left @ right.T) == 7  # ours against numpy's
 
 
 @pytest.mark.parametrize("n, first", [(1, 0.7), (2, 0.0), (9, -2.0), (120, 0.3)])
@@ -186,7 +187,6 @@ def test_bad_inputs(twins, tmp_path, capsys, monkeypatch):
 
 def test_non_finite_log_probs_are_refused_naming_the_head(twins, tmp_path, capsys):
     checkpoint = load_checkpoint(twins / "mos.pt")
-    checkpoint.pop("path")
     checkpoint["state_dict"]["head.item_weight"][3, 0] = float("nan")
     save_checkpoint(checkpoint, tmp_path / "nan.pt")
     status, _, err = run_cli(main, ["--checkpoint", tmp_path / "nan.pt"], capsys)
@@ -195,8 +195,42 @@ def test_non_finite_log_probs_are_refused_naming_the_head(twins, tmp_path, capsy
 
 def test_checkpoint_whose_data_is_gone(twins, tmp_path, capsys):
     checkpoint = load_checkpoint(twins / "mos.pt")
-    checkpoint.pop("path")
     checkpoint["data"]["path"] = str(tmp_path / "moved")
     save_checkpoint(checkpoint, tmp_path / "orphan.pt")
     status, _, err = run_cli(main, ["--checkpoint", tmp_path / "orphan.pt"], capsys)
     assert status == 2 and "--data" in err
+
+
+def test_energy_beyond_the_cap_uses_d_plus_1_without_an_item_bias(twins, tmp_path, capsys):
+    from softmax_bottleneck.train import main as train_main
+
+    out = tmp_path / "mos-nobias.pt"
+    assert train_main(["--data", str(twins / "data"), "--out", str(out), "--hidden-dim", "4", "--epochs", "1",
+                       "--head", "mos", "--n-experts", "4", "--no-item-bias", "--full-softmax", "--quiet"]) == 0
+    status, text, err = run_cli(main, ["--checkpoint", out, "--json", "--out", tmp_path / "rank"], capsys)
+    assert status == 0, err
+    report = json.loads(text)
+    table = pd.read_csv(tmp_path / "rank" / "spectrum.csv")
+    label = report["models"][0]["label"]
+    values = table[(table["matrix"] == label) & ~table["centred"]]["singular_value"].to_numpy()
+    energy = values ** 2
+    assert report["energy_beyond_cap"] == pytest.approx(energy[4 + 1:].sum() / energy.sum(), rel=1e-12)
+    assert report["energy_beyond_cap"] != pytest.approx(energy[4 + 2:].sum() / energy.sum(), rel=1e-6)
+
+
+def test_one_label_per_checkpoint_in_rank_reach_and_compare(twins, tmp_path, capsys):
+    import shutil
+
+    from analysis.compare import main as compare_main
+    from analysis.reach import main as reach_main
+
+    copy = tmp_path / "softmax-copy.pt"
+    shutil.copy(twins / "softmax.pt", copy)
+    paths = [twins / "softmax.pt", copy]  # one configuration and seed twice: two models with one label
+    outputs = {}
+    for name, tool, extra in (("rank", main, []), ("reach", reach_main, ["--n-random", "16"]),
+                              ("compare", compare_main, ["--n-bootstrap", "100"])):
+        status, text, err = run_cli(tool, ["--checkpoint", *paths, "--json", *extra], capsys)
+        assert status == 0, err
+        outputs[name] = [m["label"] for m in json.loads(text)["models"]]
+    assert outputs["rank"] == outputs["reach"] == outputs["compare"] == ["softmax d=4 (softmax)", "softmax d=4 (softmax-copy)"]
