@@ -35,14 +35,14 @@ import torch
 
 from softmax_bottleneck.checkpoint import load_checkpoints_on_one_dataset
 from softmax_bottleneck.cli import (ArgumentParser, add_cutoffs_argument, add_heldout_arguments, check_cutoffs,
-                                    check_output_dir, resolve_device, run_main, set_threads)
+                                    resolve_device)
 from softmax_bottleneck.errors import InputError
 from softmax_bottleneck.metrics import METRICS, event_values
 from softmax_bottleneck.provenance import library_version
 
 from .breakdown import breakdown_table, event_bins, gain_grid
 from .groups import Group, evaluate_groups
-from .outputs import write_files
+from .outputs import run_analysis, write_files
 from .stats import CI_METHODS, session_bootstrap, sign_flip_test
 
 
@@ -251,28 +251,19 @@ def build_parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
-    def body() -> None:
-        set_threads(args.threads)
-        if args.out:
-            check_output_dir(args.out, "--out")  # before the work, not after it
+    def compute() -> dict:
         ks = check_cutoffs(args.k)
         if args.n_bootstrap < 100 or args.bins < 1:
             raise InputError("--n-bootstrap must be >= 100 and --bins >= 1")
         if not 0 < args.ci_level < 1:
             raise InputError(f"--ci-level must be between 0 and 1, got {args.ci_level}")
-        result = compare(args.checkpoint, data=args.data, split=args.split, ks=ks,
-                         metrics=tuple(args.metrics), n_bootstrap=args.n_bootstrap, seed=args.seed, n_bins=args.bins,
-                         device=resolve_device(args.device), ci_level=args.ci_level, ci_method=args.ci_method)
-        if args.out:
-            write_outputs(args.out, result, args.min_cell_events)
-        if args.json:
-            print(json.dumps(result["summary"]))
-        else:
-            _print(result)
-            if args.out:
-                print(f"\nwrote {args.out}/compare.json, metrics.csv, health.csv, breakdown.csv and PNGs")
+        return compare(args.checkpoint, data=args.data, split=args.split, ks=ks, metrics=tuple(args.metrics),
+                       n_bootstrap=args.n_bootstrap, seed=args.seed, n_bins=args.bins,
+                       device=resolve_device(args.device), ci_level=args.ci_level, ci_method=args.ci_method)
 
-    return run_main(body)
+    return run_analysis(args, compute, summary=lambda result: result["summary"],
+                        write=lambda out, result: write_outputs(out, result, args.min_cell_events), show=_print,
+                        files="compare.json, metrics.csv, health.csv, breakdown.csv and PNGs")
 
 
 if __name__ == "__main__":

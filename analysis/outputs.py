@@ -1,11 +1,13 @@
-"""Writing result folders: each file appears whole or not at all, with ordinary permissions."""
+"""Writing results: folders whose every file appears whole or not at all, and the CLI body they share."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 from softmax_bottleneck.atomic import atomic_path
+from softmax_bottleneck.cli import check_output_dir, run_main, set_threads
 from softmax_bottleneck.errors import InputError
 
 
@@ -18,3 +20,27 @@ def write_files(out: Path, writers: dict[str, Callable[[Path], object]]) -> None
     for name, write in writers.items():
         with atomic_path(out / name) as tmp:
             write(tmp)
+
+
+def run_analysis(args, compute: Callable[[], object], *, summary: Callable[[object], dict],
+                 write: Callable[[Path, object], None], show: Callable[[object], None], files: str) -> int:
+    """The body every analysis CLI shares (args: its parsed --threads, --out, --json).
+
+    Threads set; --out checked before any work; ``compute()`` (which checks its own flags first);
+    then ``write(out, result)`` and either ``summary(result)`` as one JSON line or ``show(result)``
+    and a line naming the `files` written. Bad input anywhere: one line on stderr, exit 2."""
+    def body() -> None:
+        set_threads(args.threads)
+        if args.out:
+            check_output_dir(args.out, "--out")  # before the work, not after it
+        result = compute()
+        if args.out:
+            write(args.out, result)
+        if args.json:
+            print(json.dumps(summary(result)))
+            return
+        show(result)
+        if args.out:
+            print(f"wrote {args.out}/{files}")
+
+    return run_main(body)

@@ -30,8 +30,8 @@ import pandas as pd
 import torch
 
 from softmax_bottleneck.checkpoint import load_checkpoints_on_one_dataset, model_from_checkpoint
-from softmax_bottleneck.cli import (ArgumentParser, InputError, add_heldout_arguments, check_output_dir, resolve_device,
-                                    run_main, set_threads)
+from softmax_bottleneck.cli import ArgumentParser, add_heldout_arguments, resolve_device
+from softmax_bottleneck.errors import InputError
 from softmax_bottleneck.heads import softmax_rank_cap
 from softmax_bottleneck.model import unique_labels
 from softmax_bottleneck.provenance import library_version
@@ -39,7 +39,7 @@ from softmax_bottleneck.synthetic import SyntheticWorld
 
 from .engines import ENGINES, as_source, compute_spectra, numerical_rank, singular_values  # noqa: F401 (library API)
 from .logprobs import LogProbMatrix, collect_contexts, sample_contexts
-from .outputs import write_files
+from .outputs import run_analysis, write_files
 from .spectrum import Spectrum, count_above, rank_threshold
 
 SWEEP = tuple(10.0 ** -k for k in range(1, 15))  # relative thresholds 1e-1 … 1e-14
@@ -190,10 +190,7 @@ def build_parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
-    def body() -> None:
-        set_threads(args.threads)
-        if args.out:
-            check_output_dir(args.out, "--out")  # before the work, not after it
+    def compute() -> tuple[dict, list]:
         if args.tol is not None and args.rtol is not None:
             raise InputError("give --tol or --rtol, not both")
         if args.max_contexts is not None and args.max_contexts < 1:
@@ -205,16 +202,10 @@ def main(argv: list[str] | None = None) -> int:
                                   rtol=args.rtol, block_size=args.block_size, device=resolve_device(args.device))
         if len(result["models"]) == 1:  # one model: its numbers at the top level
             result = {**result, **{k: v for k, v in result["models"][0].items() if k != "label"}}
-        if args.out:
-            write_outputs(args.out, result, spectra)
-        if args.json:
-            print(json.dumps(result))
-        else:
-            _print_table(result)
-            if args.out:
-                print(f"wrote {args.out}/rank.json, spectrum.csv, spectrum.png")
+        return result, spectra
 
-    return run_main(body)
+    return run_analysis(args, compute, summary=lambda both: both[0], write=lambda out, both: write_outputs(out, *both),
+                        show=lambda both: _print_table(both[0]), files="rank.json, spectrum.csv, spectrum.png")
 
 
 if __name__ == "__main__":

@@ -31,16 +31,16 @@ import pandas as pd
 import torch
 
 from softmax_bottleneck.checkpoint import load_checkpoints_on_one_dataset, model_from_checkpoint
-from softmax_bottleneck.cli import (DEFAULT_CUTOFFS, ArgumentParser, InputError, add_cutoffs_argument,
-                                    add_heldout_arguments, check_cutoffs, check_output_dir, resolve_device, run_main,
-                                    set_threads)
+from softmax_bottleneck.cli import (DEFAULT_CUTOFFS, ArgumentParser, add_cutoffs_argument, add_heldout_arguments,
+                                    check_cutoffs, resolve_device)
+from softmax_bottleneck.errors import InputError
 from softmax_bottleneck.heads import SoftmaxHead
 from softmax_bottleneck.model import unique_labels
 from softmax_bottleneck.provenance import library_version
 
 from .argmax import RELATIVE_TOL, box_states, certify_top1, logit_scale
 from .logprobs import LogProbMatrix, collect_contexts, sample_contexts
-from .outputs import write_files
+from .outputs import run_analysis, write_files
 
 DEFAULT_KS = DEFAULT_CUTOFFS
 
@@ -239,28 +239,17 @@ def build_parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
-    def body() -> None:
-        set_threads(args.threads)
-        if args.out:
-            check_output_dir(args.out, "--out")  # before the work, not after it
+    def compute() -> tuple[pd.DataFrame, dict]:
         if args.max_contexts is not None and args.max_contexts < 1:
             raise InputError(f"--max-contexts must be >= 1, got {args.max_contexts}")
         if args.n_random < 0:
             raise InputError(f"--n-random must be >= 0, got {args.n_random}")
-        ks = check_cutoffs(args.k)
-        table, summary = audit(args.checkpoint, data=args.data, split=args.split, ks=ks,
-                               max_contexts=args.max_contexts, n_random=args.n_random, seed=args.seed,
-                               device=resolve_device(args.device), progress=not args.json)
-        if args.out:
-            write_outputs(args.out, table, summary)
-        if args.json:
-            print(json.dumps(summary))
-        else:
-            _print(summary)
-            if args.out:
-                print(f"wrote {args.out}/reach.csv, reach.json, reach.png")
+        return audit(args.checkpoint, data=args.data, split=args.split, ks=check_cutoffs(args.k),
+                     max_contexts=args.max_contexts, n_random=args.n_random, seed=args.seed,
+                     device=resolve_device(args.device), progress=not args.json)
 
-    return run_main(body)
+    return run_analysis(args, compute, summary=lambda both: both[1], write=lambda out, both: write_outputs(out, *both),
+                        show=lambda both: _print(both[1]), files="reach.csv, reach.json, reach.png")
 
 
 if __name__ == "__main__":

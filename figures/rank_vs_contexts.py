@@ -9,8 +9,12 @@ from . import results
 NAME = "rank_vs_contexts"
 
 
-def make(results_dir):
-    matrices = results.size_sweep_matrices(results_dir)
-    ax = plots.plot_rank_vs_contexts(matrices)
+def size_sweep_panel(results_dir, plot):
+    """One 7.5 × 4.6 in panel of `plot` (an analysis.plots function) over the size sweep's rank reports."""
+    ax = plot(results.size_sweep_matrices(results_dir))
     ax.figure.set_size_inches(7.5, 4.6)
     return ax.figure
+
+
+def make(results_dir):
+    return size_sweep_panel(results_dir, plots.plot_rank_vs_contexts)

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from analysis import plots
 
-from . import results
+from .rank_vs_contexts import size_sweep_panel
 
 NAME = "rank_vs_threshold"
 
 
 def make(results_dir):
-    matrices = results.size_sweep_matrices(results_dir)
-    ax = plots.plot_rank_vs_threshold(matrices)
-    ax.figure.set_size_inches(7.5, 4.6)
-    return ax.figure
+    return size_sweep_panel(results_dir, plots.plot_rank_vs_threshold)
