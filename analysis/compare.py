@@ -51,7 +51,7 @@ def compare(paths: list[Path], *, data: Path | None = None, split: str = "test",
             batch_size: int = 512, ci_level: float = 0.95, ci_method: str = "percentile") -> dict:
     """Evaluate, group, test and break down; returns tables and the summary (see module docstring)."""
     if len(paths) < 2:
-        raise InputError("compare needs at least two checkpoints ({paths})", "paths")
+        raise InputError(f"compare needs at least two checkpoints, got {len(paths)}")
     checkpoints, dataset = load_checkpoints_on_one_dataset(paths, data)
     held_out = dataset.split(split)
     if held_out.n_transitions == 0:
