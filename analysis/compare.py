@@ -178,14 +178,15 @@ def write_outputs(out: Path, result: dict, min_cell_events: int = 30) -> None:
                "health.csv": lambda f: result["health"].to_csv(f, index=False),
                "breakdown.csv": lambda f: pd.concat([result["breakdown"], grid.assign(breakdown="support×diversity")],
                                                     ignore_index=True).to_csv(f, index=False),
-               "metrics.png": lambda f: plots.save(plots.plot_metric_bars(table[table["k"] == k]).figure, f)}
+               "metrics.png": lambda f: plots.save(plots.metric_bars_figure(table[table["k"] == k]), f)}
     first_metric = table["metric"].iloc[0]
-    for model in (grid["model"].unique() if len(grid) else []):
-        cells = grid[(grid["model"] == model) & (grid["metric"] == first_metric)]
+    cells = grid[grid["metric"] == first_metric] if len(grid) else grid
+    limit = plots.gain_limit(cells, min_cell_events) if len(cells) else None  # one colour scale for all heatmaps
+    for model in (cells["model"].unique() if len(cells) else []):
         title = f"{model} vs {summary['baseline']}: relative {first_metric}@{k} gain"
         writers[f"gain_heatmap_{_slug(model)}.png"] = (
-            lambda cells, title: lambda f: plots.save(plots.plot_gain_heatmap(
-                cells, min_events=min_cell_events, title=title).figure, f))(cells, title)
+            lambda part, title: lambda f: plots.save(plots.plot_gain_heatmap(
+                part, min_events=min_cell_events, title=title, limit=limit).figure, f))(cells[cells["model"] == model], title)
     write_files(out, writers)
 
 

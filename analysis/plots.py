@@ -39,26 +39,48 @@ def finish(ax, xlabel: str, ylabel: str, title: str, *, legend_size: int = 8, ti
     ax.legend(fontsize=legend_size, **legend)
 
 
+LINE_STYLES = ("-", "--", "-.", ":")
+HATCHES = ("", "//", "..", "xx")
+TRUTH_STYLE = {"color": "black", "ls": (0, (6, 2))}  # no model style is black
+
+
+def model_styles(n: int) -> list[dict]:
+    """n distinct line styles: the 10 colours of the cycle, then again with the next dash pattern
+    (distinct up to 40 models)."""
+    return [{"color": f"C{i % 10}", "ls": LINE_STYLES[(i // 10) % len(LINE_STYLES)]} for i in range(n)]
+
+
+def bar_styles(n: int) -> list[dict]:
+    """n distinct bar styles: the 10 colours of the cycle, then again with the next hatch."""
+    return [{"color": f"C{i % 10}", "hatch": HATCHES[(i // 10) % len(HATCHES)]} for i in range(n)]
+
+
 def plot_spectra(spectra, ax=None, *, normalise: bool = True):
-    """Singular values on a log scale, one line per matrix; dotted verticals at each rank cap.
+    """Singular values on a log scale, one line per matrix (no two share a style); dotted verticals
+    at each rank cap, their labels stacked down the top of the axes so that close caps stay readable.
 
     spectra: iterable of (label, singular values descending, cap or None).
     """
     ax = axes_or_new(ax)
-    for index, (label, values, cap) in enumerate(spectra):
+    spectra = list(spectra)
+    styles = iter(model_styles(sum(label != "truth" for label, _, _ in spectra)))
+    caps = 0
+    for label, values, cap in spectra:
         values = np.asarray(values, dtype=np.float64)
         shown = values / values[0] if normalise and len(values) and values[0] > 0 else values
         positive = shown > 0
-        (line,) = ax.plot(np.arange(1, len(shown) + 1)[positive], shown[positive], label=label, lw=1.6,
-                          color="black" if label == "truth" else f"C{index}",
-                          ls="--" if label == "truth" else "-")
+        style = TRUTH_STYLE if label == "truth" else next(styles)
+        (line,) = ax.plot(np.arange(1, len(shown) + 1)[positive], shown[positive], label=label, lw=1.6, **style)
         if cap is not None:
             ax.axvline(cap, color=line.get_color(), ls=":", lw=1.2)
-            ax.annotate(f"cap {cap}", (cap, 1.0), textcoords="offset points", xytext=(3, -12), fontsize=8,
-                        color=line.get_color())
+            ax.annotate(f"cap {cap}", (cap, 1.0), xycoords=("data", "axes fraction"), textcoords="offset points",
+                        xytext=(3, -12 - 10 * caps), fontsize=7, color=line.get_color(),
+                        bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 0.5})
+            caps += 1
     ax.set_yscale("log")
     ax.set_xscale("log")
-    finish(ax, "index i", "σᵢ / σ₁" if normalise else "σᵢ", "Singular values of the log-probability matrix")
+    finish(ax, "index i", "σᵢ / σ₁" if normalise else "σᵢ", "Singular values of the log-probability matrix",
+           legend_size=7, ncol=2 if len(spectra) > 8 else 1)
     return ax
 
 
@@ -79,27 +101,46 @@ def plot_metric_bars(table, ax=None):
     names = list(dict.fromkeys(f"{m}@{k}" for m, k in zip(table["metric"], table["k"])))
     models = list(dict.fromkeys(table["model"]))
     width = 0.8 / max(len(models), 1)
+    styles = iter(bar_styles(sum(m != "oracle" for m in models)))
     for index, model in enumerate(models):
         part = table[table["model"] == model]
         lookup = {f"{m}@{k}": (v, lo, hi) for m, k, v, lo, hi in
                   zip(part["metric"], part["k"], part["value"], part["ci_low"], part["ci_high"])}
         values = np.array([lookup.get(n, (np.nan,) * 3) for n in names], dtype=float)
         x = np.arange(len(names)) + (index - (len(models) - 1) / 2) * width
-        color = "0.35" if model == "oracle" else f"C{index}"
-        ax.bar(x, values[:, 0], width, label=model, color=color, alpha=0.85,
-               yerr=np.abs(np.stack([values[:, 0] - values[:, 1], values[:, 2] - values[:, 0]])), capsize=3)
+        style = {"color": "0.35", "hatch": ""} if model == "oracle" else next(styles)
+        ax.bar(x, values[:, 0], width, label=model, alpha=0.85, edgecolor="white", linewidth=0.3,
+               yerr=np.abs(np.stack([values[:, 0] - values[:, 1], values[:, 2] - values[:, 0]])), capsize=3, **style)
     ax.set_xticks(np.arange(len(names)), names)
     ax.set_ylabel("value (95 % CI over sessions)")
     ax.set_title("Recommendation quality per head")
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    # beside the bars, never over them; the figure widens to make room
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1 + len(models) // 16)
     return ax
 
 
-def plot_gain_heatmap(cells, ax=None, *, min_events: int = 30, title: str = ""):
+def metric_bars_figure(table):
+    """:func:`plot_metric_bars` on a figure wide enough for its bars and the legend beside them."""
+    n_bars = table["model"].nunique() * len(table.drop_duplicates(["metric", "k"]))
+    figure, ax = subplots(figsize=(max(6.4, 4.0 + 0.12 * n_bars), 4.2))
+    plot_metric_bars(table, ax)
+    return figure
+
+
+def gain_limit(cells, min_events: int = 30) -> float:
+    """The colour scale's half-width ±limit of the heatmaps: the largest |relative gain| of any cell
+    with enough events (give every heatmap of one comparison the same, so colours compare)."""
+    shown = cells[(cells["n_events"] >= min_events)]["relative_gain"].astype(float).abs()
+    shown = shown[np.isfinite(shown)]
+    return float(shown.max()) if len(shown) and shown.max() > 0 else 1.0
+
+
+def plot_gain_heatmap(cells, ax=None, *, min_events: int = 30, title: str = "", limit: float | None = None):
     """Relative gain per (support bin, diversity bin); cells with fewer than `min_events` greyed out.
 
     cells: rows with support_index, support_bin, diversity_index, diversity_bin, n_events, relative_gain.
+    limit: the colour scale is ±limit (default: this heatmap's own :func:`gain_limit`).
     """
     ax = axes_or_new(ax)
     n_support, n_diversity = int(cells["support_index"].max()) + 1, int(cells["diversity_index"].max()) + 1
@@ -108,7 +149,7 @@ def plot_gain_heatmap(cells, ax=None, *, min_events: int = 30, title: str = ""):
         counts[row.support_index, row.diversity_index] = row.n_events
         if row.n_events >= min_events and row.relative_gain is not None and np.isfinite(row.relative_gain):
             gain[row.support_index, row.diversity_index] = row.relative_gain
-    limit = np.nanmax(np.abs(gain)) if np.isfinite(gain).any() else 1.0
+    limit = gain_limit(cells, min_events) if limit is None else limit
     ax.set_facecolor("0.85")  # greyed: too few events
     image = ax.imshow(np.ma.masked_invalid(gain), cmap="RdBu", vmin=-limit, vmax=limit, origin="lower", aspect="auto")
     for i in range(n_support):
@@ -156,11 +197,18 @@ def plot_reach(items, ax=None, *, k: int, n_contexts: int, title: str = ""):
     return ax
 
 
+REACH_COLUMNS = 4  # panels per row of the reach figure
+
+
 def reach_figure(table, *, k: int, n_contexts: int):
-    """One panel per model of a reach.csv table (see :func:`plot_reach`)."""
+    """One panel per model of a reach.csv table (see :func:`plot_reach`), at most REACH_COLUMNS a row."""
     models = list(dict.fromkeys(table["model"]))
-    figure, axes = subplots(1, len(models), figsize=(5.2 * len(models), 4.2), sharey=True, squeeze=False)
-    for ax, model in zip(axes[0], models):
+    columns = min(REACH_COLUMNS, len(models))
+    rows = -(-len(models) // columns)
+    figure, axes = subplots(rows, columns, figsize=(5.2 * columns, 4.2 * rows), sharey=True, squeeze=False)
+    for ax in axes.flat[len(models):]:
+        ax.set_visible(False)
+    for ax, model in zip(axes.flat, models):
         items = table[table["model"] == model]
         never = int((items[f"hits@{k}"] == 0).sum())
         plot_reach(items, ax, k=k, n_contexts=n_contexts,

@@ -58,5 +58,10 @@ def quantile_bins(values: np.ndarray, n_bins: int) -> tuple[np.ndarray, list[str
     """(bin index per event, bin labels): quantile bins covering every event (ties may merge bins)."""
     codes, edges = pd.qcut(values, q=n_bins, labels=False, retbins=True, duplicates="drop")
     shown = np.where(np.abs(edges) < 1e-9 * max(np.abs(edges).max(), 1e-300), 0.0, edges)  # rounding noise → 0
-    labels = [f"{shown[i]:.3g}–{shown[i + 1]:.3g}" for i in range(len(edges) - 1)]
+    labels = [f"{_edge(shown[i])}–{_edge(shown[i + 1])}" for i in range(len(edges) - 1)]
     return np.asarray(codes, dtype=np.int64), labels
+
+
+def _edge(value: float) -> str:
+    """A bin edge as people read it: whole numbers from 1,000 up ("1,060", never "1.06e+03"), else 3 digits."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
