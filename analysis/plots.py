@@ -403,3 +403,27 @@ def plot_unreachable_vs_dim(models, ax=None, *, experts: int | None = None, n_it
     ax.set_xscale("log", base=2)
     finish(ax, "hidden size d", "items", "Items a head cannot recommend", legend_size=7)
     return ax
+
+
+def plot_capacity(rows, ax=None):
+    """KL(truth ‖ model) per row of analysis.capacity: the oracle (0), the best-fit head, and each
+    trained model split into its capacity gap (the fit's KL) and its learning gap (the rest)."""
+    ax = axes_or_new(ax)
+    labels = [r["model"] for r in rows]
+    y = np.arange(len(rows))
+    fit = next((r["kl"] for r in rows if r["kind"] == "best fit"), None)
+    for yi, r in zip(y, rows):
+        if r["kind"] == "trained" and fit is not None:
+            ax.barh(yi, min(fit, r["kl"]), color="C0", alpha=0.85, label="capacity gap (best-fit head's KL)"
+                    if yi == next(i for i, q in enumerate(rows) if q["kind"] == "trained") else None)
+            ax.barh(yi, max(r["kl"] - fit, 0.0), left=fit, color="C1", alpha=0.85, label="learning gap"
+                    if yi == next(i for i, q in enumerate(rows) if q["kind"] == "trained") else None)
+        else:
+            ax.barh(yi, r["kl"], color="0.45" if r["kind"] == "oracle" else "C0", alpha=0.85)
+        ax.annotate(f"{r['kl']:.3f}", (r["kl"], yi), xytext=(3, 0), textcoords="offset points", va="center", fontsize=7)
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(max(r["kl"] for r in rows) * 1.25, 1e-3))
+    finish(ax, "KL(truth ‖ model), nats (the fit's: an upper bound on the family's best)", "",
+           "What the head cannot express vs what training did not learn", legend_size=7, title_size=9)
+    return ax

@@ -129,7 +129,8 @@ def ensure_data(results: Path, data: Path | None, profile: Profile, log: Callabl
     folder = results / "data"
     if folder.is_dir():
         dataset = load_prepared(folder)
-        if dataset.meta["source"].get("config") == dataclasses.asdict(profile.world):
+        recorded = dataset.meta["source"].get("config") or {}
+        if SyntheticConfig(**{**dataclasses.asdict(SyntheticConfig()), **recorded}) == profile.world:
             return dataset
         raise InputError(f"{folder} holds another synthetic world than the profile's; use another --results")
     log(f"preparing the synthetic world ({profile.world.n_items} items, {profile.world.n_sessions:,} sessions)")

@@ -9,6 +9,17 @@ reachable). Sessions start from ``pop`` and follow the first-order process
 so the true context × item log-probability matrix has a row per distinct previous item and rank
 ≈ ``n_items``: far above the d + 1 cap of a softmax head with a small hidden size d.
 
+A dial on the bottleneck (``low_rank`` r > 0, ``sparse_weight`` s): the true next-item logits are
+instead a rank-r part plus a sparse successor part,
+
+    l(j | i) = log pop[j] + c · u_i·v_j / √r + s · [j ∈ S_i],      p(· | i) = softmax(l(· | i)),
+
+with u_i, v_j ~ N(0, I_r) and c = ``factor_scale``. At s = 0 the truth is exactly a softmax of
+dimension r with an item bias (h_i ∝ u_i, W ∝ v, b = log pop): a softmax head with d ≥ r can
+represent it. As s grows the successor indicator, a matrix of rank ≈ ``n_items``, takes over: the
+true log-prob matrix's rank and its multi-modality grow beyond any small d. With r = 0 (the
+default) the world is the successor process above, drawn from the same random numbers as before.
+
 Self-transitions have probability ε·pop[i] > 0, so the true log-probabilities are finite; the
 synthetic data is therefore prepared *without* consecutive-duplicate removal, keeping the
 prepared sessions exactly a sample of this process.
@@ -50,6 +61,13 @@ class SyntheticConfig:
                                                                     "metavar": "S"})
     sessions_per_user: int = dataclasses.field(default=4, metadata={"help": "sessions each user makes",
                                                                     "metavar": "N"})
+    low_rank: int = dataclasses.field(default=0, metadata={
+        "help": "rank r of a low-rank part of the true logits (0: the successor world)", "metavar": "R"})
+    sparse_weight: float = dataclasses.field(default=1.0, metadata={
+        "help": "with --low-rank: nats added to each item's successors (0: the truth is a softmax of dimension r)",
+        "metavar": "S"})
+    factor_scale: float = dataclasses.field(default=2.0, metadata={
+        "help": "with --low-rank: standard deviation (nats) of the low-rank part of the logits", "metavar": "C"})
     seed: int = dataclasses.field(default=0, metadata={"help": "seed of the world and the sample"})
 
     def __post_init__(self):
@@ -69,6 +87,11 @@ class SyntheticConfig:
             raise ValueError(f"zipf_exponent must be >= 0, got {self.zipf_exponent}")
         if self.sessions_per_user < 1:
             raise ValueError(f"sessions_per_user must be >= 1, got {self.sessions_per_user}")
+        if not 0 <= self.low_rank <= self.n_items:
+            raise ValueError(f"low_rank must be in [0, n_items], got {self.low_rank}")
+        if self.sparse_weight < 0 or self.factor_scale < 0:
+            raise ValueError(f"sparse_weight and factor_scale must be >= 0, got {self.sparse_weight} and "
+                             f"{self.factor_scale}")
 
 
 @dataclasses.dataclass
@@ -79,6 +102,14 @@ class SyntheticWorld:
     successors: np.ndarray  # (n_items, n_successors) int64, no self, no repeats in a row
     successor_weights: np.ndarray  # (n_items, n_successors) float64, rows sum to 1
     epsilon: float
+    left_factors: np.ndarray | None = None  # (n_items, r) u_i of the low-rank world, else None
+    right_factors: np.ndarray | None = None  # (n_items, r) v_j
+    factor_scale: float = 0.0
+    sparse_weight: float = 0.0
+
+    @property
+    def low_rank(self) -> int:
+        return 0 if self.left_factors is None else self.left_factors.shape[1]
 
     @property
     def n_items(self) -> int:
@@ -104,20 +135,43 @@ class SyntheticWorld:
             successors[:, column] = perm
         raw = popularity[successors] * rng.gamma(1.0, size=successors.shape)  # popular successors weigh more
         weights = raw / raw.sum(axis=1, keepdims=True)
-        return cls(popularity=popularity, successors=successors, successor_weights=weights,
-                   epsilon=float(config.epsilon))
+        world = cls(popularity=popularity, successors=successors, successor_weights=weights,
+                    epsilon=float(config.epsilon))
+        if config.low_rank:  # drawn after everything above, so r = 0 leaves the default world's draws alone
+            world.left_factors = rng.standard_normal((n, config.low_rank))
+            world.right_factors = rng.standard_normal((n, config.low_rank))
+            world.factor_scale, world.sparse_weight = float(config.factor_scale), float(config.sparse_weight)
+        return world
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"popularity": self.popularity, "successors": self.successors,
-                "successor_weights": self.successor_weights, "epsilon": np.array(self.epsilon)}
+        arrays = {"popularity": self.popularity, "successors": self.successors,
+                  "successor_weights": self.successor_weights, "epsilon": np.array(self.epsilon)}
+        if self.low_rank:
+            arrays.update(left_factors=self.left_factors, right_factors=self.right_factors,
+                          factor_scale=np.array(self.factor_scale), sparse_weight=np.array(self.sparse_weight))
+        return arrays
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "SyntheticWorld":
-        return cls(popularity=arrays["popularity"], successors=arrays["successors"],
-                   successor_weights=arrays["successor_weights"], epsilon=float(arrays["epsilon"]))
+        world = cls(popularity=arrays["popularity"], successors=arrays["successors"],
+                    successor_weights=arrays["successor_weights"], epsilon=float(arrays["epsilon"]))
+        if "left_factors" in arrays:
+            world.left_factors, world.right_factors = arrays["left_factors"], arrays["right_factors"]
+            world.factor_scale, world.sparse_weight = float(arrays["factor_scale"]), float(arrays["sparse_weight"])
+        return world
+
+    def logits(self, previous: np.ndarray) -> np.ndarray:
+        """The low-rank world's true logits l(· | previous item), (n_contexts, n_items) float64."""
+        previous = np.asarray(previous, dtype=np.int64)
+        out = np.log(self.popularity)[None, :] + (self.factor_scale / np.sqrt(self.low_rank)) * (
+            self.left_factors[previous] @ self.right_factors.T)
+        out[np.arange(len(previous))[:, None], self.successors[previous]] += self.sparse_weight
+        return out
 
     def next_item_probs(self, previous: np.ndarray) -> np.ndarray:
         """True p(next | previous item): (n_contexts, n_items) float64, rows sum to 1."""
+        if self.low_rank:
+            return np.exp(self.log_probs(previous))
         previous = np.asarray(previous, dtype=np.int64)
         probs = np.tile(self.epsilon * self.popularity, (len(previous), 1))
         rows = np.arange(len(previous))[:, None]
@@ -130,7 +184,12 @@ class SyntheticWorld:
         With `items` (world item indices of a catalogue), the distribution is conditioned on the
         next item lying in that catalogue: restricted and renormalised in log space.
         """
-        log_p = np.log(self.next_item_probs(previous))
+        if self.low_rank:
+            logits = self.logits(previous)
+            top = logits.max(axis=1, keepdims=True)
+            log_p = logits - (top + np.log(np.exp(logits - top).sum(axis=1, keepdims=True)))
+        else:
+            log_p = np.log(self.next_item_probs(previous))
         if items is None:
             return log_p
         log_p = log_p[:, np.asarray(items, dtype=np.int64)]
@@ -145,6 +204,12 @@ class SyntheticWorld:
         sequence = np.empty((n_sessions, max_length), dtype=np.int64)
         sequence[:, 0] = current
         pop_cdf = np.cumsum(self.popularity)
+        if self.low_rank:  # every transition row is dense: draw from its cdf
+            cdf = np.cumsum(self.next_item_probs(np.arange(self.n_items)), axis=1)
+            for step in range(1, int(lengths.max())):
+                current = np.minimum((cdf[current] < rng.random(n_sessions)[:, None]).sum(axis=1), self.n_items - 1)
+                sequence[:, step] = current
+            return [sequence[s, :lengths[s]] for s in range(n_sessions)]
         succ_cdf = np.cumsum(self.successor_weights, axis=1)
         for step in range(1, int(lengths.max())):
             use_pop = rng.random(n_sessions) < self.epsilon

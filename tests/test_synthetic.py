@@ -92,3 +92,29 @@ def test_world_travels_with_the_prepared_folder(tmp_path):
 def test_invalid_synthetic_config(bad):
     with pytest.raises(ValueError):
         SyntheticConfig(**bad)
+
+
+def test_the_dial_at_zero_is_exactly_a_softmax_of_the_worlds_dimension():
+    """sparse_weight = 0: log p = [u, 1]·[c·v/√r, log pop]ᵀ − lse: rank r + 1 once rows are centred."""
+    world, _ = generate(dataclasses.replace(SMALL, low_rank=3, sparse_weight=0.0))
+    log_p = world.log_probs(np.arange(world.n_items))
+    np.testing.assert_allclose(np.exp(log_p).sum(axis=1), 1.0, rtol=0, atol=1e-12)
+    centred = log_p - log_p.mean(axis=1, keepdims=True)
+    assert np.linalg.matrix_rank(centred) == 3 + 1
+    turned_up, _ = generate(dataclasses.replace(SMALL, low_rank=3, sparse_weight=3.0))
+    high = turned_up.log_probs(np.arange(world.n_items))
+    assert np.linalg.matrix_rank(high - high.mean(axis=1, keepdims=True)) > 10 * (3 + 1)
+
+
+def test_the_default_world_is_drawn_as_before_and_the_dial_is_recorded(tmp_path):
+    """low_rank = 0 keeps the successor world's draws (its fingerprint is what the committed tuned
+    settings are matched by); a dialled world records its parameters and round-trips its truth."""
+    plain = prepare_synthetic(SMALL)
+    assert "left_factors" not in plain.world
+    dialled = prepare_synthetic(dataclasses.replace(SMALL, low_rank=2, sparse_weight=1.5))
+    assert dialled.meta["source"]["config"]["low_rank"] == 2 and dialled.meta["source"]["config"]["sparse_weight"] == 1.5
+    save_prepared(dialled, tmp_path / "d")
+    again = SyntheticWorld.from_arrays(load_prepared(tmp_path / "d").world)
+    assert again.low_rank == 2 and again.sparse_weight == 1.5
+    previous = np.arange(5)
+    np.testing.assert_array_equal(again.log_probs(previous), SyntheticWorld.from_arrays(dialled.world).log_probs(previous))

@@ -1,0 +1,120 @@
+"""analysis.capacity: the best head of a family fitted to the truth, against worlds whose answer is known."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY_MODEL, run_cli
+from analysis.capacity import capacity, expected_metrics, main
+from softmax_bottleneck.data import save_prepared
+from softmax_bottleneck.metrics import target_ranks
+from softmax_bottleneck.model import ModelConfig
+from softmax_bottleneck.synthetic import SyntheticConfig, prepare_synthetic
+from softmax_bottleneck.train import main as train_main
+
+FIT = {"max_contexts": 256, "restarts": 1, "steps": 800}
+
+
+def _world(tmp_path_factory, name, **config):
+    folder = tmp_path_factory.mktemp(name) / "data"
+    save_prepared(prepare_synthetic(SyntheticConfig(n_items=60, n_sessions=1500, seed=3, **config)), folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def exact_softmax_world(tmp_path_factory):
+    """The truth is exactly a softmax of dimension 4 with an item bias."""
+    return _world(tmp_path_factory, "rank4", low_rank=4, sparse_weight=0.0)
+
+
+@pytest.fixture(scope="module")
+def high_rank_world(tmp_path_factory):
+    return _world(tmp_path_factory, "sparse", low_rank=2, sparse_weight=4.0)
+
+
+def _fit_kl(data, head, d, **extra):
+    summary = capacity(ModelConfig(head=head, hidden_dim=d, n_experts=extra.pop("n_experts", None)), data=data,
+                       **{**FIT, **extra})
+    return summary, summary["rows"][1]["kl"]
+
+
+def test_a_softmax_of_the_worlds_dimension_fits_it_and_a_smaller_one_cannot(exact_softmax_world):
+    _, at_rank = _fit_kl(exact_softmax_world, "softmax", 4)
+    _, below = _fit_kl(exact_softmax_world, "softmax", 2)
+    assert at_rank < 1e-3
+    assert below > 0.05
+
+
+def test_on_a_high_rank_world_mos_fits_better_than_softmax_of_the_same_size(high_rank_world):
+    _, softmax = _fit_kl(high_rank_world, "softmax", 3, steps=2000)
+    _, mos = _fit_kl(high_rank_world, "mos", 3, n_experts=4, steps=2000)
+    assert mos < 0.9 * softmax  # measured 0.318 against 0.385 nats (one seeded start each)
+
+
+def test_expected_metrics_equal_a_brute_force_sum_over_targets():
+    rng = np.random.default_rng(0)
+    log_truth = np.log(rng.dirichlet(np.ones(7), size=5))
+    log_model = rng.normal(size=(5, 7))
+    weights = np.array([1.0, 2.0, 1.0, 3.0, 1.0])
+    got = expected_metrics(log_truth, log_model, weights, (1, 3))
+    recall, mrr = {1: 0.0, 3: 0.0}, {1: 0.0, 3: 0.0}
+    for c in range(5):
+        for target in range(7):  # every possible next item, weighted by its true probability
+            rank = int(target_ranks(torch.from_numpy(log_model[c:c + 1]), torch.tensor([target]))[0])
+            for k in (1, 3):
+                recall[k] += weights[c] * np.exp(log_truth[c, target]) * (rank <= k)
+                mrr[k] += weights[c] * np.exp(log_truth[c, target]) * (rank <= k) / rank
+    for k in (1, 3):
+        assert got[f"expected_recall@{k}"] == pytest.approx(recall[k] / weights.sum(), rel=1e-12)
+        assert got[f"expected_mrr@{k}"] == pytest.approx(mrr[k] / weights.sum(), rel=1e-12)
+
+
+def test_the_same_seed_gives_the_same_fit(exact_softmax_world):
+    first, _ = _fit_kl(exact_softmax_world, "mos", 2, n_experts=2, seed=5, restarts=2, steps=100)
+    second, _ = _fit_kl(exact_softmax_world, "mos", 2, n_experts=2, seed=5, restarts=2, steps=100)
+    assert first["rows"] == second["rows"] and first["fit"]["restart_kls"] == second["fit"]["restart_kls"]
+    from analysis.capacity import fit_head, truth_contexts
+    from softmax_bottleneck.data import load_prepared
+
+    contexts = truth_contexts(load_prepared(exact_softmax_world), "test", 128, seed=0)
+    config = ModelConfig(head="mos", hidden_dim=2, n_experts=2, n_items=60)
+    fits = [fit_head(config, contexts, restarts=1, steps=100, seed=s).kl for s in (5, 5, 6)]
+    assert fits[0] == fits[1] != fits[2]  # the fit's own seed is used, not only the sample's
+
+
+def test_cli_splits_a_trained_models_gap_and_writes_tidy_outputs(exact_softmax_world, tmp_path, capsys):
+    checkpoint = tmp_path / "softmax.pt"
+    assert train_main(["--data", str(exact_softmax_world), "--out", str(checkpoint), "--epochs", "1",
+                       *TINY_MODEL]) == 0
+    status, out, err = run_cli(main, ["--data", exact_softmax_world, "--head", "softmax", "--hidden-dim", "8",
+                                      "--checkpoint", checkpoint, "--max-contexts", "200", "--restarts", "1", "--steps", "400",
+                                      "--k", "5", "20", "--out", tmp_path / "cap", "--json"], capsys)
+    assert status == 0, err
+    summary = json.loads(out)
+    oracle, fit, trained = summary["rows"]
+    assert [r["kind"] for r in summary["rows"]] == ["oracle", "best fit", "trained"]
+    assert oracle["kl"] == 0.0 and oracle["expected_recall@20"] >= fit["expected_recall@20"] - 1e-9
+    assert trained["capacity_gap"] == fit["kl"]
+    assert trained["capacity_gap"] + trained["learning_gap"] == pytest.approx(trained["kl"], rel=1e-12)
+    assert trained["kl"] > fit["kl"]  # one epoch of training does not reach the best head
+    assert {p.name for p in (tmp_path / "cap").iterdir()} == {"capacity.json", "capacity.csv", "capacity.png"}
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--head", "softmax", "--hidden-dim", "4", "--n-experts", "3"], "needs --head mos"),
+    (["--head", "mos", "--hidden-dim", "0"], "--hidden-dim must be >= 1"),
+    (["--head", "softmax", "--hidden-dim", "4", "--max-contexts", "99999"], "--max-contexts 99999 is more than"),
+])
+def test_bad_settings_are_one_line(exact_softmax_world, argv, needle, capsys):
+    status, _, err = run_cli(main, ["--data", exact_softmax_world, *argv], capsys)
+    assert status == 2 and needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_real_data_has_no_truth_to_fit(tiny_synthetic, tmp_path, capsys):
+    import dataclasses
+
+    plain = save_prepared(dataclasses.replace(tiny_synthetic, world=None), tmp_path / "plain")
+    status, _, err = run_cli(main, ["--data", plain, "--head", "softmax", "--hidden-dim", "4"], capsys)
+    assert status == 2 and "capacity needs a known truth" in err
