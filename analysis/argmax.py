@@ -65,6 +65,11 @@ class Top1Reach:
         return dict(sorted(out.items()))
 
 
+def tie_tolerance(weight: np.ndarray, bias: np.ndarray | None = None) -> float:
+    """Leads below this are ties: RELATIVE_TOL times the largest |logit| the box allows (at least 1)."""
+    return RELATIVE_TOL * max(logit_scale(weight, np.zeros(len(weight)) if bias is None else bias), 1.0)
+
+
 def logit_scale(weight: np.ndarray, bias: np.ndarray) -> float:
     """The largest |logit| any h in the box can give: max_j ‖w_j‖₁ + |b_j|."""
     return float((np.abs(weight).sum(axis=1) + np.abs(bias)).max()) if len(weight) else 0.0
@@ -323,7 +328,7 @@ def certify_top1(weight, bias=None, *, known: np.ndarray | None = None, n_random
     began = time.perf_counter()
     weight = np.asarray(weight, dtype=np.float64)
     bias = np.zeros(len(weight)) if bias is None else np.asarray(bias, dtype=np.float64)
-    verdicts = _Verdicts(weight, bias, RELATIVE_TOL * max(logit_scale(weight, bias), 1.0))
+    verdicts = _Verdicts(weight, bias, tie_tolerance(weight, bias))
     if known is not None and len(known):
         verdicts.record(np.asarray(known, dtype=np.float64), "context")
     corners = _corner_witnesses(verdicts, refine_rounds)

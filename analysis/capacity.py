@@ -53,7 +53,7 @@ from softmax_bottleneck.provenance import library_version
 from softmax_bottleneck.synthetic import SyntheticWorld
 
 from .engines import numerical_rank
-from .logprobs import LogProbMatrix, collect_contexts, sample_contexts
+from .logprobs import LogProbMatrix, collect_contexts, sample_contexts, sample_order
 from .outputs import run_analysis, write_files
 
 UPPER_BOUND = "an upper bound on the best KL this head family reaches at this size (a fit, not a proof)"
@@ -82,10 +82,7 @@ def truth_contexts(dataset, split: str, max_contexts: int | None, seed: int) -> 
     positions = np.concatenate([np.arange(1, n) for n in lengths]) if len(lengths) else np.zeros(0, np.int64)
     if len(sessions) == 0:
         raise InputError(f"{dataset.path}: the {split} split has no events")
-    if max_contexts is not None and max_contexts > len(sessions):
-        raise InputError(f"{{max_contexts}} {max_contexts} is more than the {len(sessions)} contexts this split has",
-                         "max_contexts")
-    order = np.random.default_rng(seed).permutation(len(sessions))[:max_contexts]
+    order = sample_order(len(sessions), max_contexts, seed)
     sessions, positions = sessions[order], positions[order]
     previous_items = held_out.items[held_out.offsets[sessions] + positions - 1].astype(np.int64)
     previous, inverse, weights = np.unique(previous_items, return_inverse=True, return_counts=True)

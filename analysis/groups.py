@@ -41,6 +41,7 @@ class Group:
     eval_speeds: list[float] = dataclasses.field(default_factory=list)  # per seed: evaluation events/s
     kls: list[float] = dataclasses.field(default_factory=list)  # per seed: KL(truth ‖ model), synthetic only
     tuning: dict | None = None  # where the (shared) settings come from: a tuner's budget, or None
+    _values: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)  # (metric, k) → per-event
 
     @property
     def train_events_per_second(self) -> float | None:
@@ -65,20 +66,30 @@ class Group:
         return [float(event_values(r, metric, k).mean()) for r in self.ranks]
 
     def event_values(self, metric: str, k: int) -> np.ndarray:
-        """Per-event values averaged over seeds, (n_events,)."""
-        return np.mean([event_values(r, metric, k) for r in self.ranks], axis=0)
+        """Per-event values averaged over seeds, (n_events,); computed once per metric and K (breakdowns
+        read them for every bin and cell)."""
+        if (metric, k) not in self._values:
+            self._values[(metric, k)] = np.mean([event_values(r, metric, k) for r in self.ranks], axis=0)
+        return self._values[(metric, k)]
 
 
 class TruthKL:
     """An evaluation observer on the synthetic world: Σ KL(truth ‖ model) over contexts, and the oracle's ranks."""
 
-    def __init__(self, world: SyntheticWorld, catalogue: np.ndarray, *, oracle: bool = False):
+    def __init__(self, world: SyntheticWorld, catalogue: np.ndarray, *, oracle: bool = False, cache: dict | None = None):
         self.world, self.catalogue = world, catalogue
         self.total, self.count = 0.0, 0
         self.oracle_ranks: list[np.ndarray] | None = [] if oracle else None
+        self.cache = {} if cache is None else cache  # previous items' bytes → true log-probs: shared by all models
+
+    def truth(self, previous_items: np.ndarray) -> torch.Tensor:
+        key = np.ascontiguousarray(previous_items).tobytes()
+        if key not in self.cache:
+            self.cache[key] = torch.from_numpy(self.world.log_probs(self.catalogue[previous_items], items=self.catalogue))
+        return self.cache[key]
 
     def __call__(self, block: ContextBlock, log_p: torch.Tensor) -> None:
-        truth = torch.from_numpy(self.world.log_probs(self.catalogue[block.previous_items], items=self.catalogue))
+        truth = self.truth(block.previous_items)
         self.total += float((truth.exp() * (truth - log_p.double().cpu())).sum())
         self.count += len(block.targets)
         if self.oracle_ranks is not None:
@@ -111,12 +122,13 @@ def evaluate_groups(paths: list[Path], checkpoints: list[dict], dataset, split, 
     catalogue = dataset.item_ids.astype(np.int64)
     groups: dict[str, Group] = {}
     events = oracle = baseline_model = None
+    truths: dict = {}  # every model sees the same blocks: the truth of each is computed once
     for path, checkpoint in zip(paths, checkpoints):
         model = model_from_checkpoint(checkpoint, device)
         if baseline_model is None:
             baseline_model = model
         health = HeadHealth(dataset.support, ks)
-        truth = None if world is None else TruthKL(world, catalogue, oracle=oracle is None)
+        truth = None if world is None else TruthKL(world, catalogue, oracle=oracle is None, cache=truths)
         result = evaluate_ranks(model, split, batch_size=batch_size, device=device, health=health,
                                 observers=() if truth is None else (truth,))
         order = np.lexsort((result.positions, result.sessions))

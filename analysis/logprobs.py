@@ -60,13 +60,18 @@ def collect_contexts(model: GRU4Rec, split: SessionSplit, *, batch_size: int = 5
     return Contexts(*(c[order] for c in columns))
 
 
-def sample_contexts(contexts: Contexts, max_contexts: int | None, seed: int) -> Contexts:
-    """A seeded random sample (in random order) of at most `max_contexts` contexts."""
-    if max_contexts is not None and max_contexts > len(contexts):
-        raise InputError(f"{{max_contexts}} {max_contexts} is more than the {len(contexts)} contexts this split has",
+def sample_order(n_contexts: int, max_contexts: int | None, seed: int) -> np.ndarray:
+    """Indices of a seeded random sample (in random order) of at most `max_contexts` of `n_contexts`
+    contexts sorted by session and position: the one sample every analysis draws."""
+    if max_contexts is not None and max_contexts > n_contexts:
+        raise InputError(f"{{max_contexts}} {max_contexts} is more than the {n_contexts} contexts this split has",
                          "max_contexts")
-    order = np.random.default_rng(seed).permutation(len(contexts))
-    return contexts.take(order[:max_contexts] if max_contexts is not None else order)
+    return np.random.default_rng(seed).permutation(n_contexts)[:max_contexts]
+
+
+def sample_contexts(contexts: Contexts, max_contexts: int | None, seed: int) -> Contexts:
+    """A seeded random sample (in random order) of at most `max_contexts` contexts (see sample_order)."""
+    return contexts.take(sample_order(len(contexts), max_contexts, seed))
 
 
 def available_memory_bytes() -> int:

@@ -38,7 +38,7 @@ from softmax_bottleneck.heads import SoftmaxHead
 from softmax_bottleneck.model import unique_labels
 from softmax_bottleneck.provenance import library_version
 
-from .argmax import RELATIVE_TOL, box_states, certify_top1, logit_scale
+from .argmax import box_states, certify_top1, tie_tolerance
 from .logprobs import LogProbMatrix, collect_contexts, sample_contexts
 from .outputs import run_analysis, write_files
 
@@ -88,7 +88,7 @@ def top1_verdicts(head, contexts, *, n_random: int, seed: int, device="cpu", pro
     status = np.where(certified, "unreachable", "undecided").astype(object)
     method = np.where(certified, reach.method, "").astype(object)
     margin = np.where(certified, reach.margin, np.nan)
-    tol = RELATIVE_TOL * max(logit_scale(weight, np.zeros(len(weight)) if bias is None else bias), 1.0)
+    tol = tie_tolerance(weight, bias)
     for how, states in (("context", contexts.hidden), ("random", box_states(n_random, head.hidden_dim, seed))):
         if len(states) == 0:
             continue
