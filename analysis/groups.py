@@ -1,6 +1,6 @@
 """Evaluate checkpoints on the same held-out events, and group the seeds of one configuration.
 
-One pass per checkpoint (softmax_bottleneck.evaluate.evaluate_ranks over
+One pass per checkpoint (softmax_bottleneck.evaluation.evaluate_ranks over
 softmax_bottleneck.replay): ranks, head health and, on the synthetic world, the KL to the truth
 and the oracle's ranks all come from the same blocks. Checkpoints whose model and training
 settings differ only in the seed form a :class:`Group`; every per-group number is the mean over
@@ -19,7 +19,7 @@ import torch
 
 from softmax_bottleneck.checkpoint import model_from_checkpoint
 from softmax_bottleneck.errors import InputError
-from softmax_bottleneck.evaluate import HeadHealth, epoch_record, evaluate_ranks
+from softmax_bottleneck.evaluation import HeadHealth, epoch_record, evaluate_ranks
 from softmax_bottleneck.metrics import event_values, target_ranks
 from softmax_bottleneck.model import GRU4Rec, unique_labels
 from softmax_bottleneck.replay import ContextBlock

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from softmax_bottleneck.atomic import atomic_path
-from softmax_bottleneck.cli import check_output_dir, run_main, set_threads
+from softmax_bottleneck.cli import check_output_dir, check_threads, run_main, set_threads
 from softmax_bottleneck.errors import InputError
 
 
@@ -22,18 +22,23 @@ def write_files(out: Path, writers: dict[str, Callable[[Path], object]]) -> None
             write(tmp)
 
 
-def run_analysis(args, compute: Callable[[], object], *, summary: Callable[[object], dict],
-                 write: Callable[[Path, object], None], show: Callable[[object], None], files: str) -> int:
+def run_analysis(args, check: Callable[[], object], compute: Callable[[object], object], *,
+                 summary: Callable[[object], dict], write: Callable[[Path, object], None],
+                 show: Callable[[object], None], files: str) -> int:
     """The body every analysis CLI shares (args: its parsed --threads, --out, --json).
 
-    Threads set; --out checked before any work; ``compute()`` (which checks its own flags first);
-    then ``write(out, result)`` and either ``summary(result)`` as one JSON line or ``show(result)``
-    and a line naming the `files` written. Bad input anywhere: one line on stderr, exit 2."""
+    First what needs no torch: --threads, --out (before any work, not after it) and ``check()``, the
+    command's own flags; so bad input is answered at once. Then threads set, ``compute(check())``
+    (which imports the heavy modules), ``write(out, result)`` and either ``summary(result)`` as one
+    JSON line or ``show(result)`` and a line naming the `files` written. Bad input anywhere: one
+    line on stderr, exit 2."""
     def body() -> None:
-        set_threads(args.threads)
+        check_threads(args.threads)
         if args.out:
-            check_output_dir(args.out, "--out")  # before the work, not after it
-        result = compute()
+            check_output_dir(args.out, "--out")
+        checked = check()
+        set_threads(args.threads)
+        result = compute(checked)
         if args.out:
             write(args.out, result)
         if args.json:

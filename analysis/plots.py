@@ -219,7 +219,7 @@ def reach_figure(table, *, k: int, n_contexts: int):
 
 # ------------------------------------------------------------------------------ study-level plots
 # Inputs are rows of rank.json's "models" (head, hidden_dim, n_experts, rank, rank_cap, sweep,
-# rank_vs_n, label) and tidy tables of analysis.compare / analysis.reach.
+# rank_vs_n, label) and tidy tables of analysis.comparison / analysis.reachability.
 
 def _head_style(head: str) -> dict:
     return {"softmax": {"color": "C0", "marker": "o"}, "mos": {"color": "C1", "marker": "s"}}.get(

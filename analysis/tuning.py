@@ -18,17 +18,18 @@ import json
 import sys
 from pathlib import Path
 
-import matplotlib.ticker
-import pandas as pd
-
 from softmax_bottleneck.cli import ArgumentParser, run_main
 from softmax_bottleneck.errors import InputError
 
-from . import plots
 from .outputs import write_files
 
+# pandas and matplotlib load inside the functions that use them: the command answers its flags at once
 
-def read(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+
+def read(folder: Path) -> tuple:
+    """(trials, importance, best) of a tuner's --out folder: two DataFrames and best.json."""
+    import pandas as pd
+
     folder = Path(folder)
     missing = [n for n in ("trials.csv", "importance.csv", "best.json") if not (folder / n).is_file()]
     if missing:
@@ -40,6 +41,8 @@ def read(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
 
 def write_plots(folder: Path) -> list[str]:
     """history.png and, when there are importances, importance.png; returns the names written."""
+    from . import plots
+
     trials, importance, best = read(folder)
     writers = {"history.png": lambda f: plots.save(plot_tuning_history(trials, metric=f"valid {best['metric']}").figure, f)}
     if len(importance):
@@ -50,6 +53,10 @@ def write_plots(folder: Path) -> list[str]:
 
 def plot_tuning_history(trials, ax=None, *, metric: str = "valid metric"):
     """One point per trial (complete: dot, pruned: cross, at its best epoch's value) and the running best."""
+    import matplotlib.ticker
+
+    from . import plots
+
     ax = plots.axes_or_new(ax)
     done = trials[trials["state"].isin(["COMPLETE", "PRUNED"]) & trials["value"].notna()].sort_values("number")
     for state, marker in (("COMPLETE", "o"), ("PRUNED", "x")):
@@ -66,6 +73,8 @@ def plot_tuning_history(trials, ax=None, *, metric: str = "valid metric"):
 
 def plot_importance(importance, ax=None):
     """Horizontal bars of Optuna's parameter importances, the most important on top."""
+    from . import plots
+
     ax = plots.axes_or_new(ax)
     ordered = importance.sort_values("importance")
     ax.barh(ordered["parameter"], ordered["importance"], color="C0")

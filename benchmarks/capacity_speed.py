@@ -23,10 +23,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.capacity import fit_head, mean_kl, truth_contexts  # noqa: E402
+from analysis.capacity_fit import fit_head, mean_kl, truth_contexts  # noqa: E402
 from softmax_bottleneck.data import load_prepared, save_prepared  # noqa: E402
 from softmax_bottleneck.heads import build_head  # noqa: E402
-from softmax_bottleneck.model import ModelConfig  # noqa: E402
+from softmax_bottleneck.config import ModelConfig  # noqa: E402
 from softmax_bottleneck.synthetic import SyntheticConfig, prepare_synthetic  # noqa: E402
 
 

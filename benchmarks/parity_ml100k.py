@@ -24,10 +24,11 @@ import numpy as np
 import torch
 
 from softmax_bottleneck.data import PrepareConfig, load_interactions, prepare, save_prepared
-from softmax_bottleneck.evaluate import evaluate_ranks
+from softmax_bottleneck.evaluation import evaluate_ranks
 from softmax_bottleneck.metrics import metric_table, target_ranks
-from softmax_bottleneck.model import ModelConfig
-from softmax_bottleneck.train import TrainConfig, train
+from softmax_bottleneck.config import ModelConfig
+from softmax_bottleneck.config import TrainConfig
+from softmax_bottleneck.training import train
 
 ML100K = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k" / "ml-100k.inter"
 OFFICIAL = {"recall@20": 0.2046, "mrr@20": 0.0480, "events_per_second": 6800}

@@ -26,7 +26,7 @@ import json, resource, sys, time
 import numpy as np, torch
 sys.path.insert(0, {repo!r})
 from analysis.logprobs import LogProbMatrix
-from analysis.rank import rank_report
+from analysis.rank_report import rank_report
 from softmax_bottleneck.heads import build_head
 
 def make(kind, n_contexts, n_items, dim=64, experts=4):

@@ -28,8 +28,10 @@ ML100K = REPO.parent / "shared" / "data" / "ml-100k" / "ml-100k.inter"
 CHILD = r"""
 import json, sys, time, torch
 from softmax_bottleneck.data import load_prepared, session_parallel_batches
-from softmax_bottleneck.model import GRU4Rec, ModelConfig, carry_state
-from softmax_bottleneck.train import NegativeSampler, TrainConfig, _make_optimizer
+from softmax_bottleneck.config import ModelConfig
+from softmax_bottleneck.model import GRU4Rec, carry_state
+from softmax_bottleneck.config import TrainConfig
+from softmax_bottleneck.training import NegativeSampler, _make_optimizer
 threads, steps, data = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 torch.set_num_threads(threads)
 dataset = load_prepared(data)

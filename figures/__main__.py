@@ -20,6 +20,7 @@ with the profile's budget, and cached in RESULTS/tuned/.
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 import time
@@ -27,10 +28,11 @@ from pathlib import Path
 
 from softmax_bottleneck.cli import ArgumentParser, InputError, add_device_argument, resolve_device, run_main
 
-from . import cost, gain_heatmap, metrics, rank_vs_contexts, rank_vs_size, rank_vs_threshold, reach, spectra
-from .study import PROFILES, run_study
+from .profiles import PROFILES
 
-FIGURES = [spectra, rank_vs_size, rank_vs_contexts, rank_vs_threshold, metrics, gain_heatmap, cost, reach]
+# one module figures/NAME.py per figure, with make(results_dir) -> Figure; loaded when drawn
+FIGURES = ("spectra", "rank_vs_size", "rank_vs_contexts", "rank_vs_threshold", "metrics", "gain_heatmap", "cost",
+           "reach")
 FORMATS = ("png", "pdf")
 
 
@@ -39,13 +41,13 @@ def draw(results_dir: Path, out: Path, names: list[str] | None = None) -> list[P
     from analysis import plots
     from analysis.outputs import write_files
 
-    chosen = [f for f in FIGURES if not names or f.NAME in names]
     written = []
-    for module in chosen:
+    for name in [f for f in FIGURES if not names or f in names]:
+        module = importlib.import_module(f"{__package__}.{name}")
         figure = module.make(results_dir)
-        write_files(out, {f"{module.NAME}.{fmt}": (lambda fmt: lambda path: plots.save(figure, path, fmt))(fmt)
+        write_files(out, {f"{name}.{fmt}": (lambda fmt: lambda path: plots.save(figure, path, fmt))(fmt)
                           for fmt in FORMATS})
-        written += [out / f"{module.NAME}.{fmt}" for fmt in FORMATS]
+        written += [out / f"{name}.{fmt}" for fmt in FORMATS]
     return written
 
 
@@ -57,7 +59,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--out", type=Path, help="figures folder (default: RESULTS/figures)")
     parser.add_argument("--profile", default="quick", choices=sorted(PROFILES), help="study size (default: quick)")
     parser.add_argument("--only", action="append", metavar="NAME",
-                        help="draw only this figure; repeatable. One of: " + ", ".join(f.NAME for f in FIGURES))
+                        help="draw only this figure; repeatable. One of: " + ", ".join(FIGURES))
     parser.add_argument("--retune", action="store_true",
                         help="ignore the committed tuned settings (figures/tuned/) and tune into RESULTS/tuned/")
     parser.add_argument("--json", action="store_true", help="print the files written (and the results folder) as JSON")
@@ -70,10 +72,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         began = time.perf_counter()
-        unknown = sorted(set(args.only or []) - {f.NAME for f in FIGURES})
+        unknown = sorted(set(args.only or []) - set(FIGURES))
         if unknown:
             raise InputError(f"--only {', '.join(unknown)}: no such figure; choose from "
-                             + ", ".join(f.NAME for f in FIGURES))
+                             + ", ".join(FIGURES))
         if args.data is not None and not args.data.is_dir():
             raise InputError(f"--data {args.data}: no such prepared dataset folder")
         results = args.results or Path("results") / (args.profile if args.data is None
@@ -85,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.only and not (results / "study.json").is_file():
             raise InputError(f"--only draws from a finished study, and {results.resolve()} holds none; run "
                              "python -m figures without --only first, or pass --results to the study's folder")
+        from .study import run_study  # torch: imported once the flags are checked
+
         run_study(args.profile, results, args.data, device=resolve_device(args.device),
                   committed_tuning=not args.retune)
         written = draw(results, out, args.only)

@@ -6,8 +6,6 @@ from analysis import plots
 
 from . import results
 
-NAME = "cost"
-
 
 def sweep_order(models: list[dict], experts: int) -> list[dict]:
     """Softmax by d; then the MoS size sweep (its K) by d; then the rest of the expert sweep by K."""

@@ -6,8 +6,6 @@ from analysis import plots
 
 from . import results
 
-NAME = "gain_heatmap"
-
 
 def make(results_dir):
     study = results.study(results_dir)

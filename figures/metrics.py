@@ -6,8 +6,6 @@ from analysis import plots
 
 from . import results
 
-NAME = "metrics"
-
 
 def make(results_dir):
     table = results.metrics(results_dir)

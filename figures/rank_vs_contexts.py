@@ -6,8 +6,6 @@ from analysis import plots
 
 from . import results
 
-NAME = "rank_vs_contexts"
-
 
 def size_sweep_panel(results_dir, plot):
     """One 7.5 × 4.6 in panel of `plot` (an analysis.plots function) over the size sweep's rank reports."""

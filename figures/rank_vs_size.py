@@ -6,8 +6,6 @@ from analysis import plots
 
 from . import results
 
-NAME = "rank_vs_size"
-
 
 def make(results_dir):
     report = results.rank(results_dir)

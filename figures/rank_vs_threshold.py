@@ -6,8 +6,6 @@ from analysis import plots
 
 from .rank_vs_contexts import size_sweep_panel
 
-NAME = "rank_vs_threshold"
-
 
 def make(results_dir):
     return size_sweep_panel(results_dir, plots.plot_rank_vs_threshold)

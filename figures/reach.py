@@ -6,8 +6,6 @@ from analysis import plots
 
 from . import results
 
-NAME = "reach"
-
 
 def make(results_dir):
     summary = results.reach(results_dir)

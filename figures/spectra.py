@@ -7,8 +7,6 @@ from analysis import plots
 
 from . import results
 
-NAME = "spectra"
-
 
 def make(results_dir):
     report = results.rank(results_dir)

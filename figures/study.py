@@ -39,51 +39,22 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from softmax_bottleneck.provenance import library_version, source_hash
 from softmax_bottleneck import tune as tuner
 from softmax_bottleneck.atomic import write_text
 from softmax_bottleneck.checkpoint import load_checkpoint
 from softmax_bottleneck.cli import set_threads
-from softmax_bottleneck.errors import InputError
+from softmax_bottleneck.config import ModelConfig, TrainConfig
 from softmax_bottleneck.data import PreparedDataset, load_prepared, save_prepared
-from softmax_bottleneck.model import ModelConfig, model_label
+from softmax_bottleneck.errors import InputError
+from softmax_bottleneck.model import model_label
+from softmax_bottleneck.provenance import library_version, source_hash
 from softmax_bottleneck.synthetic import SyntheticConfig, prepare_synthetic
-from softmax_bottleneck.train import TrainConfig, train, tuning_record
+from softmax_bottleneck.training import train, tuning_record
 
+from .profiles import PROFILES, Profile
 
 TUNED = Path(__file__).with_name("tuned")  # committed tuning results, one folder per profile
 SMALL_CATALOGUE_SPACE = TUNED / "space-full-softmax.json"  # catalogues no larger than the negative sample
-
-
-@dataclasses.dataclass(frozen=True)
-class Profile:
-    """One study: the models, their tuning budget and the analysis settings."""
-
-    world: SyntheticConfig  # used when no --data is given
-    epochs: int  # the most epochs of a tuning trial and of every model (each keeps its best valid epoch)
-    seeds: tuple[int, ...]  # every (head, d) of the size sweep is trained with each seed
-    dims: tuple[int, ...]  # hidden sizes d of the size sweep (softmax and MoS with `experts` experts)
-    experts: int  # K of the MoS size sweep
-    expert_dim: int  # d of the expert sweep
-    expert_counts: tuple[int, ...]  # K of the expert sweep (seed of the first seed only)
-    max_contexts: int  # held-out contexts of the rank report
-    n_bootstrap: int  # session-bootstrap replicates of the comparison
-    n_random: int  # random box states of the reachability audit
-    tune_trials: int = 8  # Optuna trials per head × d × K
-    patience: int = 2  # epochs without a better valid MRR@20 that end a trial (and a model's training)
-    split: str = "test"
-
-
-PROFILES = {
-    # a few minutes on 2 CPU cores: a 300-item world, 3 epochs, two seeds
-    "quick": Profile(world=SyntheticConfig(n_items=300, n_sessions=4000, seed=0), epochs=3, seeds=(0, 1),
-                     dims=(2, 4, 8, 16, 32), experts=4, expert_dim=8, expert_counts=(1, 2, 4, 8),
-                     max_contexts=1024, n_bootstrap=500, n_random=1024, tune_trials=8, patience=2),
-    # the paper's: the default 500-item world, 10 epochs (GRU4Rec's), three seeds, 20 trials per head and size
-    "full": Profile(world=SyntheticConfig(), epochs=10, seeds=(0, 1, 2), dims=(2, 4, 8, 16, 32, 64), experts=4,
-                    expert_dim=16, expert_counts=(1, 2, 4, 8), max_contexts=4096, n_bootstrap=2000, n_random=4096,
-                    tune_trials=20, patience=3),
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,9 +215,9 @@ def _analysis(name: str, folder: Path, key: str, files: tuple[str, ...], run: Ca
 def run_analyses(profile: Profile, results: Path, runs: list[Run], paths: list[Path], dataset: PreparedDataset,
                  device, log: Callable[[str], None]) -> tuple[dict, dict]:
     """The rank report and the audit of the first seed's models, the comparison of all: ({name: key}, seconds)."""
-    from analysis import compare as compare_tool
-    from analysis import rank as rank_tool
-    from analysis import reach as reach_tool
+    from analysis import comparison as compare_tool
+    from analysis import rank_report as rank_tool
+    from analysis import reachability as reach_tool
 
     first_seed = [p for r, p in zip(runs, paths) if r.seed == profile.seeds[0]]
     # the baseline of every difference and of the gain heatmap: the softmax of the expert sweep's size

@@ -26,7 +26,8 @@ from .provenance import library_version
 from .atomic import atomic_open
 from .errors import InputError
 from .data import PreparedDataset, load_prepared
-from .model import GRU4Rec, ModelConfig
+from .config import ModelConfig
+from .model import GRU4Rec
 
 FORMAT_NAME = "softmax-bottleneck/checkpoint"
 FORMAT_VERSION = 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import sys
 import types
 import typing
@@ -97,7 +98,22 @@ def config_from_args(config_cls, args: argparse.Namespace, **overrides):
     try:
         return config_cls(**values)
     except ValueError as err:
-        raise InputError(str(err)) from None
+        raise InputError(fields_as_flags(str(err), [f.name for f in dataclasses.fields(config_cls)])) from None
+
+
+def fields_as_flags(message: str, fields: Sequence[str]) -> str:
+    """A dataclass's validation message as a command-line user reads it: its field names as flags.
+
+    A field is renamed where it opens the message or, for names with an underscore (which prose
+    never has), anywhere: "lr must be > 0" → "--lr must be > 0", but the word "head" inside a
+    sentence stays a word."""
+    if not fields:
+        return message
+    names = "|".join(sorted(map(re.escape, fields), key=len, reverse=True))
+    opening = re.compile(rf"^({names})\b")
+    anywhere = re.compile(rf"(?<![-\w])({'|'.join(re.escape(f) for f in fields if '_' in f) or '(?!)'})\b")
+    message = opening.sub(lambda m: flag(m.group(1)), message)
+    return anywhere.sub(lambda m: flag(m.group(1)), message)
 
 
 def resolve_device(name: str):
@@ -138,15 +154,20 @@ def add_threads_argument(parser: argparse.ArgumentParser, default: int | None = 
                         help=f"torch intra-op threads (default: {shown})")
 
 
-def set_threads(threads: int | None) -> int:
-    """Set torch's intra-op thread count (None: one per core); returns it."""
-    import torch
-
-    cores = os.cpu_count() or 1
+def check_threads(threads: int | None) -> int:
+    """The thread count --threads asks for (None: one per core); bad input before anything is imported."""
     if threads is None:
-        threads = cores
+        return os.cpu_count() or 1
     if threads < 1:
         raise InputError(f"--threads must be >= 1, got {threads}")
+    return threads
+
+
+def set_threads(threads: int | None) -> int:
+    """Set torch's intra-op thread count (None: one per core); returns it."""
+    threads = check_threads(threads)
+    import torch
+
     torch.set_num_threads(threads)
     return threads
 

@@ -33,3 +33,7 @@ class InputError(ValueError):
 def flag(parameter: str) -> str:
     """The command-line flag of a parameter: ``max_contexts`` → ``--max-contexts``."""
     return "--" + parameter.replace("_", "-")
+
+
+class TrainingDiverged(InputError):
+    """The loss became non-finite: the settings (usually the learning rate) do not train."""

@@ -10,170 +10,20 @@ Each session starts from a zero hidden state (GRU4Rec's session-parallel evaluat
 an item is its exact log-probability under the model's head. ``--ties conservative`` (default,
 the headline) counts items tied with the target as ranked above it; ``standard`` lets ties favour
 the target. The checkpoint records its prepared data, so ``--data`` is needed only to override.
+
+The work itself is :func:`softmax_bottleneck.evaluation.evaluate_ranks`; this module is its command,
+which checks every flag before it imports torch.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
-import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import torch
-from tqdm.auto import tqdm
-
-from .checkpoint import dataset_for_checkpoint, load_checkpoint, model_from_checkpoint
-from .atomic import atomic_path
-from .cli import (ArgumentParser, add_cutoffs_argument, add_heldout_arguments, check_cutoffs,
-                  check_output_file, resolve_device, run_main, set_threads)
-from .data import SessionSplit
-from .errors import InputError
-from .metrics import TIES, metric_table, target_ranks
-from .model import GRU4Rec
-from .replay import ContextBlock, replay_split
-
-
-@dataclasses.dataclass
-class EventRanks:
-    """One entry per evaluated event: which session, which position, which target, its rank."""
-
-    sessions: np.ndarray  # (n_events,) int64 session index within the split
-    positions: np.ndarray  # (n_events,) int64 position of the target in its session (1-based next item)
-    targets: np.ndarray  # (n_events,) int64 item index
-    ranks: np.ndarray  # (n_events,) int64 1-based rank among all items
-    target_log_probs: np.ndarray  # (n_events,) float64 log p(target | context)
-    seconds: float = 0.0
-
-    @property
-    def log_likelihood(self) -> float:
-        """Mean log-probability of the observed next items."""
-        return float(np.mean(self.target_log_probs))
-
-    def to_frame(self, item_ids: np.ndarray | None = None) -> pd.DataFrame:
-        frame = pd.DataFrame({"session": self.sessions, "position": self.positions, "target": self.targets,
-                              "rank": self.ranks, "log_prob": self.target_log_probs})
-        if item_ids is not None:
-            frame.insert(3, "target_id", np.asarray(item_ids)[self.targets])
-        return frame.sort_values(["session", "position"], kind="stable", ignore_index=True)
-
-
-SATURATED = 0.99  # |tanh| above this: an expert-state coordinate whose gradient has (almost) vanished
-
-
-class HeadHealth:
-    """What the top-k lists and a mixture's internals look like: a collapsed MoS shows here.
-
-    - ``coverage@K``: share of the catalogue in at least one event's top K;
-    - ``support_recommended@K`` against ``support_target``: mean training support of the recommended
-      items and of the targets (a popularity-bias indicator);
-    - for mixtures: ``saturated_share`` (expert-state coordinates with |h_k| > 0.99), ``prior_entropy``
-      (mean entropy of π, nats; its maximum is log K) and ``expert_top_share`` (share of contexts in which
-      each expert has the largest prior weight).
-
-    Top-K lists come from ``torch.topk``: among items tied at the K-th score, which ones are listed is
-    unspecified, so coverage counts one of the tied orders.
-    """
-
-    def __init__(self, support, ks=(20,)):
-        self.support = torch.as_tensor(np.asarray(support), dtype=torch.float64)
-        self.ks = tuple(sorted(set(ks)))
-        self.seen = {k: torch.zeros(len(self.support), dtype=torch.bool) for k in self.ks}
-        self.recommended_support = dict.fromkeys(self.ks, 0.0)
-        self.target_support, self.n_events = 0.0, 0
-        self.saturated, self.coordinates, self.entropy, self.top = 0, 0, 0.0, None
-
-    def add(self, log_p: torch.Tensor, targets: torch.Tensor, mixture) -> None:
-        """log_p (batch, n_items), targets (batch,), mixture: the head's ``mixture_states`` or None."""
-        top = log_p.topk(min(max(self.ks), log_p.shape[1]), dim=1).indices.cpu()  # (batch, K)
-        for k in self.ks:
-            self.seen[k][top[:, :k].reshape(-1)] = True
-            self.recommended_support[k] += float(self.support[top[:, :k]].sum())
-        self.target_support += float(self.support[targets.cpu()].sum())
-        self.n_events += len(targets)
-        if mixture is not None:
-            log_prior, states = mixture
-            self.saturated += int((states.abs() > SATURATED).sum())
-            self.coordinates += states.numel()
-            self.entropy += float(-(log_prior.exp() * log_prior).sum())
-            counts = torch.bincount(log_prior.argmax(dim=1).cpu(), minlength=log_prior.shape[1])
-            self.top = counts if self.top is None else self.top + counts
-
-    def result(self) -> dict:
-        out = {}
-        for k in self.ks:
-            out[f"coverage@{k}"] = float(self.seen[k].double().mean())
-            out[f"support_recommended@{k}"] = self.recommended_support[k] / (self.n_events * k)
-        out["support_target"] = self.target_support / max(self.n_events, 1)
-        if self.top is not None:
-            out["saturated_share"] = self.saturated / self.coordinates
-            out["prior_entropy"] = self.entropy / self.n_events
-            out["prior_entropy_max"] = float(np.log(len(self.top)))
-            out["expert_top_share"] = (self.top.double() / self.n_events).tolist()
-        return out
-
-
-@torch.no_grad()
-def evaluate_ranks(model: GRU4Rec, split: SessionSplit, *, ties: str = "conservative", batch_size: int = 512,
-                   device: torch.device | str = "cpu", progress: bool = False, health: HeadHealth | None = None,
-                   observers: Sequence[Callable[[ContextBlock, torch.Tensor], None]] = ()) -> EventRanks:
-    """Rank every next-item event of `split` under `model` (in eval mode: no dropout).
-
-    With `health`, each block's top-k lists and mixture states are added to it; each of
-    `observers` is called with every block and its log-probabilities (batch, n_items), so other
-    measures ride on the same pass (see analysis.groups)."""
-    if split.n_transitions == 0:
-        raise InputError("the split has no next-item events to evaluate")
-    parts = []
-    start = time.perf_counter()
-    bar = tqdm(total=split.n_transitions, unit="ev", disable=not progress, desc="evaluate", leave=False)
-    for block in replay_split(model, split, batch_size=batch_size, device=device):
-        targets = torch.from_numpy(block.targets).to(device)
-        log_p = model.log_probs(block.output)  # (batch, n_items)
-        if not torch.isfinite(log_p).all():
-            raise InputError(f"the {model.config.head} head produced non-finite log-probabilities")
-        ranks = target_ranks(log_p, targets, ties).cpu().numpy()
-        if health is not None:
-            health.add(log_p, targets, model.head.mixture_states(block.output))
-        for observe in observers:
-            observe(block, log_p)
-        target_log_p = log_p.gather(1, targets[:, None])[:, 0].double().cpu().numpy()
-        parts.append((block.sessions, block.positions, block.targets, ranks, target_log_p))
-        bar.update(len(ranks))
-    bar.close()
-    columns = [np.concatenate(c) for c in zip(*parts)]
-    return EventRanks(*columns, seconds=time.perf_counter() - start)
-
-
-def epoch_record(checkpoint: dict) -> dict:
-    """Which epoch's weights a checkpoint holds, and by which rule they were chosen."""
-    selection = checkpoint.get("selection") or {}
-    return {"epoch": checkpoint.get("best_epoch", checkpoint.get("epoch")), "epochs_trained": checkpoint.get("epoch"),
-            "select_metric": selection.get("metric"), "patience": selection.get("patience"),
-            "threads": checkpoint.get("threads")}
-
-
-def describe_epoch(record: dict) -> str:
-    if record.get("select_metric") is None:
-        return f"weights of epoch {record['epoch']} (the last; no validation selection recorded)"
-    return (f"weights of epoch {record['epoch']} of {record['epochs_trained']}, the best valid "
-            f"{record['select_metric']} (patience {record['patience']})")
-
-
-def describe_health(record: dict, ks) -> str:
-    """One or two lines: coverage and popularity of the top-k lists; a mixture's saturation and prior."""
-    k = max(ks)
-    line = (f"top-{k}: {record[f'coverage@{k}']:.1%} of the catalogue recommended; mean training support "
-            f"{record[f'support_recommended@{k}']:,.0f} recommended vs {record['support_target']:,.0f} targets")
-    if "saturated_share" in record:
-        shares = ", ".join(f"{s:.0%}" for s in record["expert_top_share"])
-        line += (f"\nmixture: {record['saturated_share']:.1%} of expert-state coordinates saturated (|h| > "
-                 f"{SATURATED}); prior entropy {record['prior_entropy']:.3f} of {record['prior_entropy_max']:.3f}; "
-                 f"top expert share {shares}")
-    return line
+from .cli import (ArgumentParser, InputError, add_cutoffs_argument, add_heldout_arguments, check_cutoffs,
+                  check_output_file, check_threads, resolve_device, run_main, set_threads)
+from .config import TIES
 
 
 def build_parser() -> ArgumentParser:
@@ -194,10 +44,16 @@ def main(argv: list[str] | None = None) -> int:
         ks = check_cutoffs(args.k)
         if args.batch_size < 1:
             raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
-        set_threads(args.threads)
-        device = resolve_device(args.device)
+        check_threads(args.threads)
         if args.per_event:
             check_output_file(args.per_event, "--per-event")
+        from .atomic import atomic_path
+        from .checkpoint import dataset_for_checkpoint, load_checkpoint, model_from_checkpoint
+        from .evaluation import HeadHealth, describe_epoch, describe_health, epoch_record, evaluate_ranks
+        from .metrics import metric_table  # torch: imported once the flags are checked
+
+        set_threads(args.threads)
+        device = resolve_device(args.device)
         checkpoint = load_checkpoint(args.checkpoint)
         dataset = dataset_for_checkpoint(checkpoint, args.data)
         check_cutoffs(ks, dataset.n_items)

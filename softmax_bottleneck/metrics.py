@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-TIES = ("conservative", "standard")
-METRICS = ("recall", "mrr", "ndcg")
+from .config import METRICS, TIES
+
 
 
 def target_ranks(scores: torch.Tensor, targets: torch.Tensor, ties: str = "conservative") -> torch.Tensor:

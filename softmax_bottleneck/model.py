@@ -19,61 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .heads import HEADS, Head, build_head, uniform_init_
-
-EMBEDDINGS = ("constrained", "separate")
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """The network; travels as ``dataclasses.asdict`` inside checkpoints."""
-
-    n_items: int = dataclasses.field(default=0, metadata={"help": "catalogue size (set from the data)"})
-    head: str = dataclasses.field(default="softmax", metadata={"help": "output head", "choices": HEADS})
-    n_experts: int | None = dataclasses.field(default=None, metadata={
-        "help": "MoS experts K (default 4 for mos; softmax is K=1)", "metavar": "K"})
-    hidden_dim: int = dataclasses.field(default=64, metadata={"help": "GRU layer size d", "metavar": "D"})
-    n_layers: int = dataclasses.field(default=1, metadata={"help": "stacked GRU layers", "metavar": "N"})
-    embedding: str = dataclasses.field(default="constrained", metadata={
-        "help": "constrained: input embedding = output item matrix; separate: its own table",
-        "choices": EMBEDDINGS})
-    embedding_dim: int | None = dataclasses.field(default=None, metadata={
-        "help": "size of a separate input embedding (default: hidden dim)", "metavar": "D"})
-    item_bias: bool = dataclasses.field(default=True, metadata={
-        "help": "per-item output bias (raises the softmax rank cap from d+1 to d+2)"})
-    dropout_embedding: float = dataclasses.field(default=0.0, metadata={
-        "help": "dropout on the input embedding (training only)", "metavar": "P"})
-    dropout_hidden: float = dataclasses.field(default=0.4, metadata={
-        "help": "dropout on each GRU layer's output (training only)", "metavar": "P"})
-
-    def __post_init__(self):
-        if self.head not in HEADS:
-            raise ValueError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}")
-        if self.n_experts is None:
-            object.__setattr__(self, "n_experts", 4 if self.head == "mos" else 1)
-        if self.n_experts < 1:
-            raise ValueError(f"n_experts must be >= 1, got {self.n_experts}")
-        if self.head == "softmax" and self.n_experts != 1:
-            raise ValueError(f"n_experts={self.n_experts} needs --head mos (a softmax head has one expert)")
-        if self.n_items < 0:
-            raise ValueError(f"n_items must be >= 0, got {self.n_items}")
-        for name in ("hidden_dim", "n_layers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.embedding not in EMBEDDINGS:
-            raise ValueError(f"embedding must be one of {', '.join(EMBEDDINGS)}, got {self.embedding!r}")
-        if self.embedding_dim is not None and (self.embedding_dim < 1 or self.embedding == "constrained"):
-            raise ValueError("embedding_dim must be >= 1 and needs --embedding separate")
-        for name in ("dropout_embedding", "dropout_hidden"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-
-    @property
-    def input_dim(self) -> int:
-        if self.embedding == "constrained":
-            return self.hidden_dim
-        return self.embedding_dim or self.hidden_dim
-
+from .config import ModelConfig
+from .heads import Head, build_head, uniform_init_
 
 def model_label(config) -> str:
     """A short name for a model configuration (a ModelConfig or its dict): "softmax d=64", "mos d=64 K=4"."""

@@ -32,342 +32,21 @@ sequential GEMMs: on an idle 2-core machine two threads are 1.2× as fast, but b
 process they fall to 0.23×, while one thread holds its speed (benchmarks/threads.py). Results are
 bit-identical for the same seed and thread count; another thread count may change the order of
 float sums, and so the last digits.
+
+The training itself is :func:`softmax_bottleneck.training.train`; this module is its command, which
+checks every flag before it imports torch.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import re
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-import torch
-from tqdm.auto import tqdm
-
-from .checkpoint import load_checkpoint, save_checkpoint
 from .cli import (ArgumentParser, InputError, add_config_arguments, add_device_argument, add_threads_argument,
-                  check_output_file, config_from_args, read_json_file, resolve_device, run_main, set_threads)
-from .data import PreparedDataset, load_prepared, session_parallel_batches
-from .evaluate import evaluate_ranks
-from .metrics import metric_table
-from .model import GRU4Rec, ModelConfig, carry_state
-from .optim import AdagradMomentum
-
-OPTIMIZERS = ("adagrad", "adam")
-DIVERGED = 10  # an epoch's loss this many times a uniform guess's: the run has blown up
-SELECT_METRIC = re.compile(r"^(recall|mrr|ndcg)@([1-9][0-9]*)$")
-
-
-class TrainingDiverged(InputError):
-    """The loss became non-finite: the settings (usually the learning rate) do not train."""
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """How to train; travels as ``dataclasses.asdict`` inside checkpoints."""
-
-    epochs: int = dataclasses.field(default=10, metadata={"help": "total epochs", "metavar": "N"})
-    batch_size: int = dataclasses.field(default=32, metadata={"help": "session-parallel slots", "metavar": "B"})
-    optimizer: str = dataclasses.field(default="adagrad", metadata={
-        "help": "adagrad: GRU4Rec's Adagrad with momentum; adam", "choices": OPTIMIZERS})
-    lr: float = dataclasses.field(default=0.2, metadata={"help": "learning rate", "metavar": "X"})
-    momentum: float = dataclasses.field(default=0.2, metadata={"help": "Adagrad momentum", "metavar": "X"})
-    n_sample: int = dataclasses.field(default=2048, metadata={
-        "help": "shared negative samples per step (0: in-batch negatives only)", "metavar": "N"})
-    sample_alpha: float = dataclasses.field(default=0.5, metadata={
-        "help": "negatives drawn ∝ support^alpha", "metavar": "X"})
-    logq: float = dataclasses.field(default=1.0, metadata={"help": "weight of the logQ correction", "metavar": "X"})
-    full_softmax: bool = dataclasses.field(default=False, metadata={
-        "help": "train on the softmax over all items instead of sampled candidates"})
-    seed: int = dataclasses.field(default=0, metadata={"help": "seed of initialisation, dropout and sampling"})
-    eval_batch_size: int = dataclasses.field(default=512, metadata={
-        "help": "sessions in parallel for validation", "metavar": "B"})
-    select_metric: str = dataclasses.field(default="mrr@20", metadata={
-        "help": "validation metric that picks the epoch whose weights the checkpoint keeps", "metavar": "M@K"})
-    patience: int = dataclasses.field(default=0, metadata={
-        "help": "stop after N epochs without a better validation metric (0: never)", "metavar": "N"})
-
-    def __post_init__(self):
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.momentum < 0:
-            raise ValueError(f"momentum must be >= 0, got {self.momentum}")
-        if self.n_sample < 0 or self.sample_alpha < 0 or self.logq < 0:
-            raise ValueError("n_sample, sample_alpha and logq must be >= 0")
-        if not SELECT_METRIC.match(self.select_metric):
-            raise ValueError(f"select_metric must look like mrr@20 (recall, mrr or ndcg @ K >= 1), "
-                             f"got {self.select_metric!r}")
-        if self.patience < 0:
-            raise ValueError(f"patience must be >= 0, got {self.patience}")
-
-    @property
-    def select_cutoff(self) -> int:
-        return int(SELECT_METRIC.match(self.select_metric).group(2))
-
-
-class NegativeSampler:
-    """Shared negatives ∝ support^alpha, drawn in blocks from a seeded generator (GRU4Rec's sample cache)."""
-
-    def __init__(self, support: np.ndarray, alpha: float, n_sample: int, generator: torch.Generator,
-                 device: torch.device, block_steps: int = 256):
-        self.weights = torch.as_tensor(support, dtype=torch.float64) ** alpha
-        self.n_sample, self.generator, self.device, self.block_steps = n_sample, generator, device, block_steps
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget the drawn block, so an epoch's samples depend only on the generator's state."""
-        self._block, self._next = None, 0
-
-    def draw(self) -> torch.Tensor:
-        if self._block is None or self._next == len(self._block):
-            flat = torch.multinomial(self.weights, self.n_sample * self.block_steps, replacement=True,
-                                     generator=self.generator)
-            self._block, self._next = flat.view(self.block_steps, self.n_sample).to(self.device), 0
-        self._next += 1
-        return self._block[self._next - 1]
-
-
-def _make_optimizer(model: GRU4Rec, config: TrainConfig) -> torch.optim.Optimizer:
-    if config.optimizer == "adagrad":
-        model.set_sparse_gradients(not config.full_softmax)
-        return AdagradMomentum(model.parameters(), lr=config.lr, momentum=config.momentum)
-    model.set_sparse_gradients(False)
-    return torch.optim.Adam(model.parameters(), lr=config.lr)
-
-
-def _rng_state(sampler_generator: torch.Generator) -> dict:
-    state = {"torch": torch.get_rng_state(), "sampler": sampler_generator.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict, sampler_generator: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    sampler_generator.set_state(state["sampler"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def train_epoch(model: GRU4Rec, dataset: PreparedDataset, config: TrainConfig, optimizer: torch.optim.Optimizer,
-                sampler: NegativeSampler | None, log_support: torch.Tensor, device: torch.device,
-                desc: str = "train", progress: bool = True) -> dict:
-    """One pass over the training sessions; returns loss per event, events and events/s."""
-    model.train()
-    split = dataset.splits["train"]
-    hidden = model.init_hidden(min(config.batch_size, split.n_sessions), device)
-    if sampler is not None:
-        sampler.reset()
-    total_loss, n_events = 0.0, 0
-    start = time.perf_counter()
-    bar = tqdm(total=split.n_transitions, unit="ev", desc=desc, disable=not progress, leave=False,
-               mininterval=0.5)
-    for batch in session_parallel_batches(split, config.batch_size):
-        hidden = carry_state(hidden, batch.keep, batch.reset)
-        inputs = torch.from_numpy(batch.inputs).to(device)
-        targets = torch.from_numpy(batch.targets).to(device)
-        output, hidden = model.step(inputs, hidden)
-        n_rows = len(targets)
-        if config.full_softmax:
-            losses = model.head.loss(output, targets)
-        else:
-            if config.n_sample == 0 and n_rows < 2:
-                continue  # no negatives at all (GRU4Rec stops the epoch here)
-            candidates, log_q = targets, log_support[targets]
-            if sampler is not None:
-                negatives = sampler.draw()
-                candidates = torch.cat([targets, negatives])
-                log_q = torch.cat([log_q, config.sample_alpha * log_support[negatives]])
-            columns = torch.arange(n_rows, device=device)
-            losses = model.head.loss(output, columns, candidates, config.logq * log_q if config.logq else None)
-        loss = losses.sum() / config.batch_size  # GRU4Rec's scaling: by the configured batch size
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total_loss += float(losses.detach().sum())
-        n_events += n_rows
-        bar.update(n_rows)
-    bar.close()
-    seconds = time.perf_counter() - start
-    if not math.isfinite(total_loss):
-        raise TrainingDiverged(f"training diverged (non-finite loss) in {desc}; lower lr")
-    loss = total_loss / max(n_events, 1)
-    n_candidates = dataset.n_items if config.full_softmax else config.batch_size + config.n_sample
-    uniform = math.log(max(n_candidates, 2))  # the loss of a model that scores every candidate alike
-    if loss > DIVERGED * uniform:
-        raise TrainingDiverged(f"training diverged in {desc}: loss {loss:.3g} per event, more than {DIVERGED}× a "
-                               f"uniform guess's {uniform:.2f}; lower lr")
-    return {"loss": loss, "train_events": n_events, "train_seconds": seconds,
-            "events_per_second": n_events / seconds}
-
-
-def validate(model: GRU4Rec, dataset: PreparedDataset, config: TrainConfig, device: torch.device,
-             progress: bool = False) -> dict:
-    """Validation metrics of one epoch: ``valid_recall@20``, ``valid_mrr@20``, ``valid_ndcg@20`` and the selection metric."""
-    ranks = evaluate_ranks(model, dataset.splits["valid"], batch_size=config.eval_batch_size, device=device,
-                           progress=progress)
-    table = metric_table(ranks.ranks, sorted({20, config.select_cutoff}))
-    keep = {f"{name}@20" for name in ("recall", "mrr", "ndcg")} | {config.select_metric}
-    return {f"valid_{name}": value for name, value in table.items() if name in keep}
-
-
-def _copy_state(model: GRU4Rec) -> dict:
-    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
-
-
-@dataclasses.dataclass
-class _Selection:
-    """The best validation epoch so far and its weights."""
-
-    metric: str
-    patience: int
-    best_epoch: int = 0
-    best_value: float = -math.inf
-    state: dict | None = None
-
-    def update(self, epoch: int, value: float, model: GRU4Rec) -> None:
-        if value > self.best_value:  # ties keep the earlier epoch
-            self.best_epoch, self.best_value, self.state = epoch, value, _copy_state(model)
-
-    def stop(self, epoch: int) -> bool:
-        return self.patience > 0 and epoch - self.best_epoch >= self.patience
-
-    def record(self, epoch: int, config: TrainConfig) -> dict:
-        stopped = self.stop(epoch)
-        return {"metric": self.metric, "patience": self.patience, "best_epoch": self.best_epoch,
-                "best_value": self.best_value, "epochs_trained": epoch, "stopped_early": stopped,
-                "finished": stopped or epoch >= config.epochs}
-
-
-def train(dataset: PreparedDataset, model_config: ModelConfig, config: TrainConfig, out: Path, *,
-          device: torch.device | str = "cpu", resume: bool = False, progress: bool = True,
-          log: Callable[[str], None] = print, on_epoch: Callable[[dict], None] | None = None,
-          tuning: dict | None = None) -> dict:
-    """Train (or resume) and write a checkpoint to `out` after every epoch; returns the last checkpoint.
-
-    The checkpoint's ``state_dict`` is the best validation epoch's (``config.select_metric``);
-    ``on_epoch(stats)`` is called after each epoch's checkpoint is written (the tuner prunes there).
-    ``tuning``: where the settings come from (:func:`tuning_record` of a best.json), kept in the checkpoint
-    so that a comparison can say what budget each head got.
-    """
-    # 65 lines, on purpose: the epoch loop with its checkpoint, selection and stop rules in one place,
-    # in the order they apply after each epoch.
-    device = torch.device(device)
-    out = Path(out)
-    model_config = dataclasses.replace(model_config, n_items=dataset.n_items)
-    if config.select_cutoff > dataset.n_items:
-        raise InputError(f"select_metric {config.select_metric}: K is larger than the catalogue "
-                         f"({dataset.n_items} items)")
-    torch.manual_seed(config.seed)  # dropout draws from the global generator
-    model = GRU4Rec(model_config)
-    model.reset_parameters(torch.Generator().manual_seed(config.seed))
-    model.to(device)
-    optimizer = _make_optimizer(model, config)
-    sampler_generator = torch.Generator().manual_seed(config.seed + 1)
-    sampler = (NegativeSampler(dataset.support, config.sample_alpha, config.n_sample, sampler_generator, device)
-               if config.n_sample > 0 and not config.full_softmax else None)
-    log_support = torch.log(torch.as_tensor(dataset.support, dtype=torch.float32, device=device))
-    history: list[dict] = []
-    selection = _Selection(config.select_metric, config.patience)
-    start_epoch = 0
-    if resume:
-        start_epoch, history, selection, recorded = _resume(out, model, optimizer, sampler_generator, dataset,
-                                                            model_config, config)
-        tuning = tuning or recorded  # a resume without --config keeps the settings' provenance
-        log(f"resuming {out} after epoch {start_epoch}")
-    elif out.exists():
-        raise InputError(f"{out}: exists; pass {{resume}} to continue it or choose another {{out}}", "resume", "out")
-    checkpoint = None
-    for epoch in range(start_epoch + 1, config.epochs + 1):
-        stats = train_epoch(model, dataset, config, optimizer, sampler, log_support, device,
-                            desc=f"epoch {epoch}/{config.epochs}", progress=progress)
-        stats.update({"epoch": epoch, **validate(model, dataset, config, device, progress)})
-        history.append(stats)
-        selection.update(epoch, stats[f"valid_{config.select_metric}"], model)
-        last = _copy_state(model) if selection.best_epoch != epoch else selection.state
-        checkpoint = {
-            "model_config": dataclasses.asdict(model_config), "train_config": dataclasses.asdict(config),
-            "state_dict": selection.state, "last_state_dict": last, "optimizer": optimizer.state_dict(),
-            "rng": _rng_state(sampler_generator), "epoch": epoch, "best_epoch": selection.best_epoch,
-            "selection": selection.record(epoch, config), "metrics": history, "threads": torch.get_num_threads(),
-            "tuning": tuning,
-            "item_ids": dataset.item_ids.tolist(),
-            "data": {"path": str(Path(dataset.path).resolve()) if dataset.path else None,
-                     "fingerprint": dataset.fingerprint},
-        }
-        save_checkpoint(checkpoint, out)
-        log(f"epoch {epoch}: loss {stats['loss']:.4f}  {stats['events_per_second']:,.0f} events/s  "
-            f"valid recall@20 {stats['valid_recall@20']:.4f}  mrr@20 {stats['valid_mrr@20']:.4f}"
-            + ("  (best)" if selection.best_epoch == epoch else f"  (best: epoch {selection.best_epoch})"))
-        if on_epoch is not None:
-            on_epoch(stats)
-        if selection.stop(epoch):
-            log(f"stopping: no better valid {config.select_metric} for {config.patience} epochs; "
-                f"kept epoch {selection.best_epoch}")
-            break
-    return checkpoint if checkpoint is not None else load_checkpoint(out)
-
-
-def _differing(recorded: dict, wanted: dict, ignore: tuple[str, ...] = ()) -> list[str]:
-    keys = sorted((set(recorded) | set(wanted)) - set(ignore))
-    return [f"{k} {recorded.get(k)!r} → {wanted.get(k)!r}" for k in keys if recorded.get(k) != wanted.get(k)]
-
-
-def _resume(out: Path, model: GRU4Rec, optimizer, sampler_generator, dataset: PreparedDataset,
-            model_config: ModelConfig, config: TrainConfig) -> tuple[int, list[dict], _Selection, dict | None]:
-    if not out.exists():
-        raise InputError(f"{out}: nothing to resume (no checkpoint there); drop {{resume}} to start a new run", "resume")
-    checkpoint = load_checkpoint(out)
-    if checkpoint["data"]["fingerprint"] != dataset.fingerprint:
-        raise InputError(f"{out}: trained on prepared data {checkpoint['data']['fingerprint'][:19]}, "
-                         f"{{data}} has {dataset.fingerprint[:19]}; cannot resume on other data", "data")
-    differ = _differing(checkpoint["model_config"], dataclasses.asdict(model_config))
-    if differ:
-        raise InputError(f"{out}: model settings differ from the checkpoint's ({'; '.join(differ)}); "
-                         "resume with the same flags")
-    differ = _differing(checkpoint["train_config"], dataclasses.asdict(config), ignore=("epochs",))
-    if differ:
-        raise InputError(f"{out}: training settings differ from the checkpoint's ({'; '.join(differ)}); "
-                         "only epochs may change")
-    done = int(checkpoint["epoch"])
-    recorded = checkpoint.get("selection") or {}
-    if recorded.get("stopped_early"):
-        raise InputError(f"{out}: nothing to do: training stopped early at epoch {done} (patience "
-                         f"{recorded['patience']}; best epoch {recorded['best_epoch']})")
-    if config.epochs <= done:
-        raise InputError(f"{out}: nothing to do: it already holds {done} epochs and epochs is {config.epochs}")
-    model.load_state_dict(checkpoint.get("last_state_dict") or checkpoint["state_dict"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    _set_rng_state(checkpoint["rng"], sampler_generator)
-    history = list(checkpoint["metrics"])
-    selection = _Selection(config.select_metric, config.patience)
-    for stats in history:  # the best epoch is the first maximum of the recorded curve
-        if stats[f"valid_{config.select_metric}"] > selection.best_value:
-            selection.best_epoch, selection.best_value = stats["epoch"], stats[f"valid_{config.select_metric}"]
-    selection.state = checkpoint["state_dict"] if selection.best_epoch == checkpoint.get("best_epoch", done) \
-        else None
-    if selection.state is None:
-        raise InputError(f"{out}: damaged checkpoint: its best epoch does not match its validation curve")
-    return done, history, selection, checkpoint.get("tuning")
-
-
-def tuning_record(best: dict, path: str | None = None) -> dict | None:
-    """The provenance of settings taken from a tuner's best.json: study, budget, best value; None otherwise."""
-    if "budget" not in best:
-        return None
-    return {"file": None if path is None else str(path), "study_name": best.get("study_name"),
-            "metric": best.get("metric"), "value": best.get("value"), "trial": best.get("trial"),
-            "budget": best["budget"]}
+                  check_output_file, check_threads, config_from_args, read_json_file, resolve_device, run_main, set_threads)
+from .config import ModelConfig, TrainConfig
 
 
 def load_config_file(path: Path) -> dict:
@@ -422,14 +101,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def body() -> None:
-        set_threads(args.threads)
-        device = resolve_device(args.device)
+        from .data import load_prepared
+
+        check_threads(args.threads)
         model_config = config_from_args(ModelConfig, args)
         config = config_from_args(TrainConfig, args)
         check_output_file(args.out, "--out")
         dataset = load_prepared(args.data)
         if dataset.splits["valid"].n_transitions == 0:
             raise InputError(f"{args.data}: the valid split has no events")
+        from .training import train, tuning_record  # torch: imported once the flags and the data are checked
+
+        set_threads(args.threads)
+        device = resolve_device(args.device)
         log = (lambda message: None) if args.quiet or args.json else (lambda message: print(message, file=sys.stderr))
         tuning = tuning_record(json.loads(args.config.read_text()), args.config) if args.config else None
         checkpoint = train(dataset, model_config, config, args.out, device=device, resume=args.resume,

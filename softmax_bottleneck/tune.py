@@ -56,8 +56,8 @@ from .atomic import atomic_path, write_text
 from .cli import (ArgumentParser, InputError, add_device_argument, check_output_dir, read_json_file, resolve_device,
                   run_main, set_threads)
 from .data import load_prepared
-from .model import HEADS, ModelConfig
-from .train import SELECT_METRIC, TrainConfig, TrainingDiverged, train
+from .config import HEADS, SELECT_METRIC, ModelConfig, TrainConfig
+from .errors import TrainingDiverged
 
 SPACES = Path(__file__).with_name("spaces")
 FIXED_BY_COMMAND = ("n_items", "head", "n_experts", "epochs", "seed", "select_metric", "patience")
@@ -291,6 +291,8 @@ def _claim(study, storage: str, n_trials: int, seed: int):
 
 def run_trial(trial, dataset, settings: TuneSettings, device, scratch: Path) -> tuple[float | None, str]:
     """Train one point of the space; returns (value, state name) for ``study.tell``."""
+    from .training import train  # torch: imported by the worker, not by the command's flag checks
+
     optuna = _optuna()
     values = suggest(trial, settings.space)
     model_config, train_config = configs_for(values, *settings.base_configs(dataset.n_items))

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from conftest import TINY_MODEL, run_cli
-from analysis.capacity import capacity, expected_metrics, main
+from analysis.capacity import main
+from analysis.capacity_fit import capacity, expected_metrics
 from softmax_bottleneck.data import save_prepared
 from softmax_bottleneck.metrics import target_ranks
-from softmax_bottleneck.model import ModelConfig
+from softmax_bottleneck.config import ModelConfig
 from softmax_bottleneck.synthetic import SyntheticConfig, prepare_synthetic
 from softmax_bottleneck.train import main as train_main
 
@@ -75,7 +76,7 @@ def test_the_same_seed_gives_the_same_fit(exact_softmax_world):
     first, _ = _fit_kl(exact_softmax_world, "mos", 2, n_experts=2, seed=5, restarts=2, steps=100)
     second, _ = _fit_kl(exact_softmax_world, "mos", 2, n_experts=2, seed=5, restarts=2, steps=100)
     assert first["rows"] == second["rows"] and first["fit"]["restart_kls"] == second["fit"]["restart_kls"]
-    from analysis.capacity import fit_head, truth_contexts
+    from analysis.capacity_fit import fit_head, truth_contexts
     from softmax_bottleneck.data import load_prepared
 
     contexts = truth_contexts(load_prepared(exact_softmax_world), "test", 128, seed=0)

@@ -1,6 +1,7 @@
 """Every figure from a tiny study (Agg backend), the study's cache, the CLI; the quick profile end to end (slow)."""
 
 import dataclasses
+import importlib
 import json
 import os
 import subprocess
@@ -15,6 +16,8 @@ from figures import study as study_module
 from figures.__main__ import FIGURES, draw, main
 from figures.study import Profile, run_study, study_runs
 from softmax_bottleneck.synthetic import SyntheticConfig
+
+MODULES = [importlib.import_module(f"figures.{name}") for name in FIGURES]
 
 TINY = Profile(world=SyntheticConfig(n_items=40, n_sessions=400, seed=3), epochs=1, seeds=(0, 1), dims=(2, 4),
                experts=2, expert_dim=2, expert_counts=(1, 2), max_contexts=256, n_bootstrap=50, n_random=64,
@@ -110,13 +113,14 @@ def test_changed_settings_retrain_only_what_changed(tiny_results, tmp_path, monk
                        "training mos d=2 K=3 seed 0 (up to 1 epochs, tuned settings)"]
 
 
-@pytest.mark.parametrize("module", FIGURES, ids=[f.NAME for f in FIGURES])
+@pytest.mark.parametrize("module", MODULES, ids=FIGURES)
 def test_every_figure_draws_from_tiny_results(tiny_results, tmp_path, module):
     folder, _ = tiny_results
     figure = module.make(folder)
     assert figure.axes and any(ax.has_data() for ax in figure.axes)
-    written = draw(folder, tmp_path, [module.NAME])
-    assert [p.name for p in written] == [f"{module.NAME}.png", f"{module.NAME}.pdf"]
+    name = module.__name__.rsplit(".", 1)[1]
+    written = draw(folder, tmp_path, [name])
+    assert [p.name for p in written] == [f"{name}.png", f"{name}.pdf"]
     assert all(p.stat().st_size > 5_000 for p in written)
 
 
@@ -144,7 +148,7 @@ def test_cli_bad_inputs(tmp_path, capsys):
 
 def test_cli_json_lists_the_files(tiny_results, tmp_path, capsys, monkeypatch):
     folder, _ = tiny_results
-    monkeypatch.setattr("figures.__main__.run_study", lambda *a, **k: None)  # the study is the fixture's
+    monkeypatch.setattr("figures.study.run_study", lambda *a, **k: None)  # the study is the fixture's
     status, out, err = run_cli(main, ["--results", folder, "--out", tmp_path / "f", "--only", "spectra", "--json"],
                                capsys)
     assert status == 0, err
@@ -157,7 +161,7 @@ def test_a_figure_without_results_says_what_to_run(tmp_path):
     from softmax_bottleneck.errors import InputError
 
     with pytest.raises(InputError, match="python -m figures"):
-        FIGURES[0].make(tmp_path)
+        MODULES[0].make(tmp_path)
 
 
 def test_the_committed_quick_settings_match_the_quick_profile():
@@ -185,7 +189,7 @@ def test_quick_profile_end_to_end(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "tuning" not in done.stderr  # the committed settings were used
     out = tmp_path / "results" / "figures"
-    assert sorted(p.name for p in out.iterdir()) == sorted(f"{f.NAME}.{x}" for f in FIGURES for x in ("png", "pdf"))
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{name}.{x}" for name in FIGURES for x in ("png", "pdf"))
     assert str(out) in done.stdout
     began = time.perf_counter()
     again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
@@ -202,9 +206,9 @@ def test_figures_on_a_dataset_without_a_truth(tiny_synthetic, tmp_path):
                           tmp_path / "plain")
     profile = dataclasses.replace(TINY, seeds=(0,), dims=(2,), expert_counts=(2,), tune_trials=1)
     run_study(profile, tmp_path / "results", data=plain, log=lambda m: None)
-    for module in FIGURES:  # made, not saved: saving is the same for every figure (see the tests above)
+    for module in MODULES:  # made, not saved: saving is the same for every figure (see the tests above)
         figure = module.make(tmp_path / "results")
-        assert any(ax.has_data() for ax in figure.axes), module.NAME
+        assert any(ax.has_data() for ax in figure.axes), module.__name__
 
     assert json.loads((tmp_path / "results" / "rank" / "rank.json").read_text())["truth"] is None
 

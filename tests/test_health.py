@@ -9,7 +9,8 @@ import torch
 
 from conftest import run_cli
 from analysis.compare import main as compare_main
-from softmax_bottleneck.evaluate import HeadHealth, main as evaluate_main
+from softmax_bottleneck.evaluate import main as evaluate_main
+from softmax_bottleneck.evaluation import HeadHealth
 from softmax_bottleneck.heads import build_head
 
 

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from softmax_bottleneck.data import SessionSplit
-from softmax_bottleneck.evaluate import evaluate_ranks
+from softmax_bottleneck.evaluation import evaluate_ranks
 from softmax_bottleneck.metrics import target_ranks
-from softmax_bottleneck.model import GRU4Rec, ModelConfig, carry_state
+from softmax_bottleneck.config import ModelConfig
+from softmax_bottleneck.model import GRU4Rec, carry_state
 
 
 @pytest.mark.parametrize("bad", [dict(head="mos", n_experts=0), dict(hidden_dim=0), dict(dropout_hidden=1.0),

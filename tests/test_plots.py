@@ -73,7 +73,7 @@ def test_reach_panels_wrap_into_a_grid():
 
 
 def test_the_heatmaps_of_one_comparison_share_one_colour_scale(tmp_path, monkeypatch):
-    from analysis import compare
+    from analysis import comparison as compare
 
     cells = [{"support_bin": f"s{s}", "support_index": s, "diversity_bin": f"d{d}", "diversity_index": d,
               "n_events": 100, "model": model, "metric": "recall", "k": 20, "value": 0.1,

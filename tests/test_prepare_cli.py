@@ -61,7 +61,7 @@ BAD = {
     "filters empty a split": (["--input", "{tmp}/ok.csv", "--format", "movielens", "--min-item-support", "1000"],
                               "support filter"),
     "no source": ([], "--synthetic"),
-    "bad config": (TINY_SYNTHETIC + ["--test-fraction", "0.7"], "test_fraction"),
+    "bad config": (TINY_SYNTHETIC + ["--test-fraction", "0.7"], "--test-fraction must be"),
     "bad flag value": (["--synthetic", "--n-items", "many"], "invalid int value"),
     "duplicates removed from the synthetic world": (TINY_SYNTHETIC + ["--remove-consecutive-duplicates"],
                                                     "drop --remove-consecutive-duplicates"),

@@ -8,7 +8,9 @@ import pytest
 
 from conftest import run_cli
 from analysis import logprobs
-from analysis.rank import compute_spectra, main, numerical_rank, rank_report, singular_values
+from analysis.engines import compute_spectra, numerical_rank, singular_values
+from analysis.rank import main
+from analysis.rank_report import rank_report
 from analysis.gram import RESOLVED, eigenvalues_with_rank_one_update
 from analysis.spectrum import factored_spectrum, rank_threshold
 from softmax_bottleneck.checkpoint import load_checkpoint, save_checkpoint

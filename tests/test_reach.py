@@ -10,7 +10,8 @@ import torch
 
 from conftest import run_cli
 from analysis.argmax import RELATIVE_TOL, certificate_gap, certify_top1, logit_scale, solve_top1_lp, strict_winners
-from analysis.reach import main, scan_top_k
+from analysis.reach import main
+from analysis.reachability import scan_top_k
 from softmax_bottleneck.heads import MixtureOfSoftmaxesHead
 
 SQUARE = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])

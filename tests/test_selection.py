@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import TINY_MODEL, run_cli
-from softmax_bottleneck import train as train_module
+from softmax_bottleneck import training as train_module
 from softmax_bottleneck.checkpoint import load_checkpoint
 from softmax_bottleneck.train import main
 
@@ -126,7 +126,7 @@ def test_unwritable_out_is_refused_before_training(tmp_path, tiny_synthetic, cap
 
 
 @pytest.mark.parametrize("argv, needle", [(["--optimizer", "adam", "--lr", "1e8"], "training diverged"),
-                                          (["--select-metric", "auc"], "select_metric"),
+                                          (["--select-metric", "auc"], "--select-metric must"),
                                           (["--select-metric", "mrr@5000"], "larger than the catalogue"),
                                           (["--patience", "-1"], "patience")])
 def test_bad_selection_settings(tmp_path, tiny_synthetic, capsys, argv, needle):
@@ -136,8 +136,9 @@ def test_bad_selection_settings(tmp_path, tiny_synthetic, capsys, argv, needle):
 
 
 def test_the_settings_provenance_survives_a_resume(tmp_path, tiny_synthetic):
-    from softmax_bottleneck.model import ModelConfig
-    from softmax_bottleneck.train import TrainConfig, train, tuning_record
+    from softmax_bottleneck.config import ModelConfig
+    from softmax_bottleneck.config import TrainConfig
+    from softmax_bottleneck.training import train, tuning_record
 
     model, config = ModelConfig(hidden_dim=4), TrainConfig(epochs=1, batch_size=16, n_sample=16)
     record = tuning_record({"budget": {"trials": 20}, "value": 0.5, "metric": "mrr@20"}, "best.json")

@@ -8,10 +8,12 @@ import torch
 from conftest import TINY_MODEL, run_cli
 from softmax_bottleneck.checkpoint import load_checkpoint, model_from_checkpoint
 from softmax_bottleneck.data import save_prepared
-from softmax_bottleneck.evaluate import evaluate_ranks
-from softmax_bottleneck.model import ModelConfig
+from softmax_bottleneck.evaluation import evaluate_ranks
+from softmax_bottleneck.config import ModelConfig
 from softmax_bottleneck.synthetic import SyntheticConfig, prepare_synthetic
-from softmax_bottleneck.train import TrainConfig, main, train
+from softmax_bottleneck.config import TrainConfig
+from softmax_bottleneck.train import main
+from softmax_bottleneck.training import train
 
 
 def _train(tiny_synthetic, out, *extra):
@@ -73,10 +75,10 @@ def test_training_variants_run(tmp_path, tiny_synthetic, extra):
 
 
 BAD = {
-    "zero experts": (["--head", "mos", "--n-experts", "0"], "n_experts"),
-    "zero dim": (["--hidden-dim", "0"], "hidden_dim"),
-    "dropout one": (["--dropout-hidden", "1.0"], "dropout_hidden"),
-    "negative dropout": (["--dropout-embedding", "-0.5"], "dropout_embedding"),
+    "zero experts": (["--head", "mos", "--n-experts", "0"], "--n-experts"),
+    "zero dim": (["--hidden-dim", "0"], "--hidden-dim"),
+    "dropout one": (["--dropout-hidden", "1.0"], "--dropout-hidden"),
+    "negative dropout": (["--dropout-embedding", "-0.5"], "--dropout-embedding"),
     "cuda without gpu": (["--device", "cuda"], "CUDA") if not torch.cuda.is_available() else
     (["--device", "tpu"], "not a device"),
 }

@@ -1,0 +1,205 @@
+"""The capacity fit behind ``python -m analysis.capacity`` (whose docstring gives the method).
+
+:func:`fit_head` fits a head of a family and size, with a free state per context, to the true
+next-item distributions (:func:`truth_contexts`); :func:`capacity` puts the oracle, the fit and
+each checkpoint on the same contexts and splits each checkpoint's KL into a capacity gap and a
+learning gap; :func:`write_outputs` writes capacity.json, capacity.csv and capacity.png.
+The fit's KL is an upper bound on the family's best achievable KL (a fit, not a proof).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from softmax_bottleneck.checkpoint import load_checkpoints_on_one_dataset, model_from_checkpoint
+from softmax_bottleneck.cli import check_cutoffs
+from softmax_bottleneck.data import load_prepared
+from softmax_bottleneck.errors import InputError
+from softmax_bottleneck.heads import Head, build_head
+from softmax_bottleneck.config import ModelConfig
+from softmax_bottleneck.model import unique_labels
+from softmax_bottleneck.provenance import library_version
+from softmax_bottleneck.synthetic import SyntheticWorld
+
+from .engines import numerical_rank
+from .logprobs import LogProbMatrix, collect_contexts, sample_contexts, sample_order
+from .outputs import write_files
+
+UPPER_BOUND = "an upper bound on the best KL this head family reaches at this size (a fit, not a proof)"
+
+
+@dataclasses.dataclass
+class TruthContexts:
+    """Sampled held-out contexts of a first-order world, grouped by their previous item."""
+
+    sessions: np.ndarray  # (N,) the sampled contexts, as analysis.logprobs.sample_contexts orders them
+    positions: np.ndarray  # (N,)
+    previous: np.ndarray  # (m,) the distinct previous items (catalogue indices)
+    weights: np.ndarray  # (m,) how many sampled contexts have each
+    inverse: np.ndarray  # (N,) row of `previous` for each sampled context
+    log_truth: np.ndarray  # (m, n_items) float64 true log p(next | previous), restricted to the catalogue
+
+
+def truth_contexts(dataset, split: str, max_contexts: int | None, seed: int) -> TruthContexts:
+    """The held-out contexts (a seeded sample, as sample_contexts draws it) and their true distributions."""
+    if dataset.world is None:
+        raise InputError(f"{dataset.path}: capacity needs a known truth (the synthetic world: "
+                         "python -m softmax_bottleneck.prepare --synthetic); this dataset has none")
+    held_out = dataset.split(split)
+    lengths = np.diff(held_out.offsets)
+    sessions = np.repeat(np.arange(held_out.n_sessions), np.maximum(lengths - 1, 0))
+    positions = np.concatenate([np.arange(1, n) for n in lengths]) if len(lengths) else np.zeros(0, np.int64)
+    if len(sessions) == 0:
+        raise InputError(f"{dataset.path}: the {split} split has no events")
+    order = sample_order(len(sessions), max_contexts, seed)
+    sessions, positions = sessions[order], positions[order]
+    previous_items = held_out.items[held_out.offsets[sessions] + positions - 1].astype(np.int64)
+    previous, inverse, weights = np.unique(previous_items, return_inverse=True, return_counts=True)
+    world = SyntheticWorld.from_arrays(dataset.world)
+    catalogue = dataset.item_ids.astype(np.int64)
+    log_truth = world.log_probs(catalogue[previous], items=catalogue)
+    return TruthContexts(sessions, positions, previous, weights.astype(np.float64), inverse, log_truth)
+
+
+def mean_kl(log_truth: torch.Tensor, log_model: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Σ_c w_c KL(p_c ‖ q_c) / Σ_c w_c, in float64 (log_truth, log_model: (m, n))."""
+    return (weights[:, None] * log_truth.exp() * (log_truth - log_model)).sum() / weights.sum()
+
+
+def expected_metrics(log_truth: np.ndarray, log_model: np.ndarray, weights: np.ndarray, ks) -> dict:
+    """Expected Recall@K and MRR@K when the next item is drawn from the truth: the true mass of the
+    model's top K, and that mass weighted by 1/rank (top K by torch.topk; ties broken by index)."""
+    truth, model = torch.from_numpy(np.exp(log_truth)), torch.from_numpy(log_model)
+    top = torch.topk(model, max(ks), dim=1).indices  # (m, K)
+    mass = truth.gather(1, top)  # (m, K): true probability of each recommended item
+    w = torch.from_numpy(weights) / float(weights.sum())
+    out = {}
+    for k in ks:
+        out[f"expected_recall@{k}"] = float((w[:, None] * mass[:, :k]).sum())
+        out[f"expected_mrr@{k}"] = float((w[:, None] * mass[:, :k] / torch.arange(1, k + 1)).sum())
+    return out
+
+
+@dataclasses.dataclass
+class CapacityFit:
+    head: Head
+    states: np.ndarray  # (m, d) fitted head inputs, one per distinct previous item
+    kl: float
+    restart_kls: list[float]
+    seconds: float
+
+
+def fit_head(config: ModelConfig, contexts: TruthContexts, *, restarts: int = 2, seed: int = 0,
+             steps: int = 1500, lr: float = 0.05) -> CapacityFit:
+    """The best head of `config`'s family and size for the true distributions: full-batch Adam in
+    float64 from `restarts` seeded starts; the lowest KL wins (see the module docstring: an upper bound)."""
+    began = time.perf_counter()
+    log_truth = torch.from_numpy(contexts.log_truth)
+    weights = torch.from_numpy(contexts.weights)
+    best, kls = None, []
+    for restart in range(restarts):
+        generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, restart]).generate_state(1)[0]))
+        head = build_head(config.head, config.n_items, config.hidden_dim, config.item_bias, config.n_experts)
+        head.reset_parameters(generator)
+        head = head.double().train(False)
+        free = torch.randn(len(contexts.previous), config.hidden_dim, generator=generator, dtype=torch.float64)
+        free.requires_grad_(True)
+        optimizer = torch.optim.Adam([free, *head.parameters()], lr=lr)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+        for _ in range(steps):
+            optimizer.zero_grad()
+            mean_kl(log_truth, head.log_probs(free), weights).backward()
+            optimizer.step()
+            schedule.step()
+        with torch.no_grad():
+            states = free.detach()
+            kl = float(mean_kl(log_truth, head.log_probs(states), weights))
+        kls.append(kl)
+        if best is None or kl < best[0]:
+            best = (kl, head, states.numpy().copy())
+    kl, head, states = best
+    return CapacityFit(head, states, kl, kls, time.perf_counter() - began)
+
+
+def _measures(log_truth, log_model, weights, ks, rank: int) -> dict:
+    kl = float(mean_kl(torch.from_numpy(log_truth), torch.from_numpy(log_model), torch.from_numpy(weights)))
+    return {"kl": kl, **expected_metrics(log_truth, log_model, weights, ks), "rank": rank}
+
+
+def _checkpoint_row(path, checkpoint, label, dataset, split, contexts, ks, seed, device) -> dict:
+    """A trained model's measures on the same sampled contexts (each its own prefix, equally weighted)."""
+    model = model_from_checkpoint(checkpoint, device)
+    states = sample_contexts(collect_contexts(model, dataset.split(split), device=device), len(contexts.sessions),
+                             seed)
+    if not (np.array_equal(states.sessions, contexts.sessions) and np.array_equal(states.positions, contexts.positions)):
+        raise InputError(f"{path}: its contexts differ from the truth's sample")  # same split, same seed: never
+    matrix = LogProbMatrix(model.head, states.hidden, name=f"{checkpoint['model_config']['head']} head of {path}",
+                           device=device)
+    log_model = matrix.dense()
+    config = checkpoint["model_config"]
+    return {"model": label, "kind": "trained", "checkpoint": str(path), "head": config["head"],
+            "hidden_dim": config["hidden_dim"], "n_experts": config["n_experts"],
+            **_measures(contexts.log_truth[contexts.inverse], log_model, np.ones(len(log_model)), ks,
+                        numerical_rank(matrix))}
+
+
+def capacity(config: ModelConfig, *, data: Path | None = None, checkpoints: list[Path] = (), split: str = "test",
+             max_contexts: int | None = 1024, seed: int = 0, restarts: int = 2, steps: int = 1500, ks=(20,),
+             device="cpu") -> dict:
+    """Rows oracle | best fit | checkpoints, and the two gaps per checkpoint (see the module docstring)."""
+    if checkpoints:
+        loaded, dataset = load_checkpoints_on_one_dataset(list(checkpoints), data)
+    elif data is not None:
+        loaded, dataset = [], load_prepared(data)
+    else:
+        raise InputError("give {data} (a prepared synthetic world) or {checkpoint}", "data", "checkpoint")
+    ks = check_cutoffs(ks, dataset.n_items)
+    config = dataclasses.replace(config, n_items=dataset.n_items)
+    contexts = truth_contexts(dataset, split, max_contexts, seed)
+    fit = fit_head(config, contexts, restarts=restarts, seed=seed, steps=steps)
+    fitted = LogProbMatrix(fit.head, fit.states, name="fitted head")
+    label = f"best-fit {config.head} d={config.hidden_dim}" + (f" K={config.n_experts}" if config.head == "mos" else "")
+    rows = [{"model": "oracle", "kind": "oracle", **_measures(contexts.log_truth, contexts.log_truth, contexts.weights,
+                                                              ks, numerical_rank(contexts.log_truth))},
+            {"model": label, "kind": "best fit", "head": config.head, "hidden_dim": config.hidden_dim,
+             "n_experts": config.n_experts, **_measures(contexts.log_truth, fitted.dense(), contexts.weights, ks,
+                                                          numerical_rank(fitted))}]
+    labels = unique_labels([c["model_config"] for c in loaded], list(checkpoints))
+    for path, checkpoint, name in zip(checkpoints, loaded, labels):
+        row = _checkpoint_row(path, checkpoint, name, dataset, split, contexts, ks, seed, device)
+        best_kl = rows[1]["kl"]  # the fitted head's KL as every row's is measured (the fit's own differs in the last bits)
+        row["capacity_gap"], row["learning_gap"] = best_kl, row["kl"] - best_kl
+        rows.append(row)
+    world = dataset.meta.get("source", {}).get("config", {})
+    summary = {"library_version": library_version(), "threads": torch.get_num_threads(), "data": str(dataset.path),
+               "split": split, "seed": seed, "n_contexts": int(len(contexts.sessions)),
+               "n_distinct_contexts": int(len(contexts.previous)), "n_items": dataset.n_items, "ks": list(ks),
+               "world": {k: world.get(k) for k in ("low_rank", "sparse_weight", "factor_scale", "n_successors")},
+               "fit": {"head": config.head, "hidden_dim": config.hidden_dim, "n_experts": config.n_experts,
+                       "item_bias": config.item_bias, "restarts": restarts, "steps": steps, "optimizer": "adam",
+                       "restart_kls": fit.restart_kls, "seconds": round(fit.seconds, 3), "kl_is": UPPER_BOUND},
+               "rows": rows}
+    return summary
+
+
+def tidy(summary: dict) -> pd.DataFrame:
+    """capacity.csv: one row per model × measure."""
+    measures = ["kl", "rank", "capacity_gap", "learning_gap"] + [f"expected_{m}@{k}" for m in ("recall", "mrr")
+                                                                  for k in summary["ks"]]
+    return pd.DataFrame([{"model": r["model"], "kind": r["kind"], "measure": m, "value": r[m]}
+                         for r in summary["rows"] for m in measures if m in r])
+
+
+def write_outputs(out: Path, summary: dict) -> None:
+    from . import plots  # matplotlib only when a picture is asked for
+
+    write_files(out, {"capacity.json": lambda f: f.write_text(json.dumps(summary, indent=2) + "\n"),
+                      "capacity.csv": lambda f: tidy(summary).to_csv(f, index=False),
+                      "capacity.png": lambda f: plots.save(plots.plot_capacity(summary["rows"]).figure, f)})

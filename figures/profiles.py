@@ -1,0 +1,42 @@
+"""The study's profiles: which models it trains, with what tuning budget, and the analysis settings.
+
+Light to import (no torch), so ``python -m figures --help`` lists them at once; :mod:`figures.study`
+runs one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from softmax_bottleneck.synthetic import SyntheticConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """One study: the models, their tuning budget and the analysis settings."""
+
+    world: SyntheticConfig  # used when no --data is given
+    epochs: int  # the most epochs of a tuning trial and of every model (each keeps its best valid epoch)
+    seeds: tuple[int, ...]  # every (head, d) of the size sweep is trained with each seed
+    dims: tuple[int, ...]  # hidden sizes d of the size sweep (softmax and MoS with `experts` experts)
+    experts: int  # K of the MoS size sweep
+    expert_dim: int  # d of the expert sweep
+    expert_counts: tuple[int, ...]  # K of the expert sweep (seed of the first seed only)
+    max_contexts: int  # held-out contexts of the rank report
+    n_bootstrap: int  # session-bootstrap replicates of the comparison
+    n_random: int  # random box states of the reachability audit
+    tune_trials: int = 8  # Optuna trials per head × d × K
+    patience: int = 2  # epochs without a better valid MRR@20 that end a trial (and a model's training)
+    split: str = "test"
+
+
+PROFILES = {
+    # a few minutes on 2 CPU cores: a 300-item world, 3 epochs, two seeds
+    "quick": Profile(world=SyntheticConfig(n_items=300, n_sessions=4000, seed=0), epochs=3, seeds=(0, 1),
+                     dims=(2, 4, 8, 16, 32), experts=4, expert_dim=8, expert_counts=(1, 2, 4, 8),
+                     max_contexts=1024, n_bootstrap=500, n_random=1024, tune_trials=8, patience=2),
+    # the paper's: the default 500-item world, 10 epochs (GRU4Rec's), three seeds, 20 trials per head and size
+    "full": Profile(world=SyntheticConfig(), epochs=10, seeds=(0, 1, 2), dims=(2, 4, 8, 16, 32, 64), experts=4,
+                    expert_dim=16, expert_counts=(1, 2, 4, 8), max_contexts=4096, n_bootstrap=2000, n_random=4096,
+                    tune_trials=20, patience=3),
+}

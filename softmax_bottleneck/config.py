@@ -1,0 +1,118 @@
+"""The settings of a model and of its training: plain dataclasses, light to import.
+
+Every command builds its flags from these (``softmax_bottleneck.cli.add_config_arguments``) before it
+imports torch, so ``--help`` and a bad flag answer at once. Both travel as ``dataclasses.asdict``
+inside checkpoints. ``HEADS`` names the output heads; their code is in :mod:`softmax_bottleneck.heads`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+HEADS = ("softmax", "mos")
+OPTIMIZERS = ("adagrad", "adam")
+METRICS = ("recall", "mrr", "ndcg")  # the ranking metrics (metrics.metric_table)
+TIES = ("conservative", "standard")  # how a target tied with other items is ranked (metrics.target_ranks)
+SELECT_METRIC = re.compile(r"^(recall|mrr|ndcg)@([1-9][0-9]*)$")
+EMBEDDINGS = ("constrained", "separate")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The network."""
+
+    n_items: int = dataclasses.field(default=0, metadata={"help": "catalogue size (set from the data)"})
+    head: str = dataclasses.field(default="softmax", metadata={"help": "output head", "choices": HEADS})
+    n_experts: int | None = dataclasses.field(default=None, metadata={
+        "help": "MoS experts K (default 4 for mos; softmax is K=1)", "metavar": "K"})
+    hidden_dim: int = dataclasses.field(default=64, metadata={"help": "GRU layer size d", "metavar": "D"})
+    n_layers: int = dataclasses.field(default=1, metadata={"help": "stacked GRU layers", "metavar": "N"})
+    embedding: str = dataclasses.field(default="constrained", metadata={
+        "help": "constrained: input embedding = output item matrix; separate: its own table",
+        "choices": EMBEDDINGS})
+    embedding_dim: int | None = dataclasses.field(default=None, metadata={
+        "help": "size of a separate input embedding (default: hidden dim)", "metavar": "D"})
+    item_bias: bool = dataclasses.field(default=True, metadata={
+        "help": "per-item output bias (raises the softmax rank cap from d+1 to d+2)"})
+    dropout_embedding: float = dataclasses.field(default=0.0, metadata={
+        "help": "dropout on the input embedding (training only)", "metavar": "P"})
+    dropout_hidden: float = dataclasses.field(default=0.4, metadata={
+        "help": "dropout on each GRU layer's output (training only)", "metavar": "P"})
+
+    def __post_init__(self):
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}")
+        if self.n_experts is None:
+            object.__setattr__(self, "n_experts", 4 if self.head == "mos" else 1)
+        if self.n_experts < 1:
+            raise ValueError(f"n_experts must be >= 1, got {self.n_experts}")
+        if self.head == "softmax" and self.n_experts != 1:
+            raise ValueError(f"n_experts={self.n_experts} needs --head mos (a softmax head has one expert)")
+        if self.n_items < 0:
+            raise ValueError(f"n_items must be >= 0, got {self.n_items}")
+        for name in ("hidden_dim", "n_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.embedding not in EMBEDDINGS:
+            raise ValueError(f"embedding must be one of {', '.join(EMBEDDINGS)}, got {self.embedding!r}")
+        if self.embedding_dim is not None and (self.embedding_dim < 1 or self.embedding == "constrained"):
+            raise ValueError("embedding_dim must be >= 1 and needs --embedding separate")
+        for name in ("dropout_embedding", "dropout_hidden"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+
+    @property
+    def input_dim(self) -> int:
+        if self.embedding == "constrained":
+            return self.hidden_dim
+        return self.embedding_dim or self.hidden_dim
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How to train."""
+
+    epochs: int = dataclasses.field(default=10, metadata={"help": "total epochs", "metavar": "N"})
+    batch_size: int = dataclasses.field(default=32, metadata={"help": "session-parallel slots", "metavar": "B"})
+    optimizer: str = dataclasses.field(default="adagrad", metadata={
+        "help": "adagrad: GRU4Rec's Adagrad with momentum; adam", "choices": OPTIMIZERS})
+    lr: float = dataclasses.field(default=0.2, metadata={"help": "learning rate", "metavar": "X"})
+    momentum: float = dataclasses.field(default=0.2, metadata={"help": "Adagrad momentum", "metavar": "X"})
+    n_sample: int = dataclasses.field(default=2048, metadata={
+        "help": "shared negative samples per step (0: in-batch negatives only)", "metavar": "N"})
+    sample_alpha: float = dataclasses.field(default=0.5, metadata={
+        "help": "negatives drawn ∝ support^alpha", "metavar": "X"})
+    logq: float = dataclasses.field(default=1.0, metadata={"help": "weight of the logQ correction", "metavar": "X"})
+    full_softmax: bool = dataclasses.field(default=False, metadata={
+        "help": "train on the softmax over all items instead of sampled candidates"})
+    seed: int = dataclasses.field(default=0, metadata={"help": "seed of initialisation, dropout and sampling"})
+    eval_batch_size: int = dataclasses.field(default=512, metadata={
+        "help": "sessions in parallel for validation", "metavar": "B"})
+    select_metric: str = dataclasses.field(default="mrr@20", metadata={
+        "help": "validation metric that picks the epoch whose weights the checkpoint keeps", "metavar": "M@K"})
+    patience: int = dataclasses.field(default=0, metadata={
+        "help": "stop after N epochs without a better validation metric (0: never)", "metavar": "N"})
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.momentum < 0:
+            raise ValueError(f"momentum must be >= 0, got {self.momentum}")
+        for name in ("n_sample", "sample_alpha", "logq"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not SELECT_METRIC.match(self.select_metric):
+            raise ValueError(f"select_metric must look like mrr@20 (recall, mrr or ndcg @ K >= 1), "
+                             f"got {self.select_metric!r}")
+        if self.patience < 0:
+            raise ValueError(f"patience must be >= 0, got {self.patience}")
+
+    @property
+    def select_cutoff(self) -> int:
+        return int(SELECT_METRIC.match(self.select_metric).group(2))
