@@ -7,8 +7,9 @@ sampled data: every context gets a free state vector h, and the head's own param
 factors, bias; for MoS the prior and the projections) are free too. (A GRU's output lies in the
 box (−1, 1)^d, but both families see h only through a free linear map — h·Wᵀ, and Q_k·h, P·h for
 MoS — so rescaling h into the box and the map by the inverse factor gives the same head: free
-states lose no generality and condition the fit better.) The fit minimises the context-weighted mean KL(truth ‖ head) in
-float64, full batch, by Adam (lr 0.05, cosine-decayed over ``--steps``) from ``--restarts``
+states lose no generality and condition the fit better.) The fit minimises the context-weighted
+mean KL(truth ‖ head), full batch, by Adam (lr 0.05, cosine-decayed over ``--steps``; the first
+80 % of the steps in float32, the rest and the reported KL in float64) from ``--restarts``
 seeded starts, keeping the best. (Adam, not L-BFGS: on 1,024 contexts × 500 items at d = 16,
 3,000 Adam steps reached KL 0.0064 for MoS K=4 where 1,500 L-BFGS iterations stopped at 0.0217,
 and were level for softmax; see benchmarks/capacity_speed.py.) A fit finds a

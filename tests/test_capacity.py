@@ -85,6 +85,22 @@ def test_the_same_seed_gives_the_same_fit(exact_softmax_world):
     assert fits[0] == fits[1] != fits[2]  # the fit's own seed is used, not only the sample's
 
 
+def test_the_float32_phase_ends_in_float64_at_the_all_float64_fits_kl(exact_softmax_world):
+    """The fit's first steps run in float32; the head it returns, and its KL, are float64 and as good."""
+    from analysis.capacity_fit import fit_head, truth_contexts
+    from softmax_bottleneck.data import load_prepared
+
+    contexts = truth_contexts(load_prepared(exact_softmax_world), "test", 128, seed=0)
+    config = ModelConfig(head="mos", hidden_dim=3, n_experts=2, n_items=60)
+    mixed = fit_head(config, contexts, restarts=1, steps=400, seed=1)
+    exact = fit_head(config, contexts, restarts=1, steps=400, seed=1, float64_share=1.0)
+    assert {p.dtype for p in mixed.head.parameters()} == {torch.float64} and mixed.states.dtype == np.float64
+    assert mixed.kl == pytest.approx(exact.kl, rel=0.05)
+    assert mixed.kl != exact.kl  # the phases differ: this is not the same computation twice
+    with pytest.raises(ValueError, match="float64_share"):
+        fit_head(config, contexts, float64_share=1.5)
+
+
 def test_cli_splits_a_trained_models_gap_and_writes_tidy_outputs(exact_softmax_world, tmp_path, capsys):
     checkpoint = tmp_path / "softmax.pt"
     assert train_main(["--data", str(exact_softmax_world), "--out", str(checkpoint), "--epochs", "1",
