@@ -229,3 +229,32 @@ def write_outputs(out: Path, summary: dict) -> None:
     write_files(out, {"capacity.json": lambda f: f.write_text(json.dumps(summary, indent=2) + "\n"),
                       "capacity.csv": lambda f: tidy(summary).to_csv(f, index=False),
                       "capacity.png": lambda f: plots.save(plots.plot_capacity(summary["rows"]).figure, f)})
+
+
+def sweep_rows(summaries: list[dict], k: int = 20) -> list[dict]:
+    """One row per capacity summary (a head × d × K): the fit's KL and expected Recall@k, the trained
+    models' (one per seed) mean and spread, and the oracle's expected Recall@k; what the study's figure draws."""
+    rows = []
+    for summary in summaries:
+        fit, oracle = summary["rows"][1], summary["rows"][0]
+        trained = [r for r in summary["rows"] if r["kind"] == "trained"]
+        kls = np.array([r["kl"] for r in trained], dtype=np.float64)
+        recalls = np.array([r[f"expected_recall@{k}"] for r in trained], dtype=np.float64)
+        rows.append({"head": fit["head"], "hidden_dim": fit["hidden_dim"], "n_experts": fit["n_experts"],
+                     "fit_kl": fit["kl"], f"fit_expected_recall@{k}": fit[f"expected_recall@{k}"],
+                     f"oracle_expected_recall@{k}": oracle[f"expected_recall@{k}"], "n_trained": len(trained),
+                     "trained_kl_mean": float(kls.mean()) if len(kls) else None,
+                     "trained_kl_min": float(kls.min()) if len(kls) else None,
+                     "trained_kl_max": float(kls.max()) if len(kls) else None,
+                     f"trained_expected_recall@{k}_mean": float(recalls.mean()) if len(recalls) else None,
+                     "learning_gap_mean": float(kls.mean() - fit["kl"]) if len(kls) else None,
+                     "fit_restarts": summary["fit"]["restarts"], "fit_steps": summary["fit"]["steps"]})
+    return rows
+
+
+def write_sweep(out: Path, summaries: list[dict], k: int = 20) -> None:
+    """A sweep of capacity fits (one summary per head × d × K): capacity.json (every summary) and
+    capacity_sweep.csv (:func:`sweep_rows`)."""
+    write_files(out, {"capacity.json": lambda f: f.write_text(json.dumps({"fits": summaries}, indent=2) + "\n"),
+                      "capacity_sweep.csv": lambda f: pd.DataFrame(sweep_rows(summaries, k)).to_csv(f, index=False)})
+

@@ -427,3 +427,43 @@ def plot_capacity(rows, ax=None):
     finish(ax, "KL(truth ‖ model), nats (the fit's: an upper bound on the family's best)", "",
            "What the head cannot express vs what training did not learn", legend_size=7, title_size=9)
     return ax
+
+
+def plot_capacity_sweep(rows, ax=None, *, x: str = "hidden_dim", experts: int | None = None,
+                        hidden_dim: int | None = None):
+    """KL(truth ‖ model) against d (``x="hidden_dim"``: softmax, and MoS with `experts` experts) or
+    against K (``x="n_experts"``: MoS at `hidden_dim`), from analysis.capacity_fit.sweep_rows: the
+    best-fit head (solid; its KL is the capacity gap, an upper bound) and the trained models (dashed,
+    mean over seeds, bars from the best to the worst seed); the band between them is the learning gap."""
+    ax = axes_or_new(ax)
+    if x == "hidden_dim":
+        families = [("softmax", lambda r: r["head"] == "softmax", "softmax"),
+                    ("mos", lambda r: r["head"] == "mos" and (experts is None or r["n_experts"] == experts),
+                     f"MoS K={experts}" if experts else "MoS")]
+        xlabel, title = "hidden size d", "Capacity and learning gaps vs hidden size"
+    else:
+        families = [("mos", lambda r: r["head"] == "mos" and r["hidden_dim"] == hidden_dim, f"MoS d={hidden_dim}")]
+        xlabel, title = "experts K", f"Capacity and learning gaps vs experts (d = {hidden_dim})"
+    for head, keep, label in families:
+        chosen = sorted((r for r in rows if keep(r)), key=lambda r: r[x])
+        if not chosen:
+            continue
+        style = _head_style(head)
+        xs = [r[x] for r in chosen]
+        fit = [r["fit_kl"] for r in chosen]
+        ax.plot(xs, fit, lw=1.8, label=f"{label}: best fit (capacity gap)", **style)
+        trained = [(r[x], r["trained_kl_mean"], r["trained_kl_min"], r["trained_kl_max"]) for r in chosen
+                   if r["trained_kl_mean"] is not None]
+        if trained:
+            tx, mean, low, high = map(np.array, zip(*trained))
+            ax.errorbar(tx, mean, yerr=[mean - low, high - mean], ls="--", lw=1.4, capsize=3, color=style["color"],
+                        marker=style["marker"], mfc="white", label=f"{label}: trained (learning gap above the fit)")
+            ax.fill_between(tx, [f for xv, f in zip(xs, fit) if xv in set(tx)], mean, color=style["color"], alpha=0.12)
+    if x == "hidden_dim":
+        ax.set_xscale("log", base=2)
+    ticks = sorted({r[x] for r in rows if any(keep(r) for _, keep, _ in families)})
+    ax.set_xticks(ticks, [str(v) for v in ticks])
+    ax.set_ylim(bottom=0)
+    finish(ax, xlabel, "KL(truth ‖ model), nats", title, legend_size=7)
+    return ax
+

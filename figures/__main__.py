@@ -31,8 +31,9 @@ from softmax_bottleneck.cli import ArgumentParser, InputError, add_device_argume
 from .profiles import PROFILES
 
 # one module figures/NAME.py per figure, with make(results_dir) -> Figure; loaded when drawn
+# (a module may say it does not apply to a study with available(results_dir), e.g. capacity on real data)
 FIGURES = ("spectra", "rank_vs_size", "rank_vs_contexts", "rank_vs_threshold", "metrics", "gain_heatmap", "cost",
-           "reach")
+           "reach", "capacity")
 FORMATS = ("png", "pdf")
 
 
@@ -44,6 +45,10 @@ def draw(results_dir: Path, out: Path, names: list[str] | None = None) -> list[P
     written = []
     for name in [f for f in FIGURES if not names or f in names]:
         module = importlib.import_module(f"{__package__}.{name}")
+        if not getattr(module, "available", lambda results_dir: True)(results_dir):
+            if names:
+                raise InputError(f"--only {name}: this study has no results for it ({module.__doc__.splitlines()[-1]})")
+            continue
         figure = module.make(results_dir)
         write_files(out, {f"{name}.{fmt}": (lambda fmt: lambda path: plots.save(figure, path, fmt))(fmt)
                           for fmt in FORMATS})

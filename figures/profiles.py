@@ -27,6 +27,8 @@ class Profile:
     n_random: int  # random box states of the reachability audit
     tune_trials: int = 8  # Optuna trials per head × d × K
     patience: int = 2  # epochs without a better valid MRR@20 that end a trial (and a model's training)
+    capacity_restarts: int = 1  # seeded starts of each head × d × K's capacity fit (synthetic world only)
+    capacity_steps: int = 800  # Adam steps of each start
     split: str = "test"
 
 
@@ -35,8 +37,14 @@ PROFILES = {
     "quick": Profile(world=SyntheticConfig(n_items=300, n_sessions=4000, seed=0), epochs=3, seeds=(0, 1),
                      dims=(2, 4, 8, 16, 32), experts=4, expert_dim=8, expert_counts=(1, 2, 4, 8),
                      max_contexts=1024, n_bootstrap=500, n_random=1024, tune_trials=8, patience=2),
+    # the capacity study: a world with a dial on the bottleneck (a rank-8 part plus a sparse successor
+    # part of weight 2), d around the dial's rank; run on other dials with --data (see figures/README.md)
+    "dial": Profile(world=SyntheticConfig(n_items=300, n_sessions=4000, seed=0, low_rank=8, sparse_weight=2.0),
+                    epochs=3, seeds=(0, 1), dims=(4, 8, 16), experts=4, expert_dim=8, expert_counts=(4,),
+                    max_contexts=1024, n_bootstrap=500, n_random=1024, tune_trials=6, patience=2,
+                    capacity_restarts=2, capacity_steps=1500),
     # the paper's: the default 500-item world, 10 epochs (GRU4Rec's), three seeds, 20 trials per head and size
     "full": Profile(world=SyntheticConfig(), epochs=10, seeds=(0, 1, 2), dims=(2, 4, 8, 16, 32, 64), experts=4,
                     expert_dim=16, expert_counts=(1, 2, 4, 8), max_contexts=4096, n_bootstrap=2000, n_random=4096,
-                    tune_trials=20, patience=3),
+                    tune_trials=20, patience=3, capacity_restarts=2, capacity_steps=1500),
 }

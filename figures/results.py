@@ -68,3 +68,15 @@ def model_with(models: list[dict], what: str, **config) -> dict:
         wanted = ", ".join(f"{k}={v}" for k, v in config.items())
         raise InputError(f"{what} has no model with {wanted}; run python -m figures (without --only) to redo the study")
     return found[0]
+
+
+def has_capacity(results_dir) -> bool:
+    """Whether the study fitted capacities (only on a world with a known truth)."""
+    return (Path(results_dir) / "capacity" / "capacity_sweep.csv").is_file()
+
+
+def capacity_sweep(results_dir) -> list[dict]:
+    """analysis.capacity_fit.sweep_rows of the study: one row per head × d × K (NaN read back as None)."""
+    frame = pd.read_csv(_need(Path(results_dir) / "capacity" / "capacity_sweep.csv"))
+    return [{k: (None if pd.isna(v) else v) for k, v in row.items()} for row in frame.to_dict("records")]
+

@@ -214,7 +214,8 @@ def _analysis(name: str, folder: Path, key: str, files: tuple[str, ...], run: Ca
 
 def run_analyses(profile: Profile, results: Path, runs: list[Run], paths: list[Path], dataset: PreparedDataset,
                  device, log: Callable[[str], None]) -> tuple[dict, dict]:
-    """The rank report and the audit of the first seed's models, the comparison of all: ({name: key}, seconds)."""
+    """The rank report and the audit of the first seed's models, the comparison of all, and on the synthetic
+    world the capacity fit of every head × d × K with its trained models: ({name: key}, seconds)."""
     from analysis import comparison as compare_tool
     from analysis import rank_report as rank_tool
     from analysis import reachability as reach_tool
@@ -242,6 +243,21 @@ def run_analyses(profile: Profile, results: Path, runs: list[Run], paths: list[P
                                           device=device)
         reach_tool.write_outputs(results / "reach", table, summary)
 
+    def capacity() -> None:
+        from analysis import capacity_fit
+
+        groups: dict[tuple, list[Path]] = {}
+        for run, path in zip(runs, paths):
+            groups.setdefault((run.head, run.hidden_dim, run.n_experts), []).append(path)
+        summaries = []
+        for (head, hidden_dim, n_experts), group in groups.items():
+            bias = load_checkpoint(group[0])["model_config"]["item_bias"]  # fit the family the models belong to
+            config = ModelConfig(head=head, hidden_dim=hidden_dim, n_experts=n_experts, item_bias=bias)
+            summaries.append(capacity_fit.capacity(config, data=data, checkpoints=group, split=profile.split,
+                                                   max_contexts=n_contexts, seed=0, restarts=profile.capacity_restarts,
+                                                   steps=profile.capacity_steps, ks=(20,), device=device))
+        capacity_fit.write_sweep(results / "capacity", summaries)
+
     keys = {
         "rank": _analysis("rank", results / "rank", analysis_key("rank", first_seed, profile.max_contexts, profile.split),
                           ("rank.json", "spectrum.csv"), rank, log, f"rank report of {len(first_seed)} models", timings),
@@ -253,6 +269,13 @@ def run_analyses(profile: Profile, results: Path, runs: list[Run], paths: list[P
                            ("reach.csv", "reach.json"), reach, log, f"reachability audit of {len(first_seed)} models",
                            timings),
     }
+    if dataset.world is not None:  # the capacity fit needs a known truth
+        keys["capacity"] = _analysis("capacity", results / "capacity",
+                                     analysis_key("capacity", paths, n_contexts, profile.capacity_restarts,
+                                                  profile.capacity_steps, profile.split),
+                                     ("capacity.json", "capacity_sweep.csv"), capacity, log,
+                                     f"capacity fits of {len({(r.head, r.hidden_dim, r.n_experts) for r in runs})} "
+                                     f"head × d × K", timings)
     return keys, timings
 
 

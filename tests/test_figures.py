@@ -15,6 +15,7 @@ from conftest import REPO, run_cli
 from figures import study as study_module
 from figures.__main__ import FIGURES, draw, main
 from figures.study import Profile, run_study, study_runs
+from softmax_bottleneck.errors import InputError
 from softmax_bottleneck.synthetic import SyntheticConfig
 
 MODULES = [importlib.import_module(f"figures.{name}") for name in FIGURES]
@@ -158,8 +159,6 @@ def test_cli_json_lists_the_files(tiny_results, tmp_path, capsys, monkeypatch):
 
 
 def test_a_figure_without_results_says_what_to_run(tmp_path):
-    from softmax_bottleneck.errors import InputError
-
     with pytest.raises(InputError, match="python -m figures"):
         MODULES[0].make(tmp_path)
 
@@ -206,21 +205,28 @@ def test_figures_on_a_dataset_without_a_truth(tiny_synthetic, tmp_path):
                           tmp_path / "plain")
     profile = dataclasses.replace(TINY, seeds=(0,), dims=(2,), expert_counts=(2,), tune_trials=1)
     run_study(profile, tmp_path / "results", data=plain, log=lambda m: None)
-    for module in MODULES:  # made, not saved: saving is the same for every figure (see the tests above)
+    drawn = [m for m in MODULES if getattr(m, "available", lambda r: True)(tmp_path / "results")]
+    assert [m.__name__ for m in MODULES if m not in drawn] == ["figures.capacity"]  # it needs a known truth
+    for module in drawn:  # made, not saved: saving is the same for every figure (see the tests above)
         figure = module.make(tmp_path / "results")
         assert any(ax.has_data() for ax in figure.axes), module.__name__
+    written = draw(tmp_path / "results", tmp_path / "figures")
+    assert "capacity.png" not in {p.name for p in written} and len(written) == 2 * len(drawn)
+    with pytest.raises(InputError, match="--only capacity: this study has no results for it"):
+        draw(tmp_path / "results", tmp_path / "figures", ["capacity"])
 
     assert json.loads((tmp_path / "results" / "rank" / "rank.json").read_text())["truth"] is None
 
 
 def test_a_code_change_redoes_the_analyses_and_nothing_else(tiny_results, tmp_path, monkeypatch):
-    copy = _copy_results(tiny_results, tmp_path, "data", "runs", "tuned", "rank", "compare", "reach", "study.json")
+    copy = _copy_results(tiny_results, tmp_path, "data", "runs", "tuned", "rank", "compare", "reach", "capacity",
+                         "study.json")
     messages = []
     run_study(TINY, copy, log=messages.append)
     assert messages == []  # the same code: all cached
     monkeypatch.setattr(study_module, "source_hash", lambda *packages: "another version of the analysis code")
     run_study(TINY, copy, log=messages.append)
-    assert [m.split()[0] for m in messages] == ["rank", "comparing", "reachability"]
+    assert [m.split()[0] for m in messages] == ["rank", "comparing", "reachability", "capacity"]
 
 
 def test_figures_pick_models_by_the_studys_settings_not_by_counting(tiny_results, tmp_path):
