@@ -100,11 +100,15 @@ TILE_BYTES = {"cpu": 8 << 20, "cuda": 256 << 20}  # one expert's tile: fits the 
 class LogProbMatrix:
     """Exact float64 log-probabilities of a head over given contexts, served in blocks.
 
-    Every head is a mixture ``log p(i | c) = logsumexp_k(log π_k(c) + s_k(c)·g_i − lse_k(c))``
+    Softmax and MoS are mixtures ``log p(i | c) = logsumexp_k(log π_k(c) + s_k(c)·g_i − lse_k(c))``
     (softmax: K = 1, π = 1; see ``Head.expert_factors``). Two passes over tiles of logits that
     stay in cache, computed into reused buffers (no allocation per tile): the normalisers
     lse_k(c) once, by an online logsumexp over item tiles; then any block of log-probabilities,
     with log π_k − lse_k folded into the GEMM and the experts mixed in log space.
+
+    Any other head (sigsoftmax, …) is served by its own ``Head.scores`` on item tiles, in float64:
+    ``log p(i | c) = u(c, i) − logsumexp_j u(c, j)``, with the normaliser again computed once by
+    the same online logsumexp. A new head of that form needs nothing here.
     """
 
     def __init__(self, head: Head, hidden: np.ndarray, *, name: str = "model", device: torch.device | str = "cpu",
@@ -112,12 +116,18 @@ class LogProbMatrix:
         self.head = _float64_copy(head).to(device)
         self.hidden = torch.as_tensor(np.asarray(hidden), dtype=torch.float64, device=device)  # (N, d)
         self.name, self.device = name, device
+        self.mixture = type(self.head).expert_factors is not Head.expert_factors
         self.n_experts = getattr(self.head, "n_experts", 1)
         self.tile_elements = (tile_bytes or TILE_BYTES.get(torch.device(device).type, TILE_BYTES["cpu"])) // 8
         with torch.no_grad():
             items = self.head.item_factors()
             self.items = torch.cat([items, torch.ones_like(items[:, :1])], dim=1).contiguous()  # [g_i, 1]
         self._normalisers = None
+
+    def _scores(self, first: int, last: int, start: int, stop: int) -> torch.Tensor:
+        """A non-mixture head's log-scores u of contexts first:last for items start:stop."""
+        items = torch.arange(start, stop, device=self.device)
+        return self.head.scores(self.hidden[first:last], items)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -148,14 +158,18 @@ class LogProbMatrix:
         items = self.items[:, :-1]
         for first in range(0, n_rows, rows):
             last = min(first + rows, n_rows)
-            _, states = self.head.expert_factors(self.hidden[first:last])  # (K, R, r)
+            if self.mixture:
+                _, states = self.head.expert_factors(self.hidden[first:last])  # (K, R, r)
             top = torch.full((n_experts, last - first), -torch.inf, dtype=torch.float64, device=self.device)
             total = torch.zeros_like(top)
             for start in range(0, n_items, columns):
                 stop = min(start + columns, n_items)
                 logits = buffer[:(last - first) * (stop - start)].view(last - first, stop - start)
                 for k in range(n_experts):  # online logsumexp: rescale the running sum to the new maximum
-                    torch.matmul(states[k], items[start:stop].T, out=logits)
+                    if self.mixture:
+                        torch.matmul(states[k], items[start:stop].T, out=logits)
+                    else:
+                        logits.copy_(self._scores(first, last, start, stop))
                     new_top = torch.maximum(top[k], logits.amax(dim=1))
                     total[k].mul_((top[k] - new_top).exp_()).add_(logits.sub_(new_top[:, None]).exp_().sum(dim=1))
                     top[k] = new_top
@@ -186,6 +200,14 @@ class LogProbMatrix:
         buffers = self._buffers(n_experts + (n_experts > 1), rows, columns)
         for first in range(row_start, row_stop, rows):
             last = min(first + rows, row_stop)
+            if not self.mixture:
+                for begin in range(start, stop, columns):
+                    end = min(begin + columns, stop)
+                    result = self._scores(first, last, begin, end).sub_(normalisers[first:last])
+                    if not torch.isfinite(result.sum()):
+                        self._refuse()
+                    target[first - row_start:last - row_start, begin - start:end - start] = result
+                continue
             log_prior, states = self.head.expert_factors(self.hidden[first:last])
             offsets = (log_prior - normalisers[first:last]).T[..., None]  # (K, R, 1)
             left = torch.cat([states, offsets], dim=-1)  # [s_k, log π_k − lse_k]
@@ -214,7 +236,7 @@ class LogProbMatrix:
     @property
     def has_factors(self) -> bool:
         """One expert (softmax, or MoS with K = 1): the exact factorisation behind the d+2 cap."""
-        return self.n_experts == 1
+        return self.mixture and self.n_experts == 1
 
     def dense(self) -> np.ndarray:
         n_rows, n_items = self.shape

@@ -19,7 +19,7 @@ import torch
 from softmax_bottleneck.checkpoint import load_checkpoints_on_one_dataset, model_from_checkpoint
 from softmax_bottleneck.cli import DEFAULT_CUTOFFS, check_cutoffs
 from softmax_bottleneck.errors import InputError
-from softmax_bottleneck.heads import SoftmaxHead
+from softmax_bottleneck.heads import SigsoftmaxHead, SoftmaxHead
 from softmax_bottleneck.model import unique_labels
 from softmax_bottleneck.provenance import library_version
 
@@ -59,13 +59,15 @@ def scan_top_k(matrix: LogProbMatrix, ks, *, block: int = 1024) -> tuple[np.ndar
 def top1_verdicts(head, contexts, *, n_random: int, seed: int, device="cpu", progress: bool = False):
     """(status, method, margin, Top1Reach) per item of a head, with `contexts` the held-out states.
 
-    Softmax: :func:`analysis.argmax.certify_top1`. A mixture: the shared-W certificate for
+    Softmax and sigsoftmax: :func:`analysis.argmax.certify_top1` (the same certificate: see below). A mixture: the shared-W certificate for
     unreachability, and for reachability only witnesses of the whole mixture (a held-out context
     or a random head input in the box), since an item no expert ranks first may still win the mix.
     """
     weight = head.item_weight.detach().double().cpu().numpy()
     bias = None if head.bias is None else head.bias.detach().double().cpu().numpy()
-    if isinstance(head, SoftmaxHead):  # one softmax over h·Wᵀ + b
+    # Sigsoftmax ranks items by f(z) = z + log σ(z), z = h·Wᵀ + b; f is strictly increasing, so at
+    # every h its top item is the softmax's with the same W and b, and so is every verdict.
+    if isinstance(head, (SoftmaxHead, SigsoftmaxHead)):  # one softmax over h·Wᵀ + b, or a monotone map of it
         reach = certify_top1(weight, bias, known=contexts.hidden, n_random=n_random, seed=seed, progress=progress)
         return reach.status, reach.method, reach.margin, reach
     reach = certify_top1(weight, bias, n_random=n_random, seed=seed, progress=progress)

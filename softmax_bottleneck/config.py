@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-HEADS = ("softmax", "mos")
+HEADS = ("softmax", "mos", "sigsoftmax")
 OPTIMIZERS = ("adagrad", "adam")
 METRICS = ("recall", "mrr", "ndcg")  # the ranking metrics (metrics.metric_table)
 TIES = ("conservative", "standard")  # how a target tied with other items is ranked (metrics.target_ranks)
@@ -47,8 +47,8 @@ class ModelConfig:
             object.__setattr__(self, "n_experts", 4 if self.head == "mos" else 1)
         if self.n_experts < 1:
             raise ValueError(f"n_experts must be >= 1, got {self.n_experts}")
-        if self.head == "softmax" and self.n_experts != 1:
-            raise ValueError(f"n_experts={self.n_experts} needs --head mos (a softmax head has one expert)")
+        if self.head != "mos" and self.n_experts != 1:
+            raise ValueError(f"n_experts={self.n_experts} needs --head mos (a {self.head} head has one expert)")
         if self.n_items < 0:
             raise ValueError(f"n_items must be >= 0, got {self.n_items}")
         for name in ("hidden_dim", "n_layers"):

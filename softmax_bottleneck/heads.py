@@ -5,6 +5,9 @@ constrained embedding it is also the input embedding) and an optional per-item b
 
 - ``softmax``: ``log p = log_softmax(h·Wᵀ + b)``. The log-prob matrix over any set of contexts
   factors as ``[H, 1, −lse]·[W, b, 1]ᵀ``: rank ≤ d+1 without bias, d+2 with.
+- ``sigsoftmax`` (Kanai et al. 2018): ``log p_i = f(z_i) − logsumexp_j f(z_j)``, ``f(z) = z + log σ(z)``,
+  ``z = h·Wᵀ + b``. f is not linear, so there is no rank cap; f is strictly increasing, so every
+  ranking of items is the softmax's with the same W and b.
 - ``mos`` (K experts, Yang et al. 2018): ``π = softmax(h·Pᵀ)``, ``h_k = tanh(h·Q_kᵀ)``,
   ``log p = logsumexp_k(log π_k + log_softmax(h_k·Wᵀ + b))``. Mixed in log space: no eps floor,
   which would manufacture rank.
@@ -76,6 +79,15 @@ class Head(nn.Module):
         """Exact log-probabilities over all items: (batch, d) → (batch, n_items)."""
         return self.candidate_log_probs(hidden)
 
+    def scores(self, hidden: torch.Tensor, candidates: torch.Tensor | None = None,
+               log_q: torch.Tensor | None = None) -> torch.Tensor:
+        """Unnormalised log-scores u with ``log p = u − logsumexp(u)`` over the candidates: (batch, n_cand).
+
+        Every head of that form defines it (the analysis then serves any block of its log-prob matrix
+        exactly, with the normaliser computed once); a mixture of normalised experts (MoS) is not of
+        that form and has ``expert_factors`` instead."""
+        raise NotImplementedError
+
     def loss(self, hidden: torch.Tensor, targets: torch.Tensor, candidates: torch.Tensor | None = None,
              log_q: torch.Tensor | None = None) -> torch.Tensor:
         """Per-row cross-entropy, (batch,). `targets` index columns of `candidates` (items when None).
@@ -130,9 +142,12 @@ def softmax_rank_cap(hidden_dim: int, item_bias: bool) -> int:
 class SoftmaxHead(Head):
     """``log_softmax(h·Wᵀ + b)``."""
 
-    def candidate_log_probs(self, hidden, candidates=None, log_q=None):
+    def scores(self, hidden, candidates=None, log_q=None):
         weight, bias = self._output(candidates)
-        return torch.log_softmax(_logits(hidden, weight, bias, log_q), dim=-1)
+        return _logits(hidden, weight, bias, log_q)
+
+    def candidate_log_probs(self, hidden, candidates=None, log_q=None):
+        return torch.log_softmax(self.scores(hidden, candidates, log_q), dim=-1)
 
     @property
     def rank_cap(self) -> int:
@@ -140,6 +155,25 @@ class SoftmaxHead(Head):
 
     def expert_factors(self, hidden):
         return hidden.new_zeros(len(hidden), 1), self._with_ones(hidden)[None]
+
+
+class SigsoftmaxHead(Head):
+    """Sigsoftmax: ``p_i ∝ exp(z_i)·σ(z_i)`` over ``z = h·Wᵀ + b`` (Kanai et al., NeurIPS 2018).
+
+    ``log p_i = z_i + log σ(z_i) − logsumexp_j(z_j + log σ(z_j))``, with ``logsigmoid`` (``log(sigmoid(z))``
+    is −inf below z ≈ −745 in float64, and an eps floor would manufacture rank). The score is not
+    linear in h, so the log-prob matrix has no rank cap at softmax cost. Sampled training subtracts
+    logQ from the score f(z) = z + log σ(z), the quantity the candidates' softmax normalises.
+    """
+
+    def scores(self, hidden, candidates=None, log_q=None):
+        weight, bias = self._output(candidates)
+        logits = _logits(hidden, weight, bias, None)
+        score = logits + F.logsigmoid(logits)
+        return score if log_q is None else score - log_q
+
+    def candidate_log_probs(self, hidden, candidates=None, log_q=None):
+        return torch.log_softmax(self.scores(hidden, candidates, log_q), dim=-1)
 
 
 class MixtureOfSoftmaxesHead(Head):
@@ -183,4 +217,6 @@ def build_head(kind: str, n_items: int, hidden_dim: int, item_bias: bool, n_expe
         return SoftmaxHead(n_items, hidden_dim, item_bias)
     if kind == "mos":
         return MixtureOfSoftmaxesHead(n_items, hidden_dim, item_bias, n_experts)
+    if kind == "sigsoftmax":
+        return SigsoftmaxHead(n_items, hidden_dim, item_bias)
     raise ValueError(f"unknown head {kind!r}; expected one of {', '.join(HEADS)}")

@@ -1,11 +1,13 @@
-"""Heads: exact, normalised log-probabilities; MoS(K=1) = softmax; sampled = full loss; rank caps."""
+"""Heads: exact, normalised log-probabilities; MoS(K=1) = softmax; sigsoftmax by its formula; sampled = full
+loss; rank caps."""
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from softmax_bottleneck.heads import MixtureOfSoftmaxesHead, SoftmaxHead, build_head
+from softmax_bottleneck.config import HEADS
+from softmax_bottleneck.heads import MixtureOfSoftmaxesHead, SigsoftmaxHead, SoftmaxHead, build_head
 
 N_ITEMS, DIM = 37, 6
 
@@ -23,7 +25,7 @@ def hidden(n=11, scale=1.0, seed=2):
     return torch.randn(n, DIM, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)) * scale
 
 
-@pytest.mark.parametrize("kind", ["softmax", "mos"])
+@pytest.mark.parametrize("kind", HEADS)
 @pytest.mark.parametrize("bias", [True, False])
 def test_probabilities_sum_to_one_in_float64(kind, bias):
     log_p = make_head(kind, bias).log_probs(hidden())
@@ -50,7 +52,7 @@ def test_mos_mixes_in_log_space_like_the_probability_mixture():
     torch.testing.assert_close(mos.log_probs(h), reference, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("kind", ["softmax", "mos"])
+@pytest.mark.parametrize("kind", HEADS)
 def test_extreme_logits_stay_finite(kind):
     head = make_head(kind).float()
     with torch.no_grad():
@@ -63,7 +65,7 @@ def test_extreme_logits_stay_finite(kind):
     assert torch.isfinite(head.loss(h, torch.arange(len(h)) % N_ITEMS)).all()
 
 
-@pytest.mark.parametrize("kind", ["softmax", "mos"])
+@pytest.mark.parametrize("kind", HEADS)
 def test_sampled_loss_with_all_items_as_candidates_is_the_full_cross_entropy(kind):
     head = make_head(kind)
     h = hidden()
@@ -98,6 +100,40 @@ def test_softmax_rank_cap_is_reached_and_mos_exceeds_it(bias, cap):
     assert np.linalg.matrix_rank(mos.log_probs(h).detach().numpy()) > 3 * cap
 
 
+def test_sigsoftmax_is_its_formula_with_logsigmoid_and_no_floor():
+    head = make_head("sigsoftmax")
+    h = hidden()
+    z = h @ head.item_weight.T + head.bias
+    p = torch.exp(z) * torch.sigmoid(z)
+    torch.testing.assert_close(head.log_probs(h), torch.log(p / p.sum(dim=1, keepdim=True)), rtol=0, atol=1e-12)
+    with torch.no_grad():
+        head.item_bias[0] = -800.0  # log(sigmoid(z)) is -inf here in float64; the exact value is about 2z
+        origin = torch.zeros(1, DIM, dtype=torch.float64)  # h = 0: z = b
+        log_p, score = head.log_probs(origin), head.scores(origin)
+    assert torch.isfinite(log_p).all() and float(score[0, 0]) == pytest.approx(-1600.0, rel=1e-9)
+    assert float(log_p[0, 0]) == pytest.approx(float(score[0, 0] - torch.logsumexp(score[0], 0)), rel=1e-12)
+
+
+def test_sigsoftmax_logq_is_subtracted_from_the_score_not_from_the_logit():
+    head = make_head("sigsoftmax")
+    h = hidden()
+    candidates = torch.tensor([4, 1, 9, 30])
+    log_q = torch.log(torch.tensor([5.0, 1.0, 2.0, 7.0], dtype=torch.float64))
+    z = h @ head.item_weight[candidates].T + head.bias[candidates]
+    expected = -torch.log_softmax(z + F.logsigmoid(z) - log_q, dim=1)[:, 2]
+    torch.testing.assert_close(head.loss(h, torch.full((len(h),), 2), candidates, log_q), expected, rtol=0, atol=1e-12)
+
+
+def test_sigsoftmax_has_no_rank_cap_but_ranks_items_as_its_softmax():
+    sig = make_head("sigsoftmax")
+    softmax = SoftmaxHead(N_ITEMS, DIM, True).double()
+    softmax.load_state_dict(sig.state_dict())
+    h = hidden(n=200)
+    assert sig.rank_cap is None and isinstance(sig, SigsoftmaxHead)
+    assert np.linalg.matrix_rank(sig.log_probs(h).detach().numpy()) > 3 * softmax.rank_cap
+    assert torch.equal(sig.log_probs(h).argsort(dim=1), softmax.log_probs(h).argsort(dim=1))
+
+
 def test_sparse_gradients_touch_only_candidate_rows():
     head = make_head("softmax").float()
     head.sparse_gradients = True
@@ -109,7 +145,7 @@ def test_sparse_gradients_touch_only_candidate_rows():
 
 def test_unknown_head():
     with pytest.raises(ValueError):
-        build_head("sigsoftmax", 3, 2, True)
+        build_head("sparsemax", 3, 2, True)
     assert isinstance(build_head("mos", 3, 2, True, 2), MixtureOfSoftmaxesHead)
 
 

@@ -25,7 +25,7 @@ def make(kind, bias=True, experts=3, scale=1.0):
     return head, states, reference
 
 
-@pytest.mark.parametrize("kind, experts", [("softmax", 1), ("mos", 3), ("mos", 1)])
+@pytest.mark.parametrize("kind, experts", [("softmax", 1), ("mos", 3), ("mos", 1), ("sigsoftmax", 1)])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("tile_bytes", [8 * 7 * 3, 1 << 20])  # many ragged tiles, and one tile
 def test_blocks_equal_the_heads_log_probs(kind, experts, bias, tile_bytes):
@@ -41,7 +41,7 @@ def test_blocks_equal_the_heads_log_probs(kind, experts, bias, tile_bytes):
     with pytest.raises(ValueError):
         matrix.columns(0, 30, row_stop=20, out=np.empty((20, 20)))
     factors = matrix.factors()
-    assert (factors is not None) == (experts == 1) == matrix.has_factors
+    assert (factors is not None) == (kind != "sigsoftmax" and experts == 1) == matrix.has_factors
     if factors is not None:
         np.testing.assert_allclose(factors[0] @ factors[1].T, reference, rtol=0, atol=1e-12)
 
@@ -65,6 +65,26 @@ def test_online_normaliser_is_exact_when_the_maximum_moves_late(kind, monkeypatc
     expected = torch.logsumexp(torch.einsum("kcr,ir->kci", expert_states.detach(), items), dim=2).T.numpy()
     np.testing.assert_allclose(matrix.normalisers().numpy(), expected, rtol=1e-14, atol=0)
     np.testing.assert_allclose(np.exp(matrix.dense()).sum(axis=1), 1.0, rtol=0, atol=1e-12)
+
+
+def test_a_head_of_scores_is_served_by_its_own_scores_with_the_normaliser_computed_once(monkeypatch):
+    """Sigsoftmax is no mixture: blocks come from Head.scores on item tiles, minus one online logsumexp."""
+    from analysis import logprobs
+
+    monkeypatch.setattr(logprobs, "TILE_COLUMNS", 4)
+    head, states, _ = make("sigsoftmax", scale=60.0)
+    with torch.no_grad():
+        head.item_bias[-1, 0] = 400.0  # the largest score in the last tile
+        reference = head.double().log_probs(torch.from_numpy(states).double()).numpy()
+    matrix = LogProbMatrix(head, states, tile_bytes=8 * 4 * 4)
+    calls = []
+    real = type(matrix.head).scores
+    monkeypatch.setattr(type(matrix.head), "scores", lambda self, *a: calls.append(1) or real(self, *a))
+    np.testing.assert_allclose(matrix.dense(), reference, rtol=1e-13, atol=1e-10)
+    first = len(calls)
+    matrix.columns(0, N_ITEMS)
+    assert len(calls) - first == first // 2  # the second pass scores each tile once: the normalisers are kept
+    assert not matrix.mixture and matrix.factors() is None
 
 
 def test_the_head_is_analysed_in_float64_without_touching_the_model():

@@ -145,6 +145,28 @@ def test_softmax_certificate_carries_over_to_any_mixture_sharing_w_and_b():
         assert (log_p[unreachable] <= log_p.max() + reach.margin[unreachable] + 1e-12).all()
 
 
+def test_sigsoftmax_gets_the_softmax_verdicts_of_its_w_and_b():
+    """Its score z + log σ(z) is increasing in z: the top item, so every verdict, is the softmax's."""
+    from analysis.reachability import top1_verdicts
+    from softmax_bottleneck.heads import SigsoftmaxHead, SoftmaxHead
+
+    rng = np.random.default_rng(4)
+    weight, bias = np.vstack([SQUARE * 2.0, [[0.5, 0.4]], rng.normal(size=(9, 2))]), rng.normal(size=14) * 0.3
+    contexts = type("Contexts", (), {"hidden": rng.uniform(-1, 1, size=(50, 2))})()
+    verdicts = []
+    for cls in (SoftmaxHead, SigsoftmaxHead):
+        head = cls(14, 2, True).double()
+        with torch.no_grad():
+            head.item_weight.copy_(torch.from_numpy(weight))
+            head.item_bias.copy_(torch.from_numpy(bias)[:, None])
+        status, method, margin, _ = top1_verdicts(head, contexts, n_random=64, seed=0)
+        verdicts.append((list(status), list(method)))
+        if cls is SigsoftmaxHead:  # and a brute-force check over a grid of the box agrees with the certificate
+            winners = head.log_probs(torch.from_numpy(grid(2, 41))).argmax(dim=1).unique().tolist()
+            assert set(winners) <= {i for i, s in enumerate(status) if s == "reachable"}
+    assert verdicts[0] == verdicts[1] and "unreachable" in verdicts[0][0]
+
+
 def test_scan_counts_top_k_with_conservative_ties():
     class Rows:
         shape = (3, 5)
