@@ -96,31 +96,47 @@ class CapacityFit:
     seconds: float
 
 
+WARM_SCALE = 0.2  # a warm-started MoS sees tanh(Q·h) with |Q·h| ≤ this: nearly linear, so it starts as the softmax
+WARM_LR = 0.01  # and moves from there more gently than a cold start
+
+
 def fit_head(config: ModelConfig, contexts: TruthContexts, *, restarts: int = 2, seed: int = 0,
-             steps: int = 1500, lr: float = 0.05, float64_share: float = 0.2) -> CapacityFit:
+             steps: int = 1500, lr: float = 0.05, float64_share: float = 0.2,
+             softmax: CapacityFit | None = None) -> CapacityFit:
     """The best head of `config`'s family and size for the true distributions: full-batch Adam from
     `restarts` seeded starts; the lowest KL wins (see the module docstring: an upper bound).
 
     The first steps run in float32 (twice as fast on a CPU), the last `float64_share` of them in
     float64 (parameters and Adam's moments converted in place, the schedule running on), and the KL
     is measured in float64. On 1,024 contexts × 500 items at d = 16 this reached the all-float64
-    fit's KL to four digits for softmax and MoS K=4 in 0.6× the time (benchmarks/capacity_speed.py)."""
+    fit's KL to four digits for softmax and MoS K=4 in 0.6× the time (benchmarks/capacity_speed.py).
+
+    `softmax`: a fitted softmax of the same size, from which a MoS fit starts one more restart. A
+    mixture can be the softmax: with W/ε for W, states ε·h/max|h| and every Q_k near the identity,
+    tanh(Q_k·h) ≈ Q_k·h and each expert is the softmax (to O(ε²); ε = ``WARM_SCALE``). Cold MoS starts
+    can stop far above the softmax's KL (0.072 against 0.016 nats on the dial world at d = 8); from
+    the softmax they end below it (0.014), so the MoS bound is never looser than the softmax's."""
     if not 0.0 <= float64_share <= 1.0:
         raise ValueError(f"float64_share must be in [0, 1], got {float64_share}")
+    if softmax is not None and (config.head != "mos" or softmax.states.shape[1] != config.hidden_dim):
+        raise ValueError("a softmax start is for a MoS fit of the same hidden size")
     began = time.perf_counter()
     log_truth = torch.from_numpy(contexts.log_truth)
     weights = torch.from_numpy(contexts.weights)
     switch = steps - round(steps * float64_share)  # the first float64 step
     best, kls = None, []
-    for restart in range(restarts):
+    for restart in range(restarts + (softmax is not None)):
         generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, restart]).generate_state(1)[0]))
         head = build_head(config.head, config.n_items, config.hidden_dim, config.item_bias, config.n_experts)
         head.reset_parameters(generator)
         head = head.train(False)
         free = torch.randn(len(contexts.previous), config.hidden_dim, generator=generator, dtype=torch.float64)
+        if restart == restarts:  # the start from the softmax
+            free = _start_from_softmax(head, softmax, generator)
         free = free.float().requires_grad_(True)
+        head = head.float()
         parameters = [free, *head.parameters()]
-        optimizer = torch.optim.Adam(parameters, lr=lr)
+        optimizer = torch.optim.Adam(parameters, lr=WARM_LR if restart == restarts else lr)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
         truth, mass = log_truth.float(), weights.float()
         for step in range(steps):
@@ -140,6 +156,21 @@ def fit_head(config: ModelConfig, contexts: TruthContexts, *, restarts: int = 2,
             best = (kl, head, states.numpy().copy())
     kl, head, states = best
     return CapacityFit(head, states, kl, kls, time.perf_counter() - began)
+
+
+def _start_from_softmax(head: Head, softmax: CapacityFit, generator: torch.Generator) -> torch.Tensor:
+    """Set a MoS head to (nearly) the fitted softmax; returns the states to start from (float64)."""
+    states = torch.from_numpy(softmax.states).double()
+    scale = float(states.abs().max()) or 1.0
+    d, k = head.hidden_dim, head.n_experts
+    with torch.no_grad():
+        head.item_weight.copy_(softmax.head.item_weight.detach() * (scale / WARM_SCALE))
+        if head.item_bias is not None:
+            head.item_bias.copy_(softmax.head.item_bias.detach())
+        head.prior.weight.zero_()  # equal experts
+        noise = 0.05 * torch.randn(k * d, d, generator=generator, dtype=torch.float64)  # to break their symmetry
+        head.projection.weight.copy_(torch.eye(d, dtype=torch.float64).repeat(k, 1) + noise)
+    return states * (WARM_SCALE / scale)
 
 
 def _to_float64(optimizer: torch.optim.Optimizer) -> None:
@@ -189,7 +220,11 @@ def capacity(config: ModelConfig, *, data: Path | None = None, checkpoints: list
     ks = check_cutoffs(ks, dataset.n_items)
     config = dataclasses.replace(config, n_items=dataset.n_items)
     contexts = truth_contexts(dataset, split, max_contexts, seed)
-    fit = fit_head(config, contexts, restarts=restarts, seed=seed, steps=steps)
+    softmax = None
+    if config.head == "mos":  # a mixture's bound is never looser than the softmax's it contains (see fit_head)
+        softmax = fit_head(dataclasses.replace(config, head="softmax", n_experts=1), contexts, restarts=1, seed=seed,
+                           steps=steps)
+    fit = fit_head(config, contexts, restarts=restarts, seed=seed, steps=steps, softmax=softmax)
     fitted = LogProbMatrix(fit.head, fit.states, name="fitted head")
     label = f"best-fit {config.head} d={config.hidden_dim}" + (f" K={config.n_experts}" if config.head == "mos" else "")
     rows = [{"model": "oracle", "kind": "oracle", **_measures(contexts.log_truth, contexts.log_truth, contexts.weights,
@@ -210,7 +245,9 @@ def capacity(config: ModelConfig, *, data: Path | None = None, checkpoints: list
                "world": {k: world.get(k) for k in ("low_rank", "sparse_weight", "factor_scale", "n_successors")},
                "fit": {"head": config.head, "hidden_dim": config.hidden_dim, "n_experts": config.n_experts,
                        "item_bias": config.item_bias, "restarts": restarts, "steps": steps, "optimizer": "adam",
-                       "restart_kls": fit.restart_kls, "seconds": round(fit.seconds, 3), "kl_is": UPPER_BOUND},
+                       "restart_kls": fit.restart_kls, "seconds": round(fit.seconds, 3), "kl_is": UPPER_BOUND,
+                       "softmax_start": None if softmax is None else {"kl": softmax.kl,
+                                                                      "seconds": round(softmax.seconds, 3)}},
                "rows": rows}
     return summary
 

@@ -101,6 +101,27 @@ def test_the_float32_phase_ends_in_float64_at_the_all_float64_fits_kl(exact_soft
         fit_head(config, contexts, float64_share=1.5)
 
 
+def test_a_mos_fit_also_starts_from_the_softmax_fit_and_ends_no_worse(high_rank_world):
+    """A mixture contains the softmax of its size: one MoS restart starts there, so its bound is never looser."""
+    from analysis.capacity_fit import _start_from_softmax, fit_head, mean_kl, truth_contexts
+    from softmax_bottleneck.data import load_prepared
+    from softmax_bottleneck.heads import build_head
+
+    contexts = truth_contexts(load_prepared(high_rank_world), "test", 128, seed=0)
+    softmax = fit_head(ModelConfig(head="softmax", hidden_dim=2, n_items=60), contexts, restarts=1, steps=300)
+    head = build_head("mos", 60, 2, True, 3).double()
+    states = _start_from_softmax(head, softmax, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        start = float(mean_kl(torch.from_numpy(contexts.log_truth), head.log_probs(states),
+                              torch.from_numpy(contexts.weights)))
+    assert start == pytest.approx(softmax.kl, rel=0.05)  # the start is (nearly) the softmax itself
+    mos = fit_head(ModelConfig(head="mos", hidden_dim=2, n_experts=3, n_items=60), contexts, restarts=1, steps=300,
+                   softmax=softmax)
+    assert len(mos.restart_kls) == 2 and mos.restart_kls[-1] <= softmax.kl * 1.001 and mos.kl <= softmax.kl * 1.001
+    with pytest.raises(ValueError, match="softmax start"):
+        fit_head(ModelConfig(head="softmax", hidden_dim=2, n_items=60), contexts, softmax=softmax)
+
+
 def test_cli_splits_a_trained_models_gap_and_writes_tidy_outputs(exact_softmax_world, tmp_path, capsys):
     checkpoint = tmp_path / "softmax.pt"
     assert train_main(["--data", str(exact_softmax_world), "--out", str(checkpoint), "--epochs", "1",
