@@ -22,7 +22,7 @@ from softmax_bottleneck.checkpoint import load_checkpoints_on_one_dataset, model
 from softmax_bottleneck.cli import check_cutoffs
 from softmax_bottleneck.data import load_prepared
 from softmax_bottleneck.errors import InputError
-from softmax_bottleneck.heads import Head, build_head
+from softmax_bottleneck.heads import Head, head_for
 from softmax_bottleneck.config import ModelConfig
 from softmax_bottleneck.model import unique_labels
 from softmax_bottleneck.provenance import library_version
@@ -127,7 +127,7 @@ def fit_head(config: ModelConfig, contexts: TruthContexts, *, restarts: int = 2,
     best, kls = None, []
     for restart in range(restarts + (softmax is not None)):
         generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, restart]).generate_state(1)[0]))
-        head = build_head(config.head, config.n_items, config.hidden_dim, config.item_bias, config.n_experts)
+        head = head_for(config)
         head.reset_parameters(generator)
         head = head.train(False)
         free = torch.randn(len(contexts.previous), config.hidden_dim, generator=generator, dtype=torch.float64)

@@ -40,8 +40,11 @@ def print_summary(summary: dict) -> None:
     for m in summary["models"]:
         print(f"{m['label']:18s} {m.get('reachable', 0):9d} {m.get('unreachable', 0):8d} {m.get('tie', 0):4d} {m.get('undecided', 0):9d} "
               f"{m['unreachable_in_top_decile_support']:16d}  " + "  ".join(f"{m['coverage'][str(k)]:7.3f}" for k in ks)
-              + f"   {m['lp_items']:8d}  {m['certificate_seconds'] + m['scan_seconds']:.1f} s")
+              + (f"   {m['lp_items']:8d}" if m["certificate"] else f"   {'-':>8s}")
+              + f"  {(m['certificate_seconds'] or 0) + m['scan_seconds']:.1f} s")
     for m in summary["models"]:
+        if not m["certificate"]:
+            print(f"{m['label']}: no top-1 certificate for this head; items are reachable (a witness) or undecided")
         if m["most_frequent_unreachable"]:
             shown = ", ".join(f"{x['item']} (support {x['support']}, #{x['support_rank']})"
                               for x in m["most_frequent_unreachable"][:5])

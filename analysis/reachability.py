@@ -19,7 +19,7 @@ import torch
 from softmax_bottleneck.checkpoint import load_checkpoints_on_one_dataset, model_from_checkpoint
 from softmax_bottleneck.cli import DEFAULT_CUTOFFS, check_cutoffs
 from softmax_bottleneck.errors import InputError
-from softmax_bottleneck.heads import SigsoftmaxHead, SoftmaxHead
+from softmax_bottleneck.heads import MixtureOfSoftmaxesHead, SigsoftmaxHead, SoftmaxHead
 from softmax_bottleneck.model import unique_labels
 from softmax_bottleneck.provenance import library_version
 
@@ -59,7 +59,8 @@ def scan_top_k(matrix: LogProbMatrix, ks, *, block: int = 1024) -> tuple[np.ndar
 def top1_verdicts(head, contexts, *, n_random: int, seed: int, device="cpu", progress: bool = False):
     """(status, method, margin, Top1Reach) per item of a head, with `contexts` the held-out states.
 
-    Softmax and sigsoftmax: :func:`analysis.argmax.certify_top1` (the same certificate: see below). A mixture: the shared-W certificate for
+    Softmax and sigsoftmax: :func:`analysis.argmax.certify_top1` (the same certificate: see below). Mixture
+    of logits: witnesses only (status reachable or undecided). A mixture of softmaxes: the shared-W certificate for
     unreachability, and for reachability only witnesses of the whole mixture (a held-out context
     or a random head input in the box), since an item no expert ranks first may still win the mix.
     """
@@ -70,11 +71,14 @@ def top1_verdicts(head, contexts, *, n_random: int, seed: int, device="cpu", pro
     if isinstance(head, (SoftmaxHead, SigsoftmaxHead)):  # one softmax over h·Wᵀ + b, or a monotone map of it
         reach = certify_top1(weight, bias, known=contexts.hidden, n_random=n_random, seed=seed, progress=progress)
         return reach.status, reach.method, reach.margin, reach
-    reach = certify_top1(weight, bias, n_random=n_random, seed=seed, progress=progress)
-    certified = reach.status == "unreachable"
+    if isinstance(head, MixtureOfSoftmaxesHead):  # the shared-W certificate carries over (module docstring)
+        reach = certify_top1(weight, bias, n_random=n_random, seed=seed, progress=progress)
+        certified = reach.status == "unreachable"
+    else:  # Mixture of Logits: its gates depend on the item, and no sound certificate is known: witnesses only
+        reach, certified = None, np.zeros(head.n_items, dtype=bool)
     status = np.where(certified, "unreachable", "undecided").astype(object)
-    method = np.where(certified, reach.method, "").astype(object)
-    margin = np.where(certified, reach.margin, np.nan)
+    method = np.where(certified, reach.method if reach else "", "").astype(object)
+    margin = np.where(certified, reach.margin if reach else np.nan, np.nan)
     tol = tie_tolerance(weight, bias)
     for how, states in (("context", contexts.hidden), ("random", box_states(n_random, head.hidden_dim, seed))):
         if len(states) == 0:
@@ -119,7 +123,9 @@ def _model_summary(label, path, config, frame, frequent, hits, ks, reach, scan_s
                                       for r in by_frequency.head(10).itertuples()],
         "coverage": {str(k): float((hits[i] > 0).mean()) for i, k in enumerate(ks)},
         "never_in_top_k_among_top_decile": {str(k): int(((hits[i] == 0) & frequent).sum()) for i, k in enumerate(ks)},
-        "lp_items": reach.n_lp, "lp_solves": reach.lp_rounds, "certificate_seconds": round(reach.seconds, 3),
+        "certificate": None if reach is None else "shared W" if config["head"] == "mos" else "softmax",
+        "lp_items": reach and reach.n_lp, "lp_solves": reach and reach.lp_rounds,
+        "certificate_seconds": reach and round(reach.seconds, 3),
         "scan_seconds": round(scan_seconds, 3),
     }
 

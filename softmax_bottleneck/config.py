@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-HEADS = ("softmax", "mos", "sigsoftmax")
+HEADS = ("softmax", "mos", "sigsoftmax", "mol")
 OPTIMIZERS = ("adagrad", "adam")
 METRICS = ("recall", "mrr", "ndcg")  # the ranking metrics (metrics.metric_table)
 TIES = ("conservative", "standard")  # how a target tied with other items is ranked (metrics.target_ranks)
@@ -39,6 +39,14 @@ class ModelConfig:
         "help": "dropout on the input embedding (training only)", "metavar": "P"})
     dropout_hidden: float = dataclasses.field(default=0.4, metadata={
         "help": "dropout on each GRU layer's output (training only)", "metavar": "P"})
+    mol_context_components: int = dataclasses.field(default=2, metadata={
+        "help": "MoL: context-side embeddings P_q", "metavar": "P"})
+    mol_item_components: int = dataclasses.field(default=2, metadata={
+        "help": "MoL: item-side embeddings P_x (P_q·P_x dot products are mixed)", "metavar": "P"})
+    mol_dim: int | None = dataclasses.field(default=None, metadata={
+        "help": "MoL: size of each component embedding (default: hidden dim)", "metavar": "E"})
+    mol_temperature: float = dataclasses.field(default=0.05, metadata={
+        "help": "MoL: the component dot products are of l2-normalised embeddings, divided by this", "metavar": "T"})
 
     def __post_init__(self):
         if self.head not in HEADS:
@@ -61,6 +69,13 @@ class ModelConfig:
         for name in ("dropout_embedding", "dropout_hidden"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        for name in ("mol_context_components", "mol_item_components"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.mol_dim is not None and self.mol_dim < 1:
+            raise ValueError(f"mol_dim must be >= 1, got {self.mol_dim}")
+        if not self.mol_temperature > 0:
+            raise ValueError(f"mol_temperature must be > 0, got {self.mol_temperature}")
 
     @property
     def input_dim(self) -> int:

@@ -8,6 +8,9 @@ constrained embedding it is also the input embedding) and an optional per-item b
 - ``sigsoftmax`` (Kanai et al. 2018): ``log p_i = f(z_i) − logsumexp_j f(z_j)``, ``f(z) = z + log σ(z)``,
   ``z = h·Wᵀ + b``. f is not linear, so there is no rank cap; f is strictly increasing, so every
   ranking of items is the softmax's with the same W and b.
+- ``mol`` (Mixture of Logits, Zhai et al. 2023): ``log p_i = φ(h, i) − logsumexp_j φ(h, j)`` with
+  ``φ = Σ_p π_p(h, i)·ℓ_p(h, i)``, a gated mixture of P = P_q·P_x dot products of l2-normalised
+  context- and item-side embeddings. No rank cap (see ``MixtureOfLogitsHead``).
 - ``mos`` (K experts, Yang et al. 2018): ``π = softmax(h·Pᵀ)``, ``h_k = tanh(h·Q_kᵀ)``,
   ``log p = logsumexp_k(log π_k + log_softmax(h_k·Wᵀ + b))``. Mixed in log space: no eps floor,
   which would manufacture rank.
@@ -176,6 +179,66 @@ class SigsoftmaxHead(Head):
         return torch.log_softmax(self.scores(hidden, candidates, log_q), dim=-1)
 
 
+class MixtureOfLogitsHead(Head):
+    """Mixture of Logits (Zhai et al., KDD 2023): one softmax over a gated mixture of dot products.
+
+    With h the GRU output (d) and w_i the item's row of the item matrix (d):
+
+    - context side: P_q embeddings f_q(h) = normalise(A_q·h), item side: P_x embeddings
+      g_x(i) = normalise(B_x·w_i), each of size e (``mol_dim``); their P = P_q·P_x dot products,
+      divided by the temperature τ, are the component logits ℓ_p(h, i) = ⟨f_q(h), g_x(i)⟩ / τ;
+    - the gates π(h, i) = softmax_p(u_p·h + v_p·w_i + (M·ℓ(h, i))_p) are a function of the context,
+      of the item and of the component logits themselves (the paper's decomposition, with linear
+      maps u, v and M for the small readable default);
+    - φ(h, i) = Σ_p π_p(h, i)·ℓ_p(h, i) + b_i, and log p(i | h) = φ(h, i) − logsumexp_j φ(h, j).
+
+    Why no rank cap: φ is not bilinear in (h, w_i), since the gates weight the P dot products
+    differently for every (context, item) pair, so the log-prob matrix [φ(c, i) − lse(c)] is not a
+    product of a d- and an item-sized factor (for P = 1, π ≡ 1 and φ = ⟨f, g⟩/τ + b: a softmax of rank
+    ≤ e+2). Sampled training subtracts logQ from φ. Every part of φ is computed for the candidates
+    only, so a sampled step costs O(batch × candidates × P).
+    """
+
+    def __init__(self, n_items: int, hidden_dim: int, item_bias: bool, context_components: int = 2,
+                 item_components: int = 2, component_dim: int | None = None, temperature: float = 0.05):
+        super().__init__(n_items, hidden_dim, item_bias)
+        self.context_components, self.item_components = context_components, item_components
+        self.component_dim, self.temperature = component_dim or hidden_dim, temperature
+        n_pairs = context_components * item_components
+        self.context_projection = nn.Linear(hidden_dim, context_components * self.component_dim, bias=False)  # A
+        self.item_projection = nn.Linear(hidden_dim, item_components * self.component_dim, bias=False)  # B
+        self.context_gate = nn.Linear(hidden_dim, n_pairs)  # u (with the gates' bias)
+        self.item_gate = nn.Linear(hidden_dim, n_pairs, bias=False)  # v
+        self.logit_gate = nn.Linear(n_pairs, n_pairs, bias=False)  # M
+
+    def reset_parameters(self, generator=None):
+        super().reset_parameters(generator)
+        for layer in (self.context_projection, self.item_projection, self.context_gate, self.item_gate,
+                      self.logit_gate):
+            uniform_init_(layer.weight, layer.in_features, layer.out_features, generator)
+        nn.init.zeros_(self.context_gate.bias)
+
+    def component_logits(self, hidden: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """ℓ (batch, n_cand, P): the P_q·P_x dot products of the normalised embeddings, over τ."""
+        e = self.component_dim
+        context = F.normalize(self.context_projection(hidden).view(len(hidden), self.context_components, e), dim=-1)
+        item = F.normalize(self.item_projection(items).view(len(items), self.item_components, e), dim=-1)
+        logits = torch.einsum("bqe,nxe->bnqx", context, item) / self.temperature
+        return logits.reshape(len(hidden), len(items), -1)
+
+    def scores(self, hidden, candidates=None, log_q=None):
+        weight, bias = self._output(candidates)
+        logits = self.component_logits(hidden, weight)  # (batch, n_cand, P)
+        gates = self.context_gate(hidden)[:, None, :] + self.item_gate(weight)[None] + self.logit_gate(logits)
+        score = (torch.softmax(gates, dim=-1) * logits).sum(dim=-1)
+        if bias is not None:
+            score = score + bias
+        return score if log_q is None else score - log_q
+
+    def candidate_log_probs(self, hidden, candidates=None, log_q=None):
+        return torch.log_softmax(self.scores(hidden, candidates, log_q), dim=-1)
+
+
 class MixtureOfSoftmaxesHead(Head):
     """K softmaxes over tanh projections of h, mixed by a softmax prior, in log space."""
 
@@ -212,11 +275,24 @@ class MixtureOfSoftmaxesHead(Head):
         return log_prior, self._with_ones(states.transpose(0, 1)).contiguous()
 
 
-def build_head(kind: str, n_items: int, hidden_dim: int, item_bias: bool, n_experts: int = 1) -> Head:
+def build_head(kind: str, n_items: int, hidden_dim: int, item_bias: bool, n_experts: int = 1, *,
+               mol_context_components: int = 2, mol_item_components: int = 2, mol_dim: int | None = None,
+               mol_temperature: float = 0.05) -> Head:
     if kind == "softmax":
         return SoftmaxHead(n_items, hidden_dim, item_bias)
     if kind == "mos":
         return MixtureOfSoftmaxesHead(n_items, hidden_dim, item_bias, n_experts)
     if kind == "sigsoftmax":
         return SigsoftmaxHead(n_items, hidden_dim, item_bias)
+    if kind == "mol":
+        return MixtureOfLogitsHead(n_items, hidden_dim, item_bias, mol_context_components, mol_item_components,
+                                   mol_dim, mol_temperature)
     raise ValueError(f"unknown head {kind!r}; expected one of {', '.join(HEADS)}")
+
+
+def head_for(config) -> Head:
+    """The head a ModelConfig describes (every size it names)."""
+    return build_head(config.head, config.n_items, config.hidden_dim, config.item_bias, config.n_experts,
+                      mol_context_components=config.mol_context_components,
+                      mol_item_components=config.mol_item_components, mol_dim=config.mol_dim,
+                      mol_temperature=config.mol_temperature)

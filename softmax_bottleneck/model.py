@@ -20,12 +20,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
-from .heads import Head, build_head, uniform_init_
+from .heads import Head, head_for, uniform_init_
 
 def model_label(config) -> str:
-    """A short name for a model configuration (a ModelConfig or its dict): "softmax d=64", "mos d=64 K=4"."""
+    """A short name for a model configuration (a ModelConfig or its dict): "softmax d=64", "mos d=64 K=4",
+    "mol d=64 P=2×2"."""
     config = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
-    return f"{config['head']} d={config['hidden_dim']}" + (f" K={config['n_experts']}" if config["head"] == "mos" else "")
+    label = f"{config['head']} d={config['hidden_dim']}"
+    if config["head"] == "mos":
+        return label + f" K={config['n_experts']}"
+    if config["head"] == "mol":
+        return label + f" P={config.get('mol_context_components', 2)}×{config.get('mol_item_components', 2)}"
+    return label
 
 
 def unique_labels(configs, paths) -> list[str]:
@@ -62,8 +68,7 @@ class GRU4Rec(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.head: Head = build_head(config.head, config.n_items, config.hidden_dim, config.item_bias,
-                                     config.n_experts)
+        self.head: Head = head_for(config)
         self.input_embedding = (nn.Embedding(config.n_items, config.input_dim)
                                 if config.embedding == "separate" else None)
         self.dropout_embedding = nn.Dropout(config.dropout_embedding)

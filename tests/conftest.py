@@ -69,3 +69,15 @@ def twins(tmp_path_factory):
     assert train_main(common + ["--out", str(folder / "softmax.pt")]) == 0
     assert train_main(common + ["--out", str(folder / "mos.pt"), "--head", "mos", "--n-experts", "8"]) == 0
     return folder
+
+
+@pytest.fixture(scope="session")
+def new_heads(twins):
+    """A sigsoftmax and a mixture-of-logits model, trained as the twins were, on their world."""
+    from softmax_bottleneck.train import main as train_main
+
+    common = ["--data", str(twins / "data"), "--hidden-dim", "4", "--epochs", "2", "--full-softmax",
+              "--optimizer", "adam", "--lr", "0.01", "--dropout-hidden", "0", "--quiet"]
+    for head in ("sigsoftmax", "mol"):
+        assert train_main(common + ["--out", str(twins / f"{head}.pt"), "--head", head]) == 0
+    return twins

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from softmax_bottleneck.config import HEADS
-from softmax_bottleneck.heads import MixtureOfSoftmaxesHead, SigsoftmaxHead, SoftmaxHead, build_head
+from softmax_bottleneck.heads import (MixtureOfLogitsHead, MixtureOfSoftmaxesHead, SigsoftmaxHead, SoftmaxHead,
+                                     build_head)
 
 N_ITEMS, DIM = 37, 6
 
@@ -132,6 +133,41 @@ def test_sigsoftmax_has_no_rank_cap_but_ranks_items_as_its_softmax():
     assert sig.rank_cap is None and isinstance(sig, SigsoftmaxHead)
     assert np.linalg.matrix_rank(sig.log_probs(h).detach().numpy()) > 3 * softmax.rank_cap
     assert torch.equal(sig.log_probs(h).argsort(dim=1), softmax.log_probs(h).argsort(dim=1))
+
+
+def mol_head(context=2, item=2, dim=None, bias=True, seed=0):
+    head = MixtureOfLogitsHead(N_ITEMS, DIM, bias, context, item, dim, temperature=0.2).double()
+    head.reset_parameters(torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        for parameter in (head.context_gate.bias, *([head.item_bias] if bias else [])):
+            parameter.normal_(0, 1, generator=torch.Generator().manual_seed(seed + 1))
+    return head
+
+
+def test_mol_is_its_formula_computed_pair_by_pair():
+    head = mol_head(context=2, item=3, dim=4)
+    h = hidden(n=5)
+    expected = torch.empty(5, N_ITEMS, dtype=torch.float64)
+    a = head.context_projection.weight.view(2, 4, DIM)
+    b = head.item_projection.weight.view(3, 4, DIM)
+    for c in range(5):
+        for i in range(N_ITEMS):
+            w = head.item_weight[i]
+            logits = torch.stack([F.normalize(a[q] @ h[c], dim=0) @ F.normalize(b[x] @ w, dim=0) / 0.2
+                                  for q in range(2) for x in range(3)])
+            gates = head.context_gate(h[c]) + head.item_gate.weight @ w + head.logit_gate.weight @ logits
+            expected[c, i] = (torch.softmax(gates, dim=0) * logits).sum() + head.bias[i]
+    torch.testing.assert_close(head.scores(h), expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(head.log_probs(h), torch.log_softmax(expected, dim=1), rtol=0, atol=1e-12)
+
+
+def test_mol_of_one_pair_is_a_softmax_of_its_component_size_and_more_pairs_lift_the_cap():
+    one = mol_head(context=1, item=1, dim=3)
+    h = hidden(n=200)
+    assert np.linalg.matrix_rank(one.log_probs(h).detach().numpy()) == 3 + 2  # one gate, π ≡ 1: ⟨f, g⟩/τ + b
+    mixed = mol_head(context=2, item=2, dim=3)
+    assert mixed.rank_cap is None
+    assert np.linalg.matrix_rank(mixed.log_probs(h).detach().numpy()) > 3 * (DIM + 2)
 
 
 def test_sparse_gradients_touch_only_candidate_rows():

@@ -25,7 +25,7 @@ def make(kind, bias=True, experts=3, scale=1.0):
     return head, states, reference
 
 
-@pytest.mark.parametrize("kind, experts", [("softmax", 1), ("mos", 3), ("mos", 1), ("sigsoftmax", 1)])
+@pytest.mark.parametrize("kind, experts", [("softmax", 1), ("mos", 3), ("mos", 1), ("sigsoftmax", 1), ("mol", 1)])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("tile_bytes", [8 * 7 * 3, 1 << 20])  # many ragged tiles, and one tile
 def test_blocks_equal_the_heads_log_probs(kind, experts, bias, tile_bytes):
@@ -41,7 +41,7 @@ def test_blocks_equal_the_heads_log_probs(kind, experts, bias, tile_bytes):
     with pytest.raises(ValueError):
         matrix.columns(0, 30, row_stop=20, out=np.empty((20, 20)))
     factors = matrix.factors()
-    assert (factors is not None) == (kind != "sigsoftmax" and experts == 1) == matrix.has_factors
+    assert (factors is not None) == (kind in ("softmax", "mos") and experts == 1) == matrix.has_factors
     if factors is not None:
         np.testing.assert_allclose(factors[0] @ factors[1].T, reference, rtol=0, atol=1e-12)
 

@@ -167,6 +167,22 @@ def test_sigsoftmax_gets_the_softmax_verdicts_of_its_w_and_b():
     assert verdicts[0] == verdicts[1] and "unreachable" in verdicts[0][0]
 
 
+def test_mixture_of_logits_gets_witnesses_only_and_each_is_real():
+    from analysis.reachability import top1_verdicts
+    from softmax_bottleneck.heads import MixtureOfLogitsHead
+
+    head = MixtureOfLogitsHead(12, 3, True, 2, 2, temperature=0.3).double()
+    head.reset_parameters(torch.Generator().manual_seed(5))
+    rng = np.random.default_rng(5)
+    contexts = type("Contexts", (), {"hidden": rng.uniform(-1, 1, size=(40, 3))})()
+    status, method, margin, reach = top1_verdicts(head, contexts, n_random=64, seed=0)
+    assert reach is None and set(status) <= {"reachable", "undecided"} and "reachable" in set(status)
+    with torch.no_grad():
+        winners = set(head.log_probs(torch.from_numpy(contexts.hidden)).argmax(dim=1).tolist())
+    assert {i for i in range(12) if method[i] == "context"} == winners  # a context witness ranks its item first
+    assert (margin[status == "reachable"] > 0).all()
+
+
 def test_scan_counts_top_k_with_conservative_ties():
     class Rows:
         shape = (3, 5)
