@@ -219,18 +219,24 @@ class MixtureOfLogitsHead(Head):
         nn.init.zeros_(self.context_gate.bias)
 
     def component_logits(self, hidden: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """ℓ (batch, n_cand, P): the P_q·P_x dot products of the normalised embeddings, over τ."""
+        """ℓ (batch, P, n_cand): the P_q·P_x dot products of the normalised embeddings, over τ.
+
+        The candidates are the last axis throughout, so that every elementwise step and the softmax
+        over the P gates run along long contiguous rows (P = 4 as the innermost axis was 3× slower)."""
         e = self.component_dim
         context = F.normalize(self.context_projection(hidden).view(len(hidden), self.context_components, e), dim=-1)
         item = F.normalize(self.item_projection(items).view(len(items), self.item_components, e), dim=-1)
-        logits = torch.einsum("bqe,nxe->bnqx", context, item) / self.temperature
-        return logits.reshape(len(hidden), len(items), -1)
+        flat = item.reshape(-1, e)  # (n_cand·P_x, e)
+        logits = (context.reshape(-1, e) @ flat.T).view(len(hidden), self.context_components, len(items),
+                                                         self.item_components)
+        return logits.permute(0, 1, 3, 2).reshape(len(hidden), -1, len(items)) / self.temperature
 
     def scores(self, hidden, candidates=None, log_q=None):
         weight, bias = self._output(candidates)
-        logits = self.component_logits(hidden, weight)  # (batch, n_cand, P)
-        gates = self.context_gate(hidden)[:, None, :] + self.item_gate(weight)[None] + self.logit_gate(logits)
-        score = (torch.softmax(gates, dim=-1) * logits).sum(dim=-1)
+        logits = self.component_logits(hidden, weight)  # (batch, P, n_cand)
+        gates = (self.context_gate(hidden)[:, :, None] + self.item_gate(weight).T[None]
+                 + torch.einsum("pk,bkn->bpn", self.logit_gate.weight, logits))
+        score = (torch.softmax(gates, dim=1) * logits).sum(dim=1)
         if bias is not None:
             score = score + bias
         return score if log_q is None else score - log_q
