@@ -214,13 +214,14 @@ def _check_writable_parent(path, flag: str) -> None:
         raise InputError(f"{flag} {path}: cannot write in {existing} ({err.strerror or type(err).__name__})") from None
 
 
-def add_heldout_arguments(parser: argparse.ArgumentParser) -> None:
-    """--data, --split, --json, --device and --threads: what every tool reading held-out data takes."""
+def add_heldout_arguments(parser: argparse.ArgumentParser, threads: int | None = None) -> None:
+    """--data, --split, --json, --device and --threads (default `threads`, None: all cores): what every
+    tool reading held-out data takes."""
     parser.add_argument("--data", type=_path, help="prepared dataset (default: the one the checkpoint records)")
     parser.add_argument("--split", default="test", choices=("valid", "test"), help="held-out split (default: test)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     add_device_argument(parser)
-    add_threads_argument(parser, default=None)
+    add_threads_argument(parser, default=threads)
 
 
 DEFAULT_CUTOFFS = (1, 5, 10, 20)
