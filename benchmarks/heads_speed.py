@@ -28,7 +28,7 @@ import numpy as np, torch
 from softmax_bottleneck.config import ModelConfig, TrainConfig
 from softmax_bottleneck.metrics import target_ranks
 from softmax_bottleneck.model import GRU4Rec
-from softmax_bottleneck.training import NegativeSampler, _make_optimizer
+from softmax_bottleneck.training import NegativeSampler, _make_optimizer, train_step
 head, n_items, dim, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 torch.set_num_threads(1)
 rng = np.random.default_rng(0)
@@ -48,13 +48,7 @@ for step in range(steps + 20):
         began = time.perf_counter()  # warm-up steps excluded
     targets = items[step + 1]
     output, hidden = model.step(items[step], hidden.detach())
-    negatives = sampler.draw()
-    candidates = torch.cat([targets, negatives])
-    log_q = torch.cat([log_support[targets], config.sample_alpha * log_support[negatives]])
-    loss = model.head.loss(output, torch.arange(len(targets)), candidates, log_q).sum() / config.batch_size
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    train_step(model, output, targets, config, optimizer, sampler, log_support)
 train = steps * config.batch_size / (time.perf_counter() - began)
 model.eval()
 with torch.no_grad():

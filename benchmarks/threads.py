@@ -31,7 +31,7 @@ from softmax_bottleneck.data import load_prepared, session_parallel_batches
 from softmax_bottleneck.config import ModelConfig
 from softmax_bottleneck.model import GRU4Rec, carry_state
 from softmax_bottleneck.config import TrainConfig
-from softmax_bottleneck.training import NegativeSampler, _make_optimizer
+from softmax_bottleneck.training import NegativeSampler, _make_optimizer, train_step
 threads, steps, data = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 torch.set_num_threads(threads)
 dataset = load_prepared(data)
@@ -51,13 +51,7 @@ for step, batch in enumerate(session_parallel_batches(dataset.splits["train"], c
     hidden = carry_state(hidden, batch.keep, batch.reset)
     targets = torch.from_numpy(batch.targets)
     output, hidden = model.step(torch.from_numpy(batch.inputs), hidden)
-    negatives = sampler.draw()
-    candidates = torch.cat([targets, negatives])
-    log_q = torch.cat([log_support[targets], config.sample_alpha * log_support[negatives]])
-    loss = model.head.loss(output, torch.arange(len(targets)), candidates, log_q).sum() / config.batch_size
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    train_step(model, output, targets, config, optimizer, sampler, log_support)
     events += len(targets)
 print(json.dumps({"events_per_second": events / (time.perf_counter() - start)}))
 """

@@ -85,6 +85,32 @@ def _set_rng_state(state: dict, sampler_generator: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def train_step(model: GRU4Rec, output: torch.Tensor, targets: torch.Tensor, config: TrainConfig,
+               optimizer: torch.optim.Optimizer, sampler: NegativeSampler | None,
+               log_support: torch.Tensor) -> torch.Tensor | None:
+    """One optimizer step on a batch's GRU outputs: the loss over the targets and shared negatives
+    (logQ-corrected) or over all items, scaled as GRU4Rec does; returns the per-row losses (None when
+    a batch has no negatives at all, which GRU4Rec skips)."""
+    n_rows = len(targets)
+    if config.full_softmax:
+        losses = model.head.loss(output, targets)
+    else:
+        if config.n_sample == 0 and n_rows < 2:
+            return None  # no negatives at all (GRU4Rec stops the epoch here)
+        candidates, log_q = targets, log_support[targets]
+        if sampler is not None:
+            negatives = sampler.draw()
+            candidates = torch.cat([targets, negatives])
+            log_q = torch.cat([log_q, config.sample_alpha * log_support[negatives]])
+        columns = torch.arange(n_rows, device=output.device)
+        losses = model.head.loss(output, columns, candidates, config.logq * log_q if config.logq else None)
+    loss = losses.sum() / config.batch_size  # GRU4Rec's scaling: by the configured batch size
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return losses
+
+
 def train_epoch(model: GRU4Rec, dataset: PreparedDataset, config: TrainConfig, optimizer: torch.optim.Optimizer,
                 sampler: NegativeSampler | None, log_support: torch.Tensor, device: torch.device,
                 desc: str = "train", progress: bool = True) -> dict:
@@ -103,24 +129,11 @@ def train_epoch(model: GRU4Rec, dataset: PreparedDataset, config: TrainConfig, o
         inputs = torch.from_numpy(batch.inputs).to(device)
         targets = torch.from_numpy(batch.targets).to(device)
         output, hidden = model.step(inputs, hidden)
-        n_rows = len(targets)
-        if config.full_softmax:
-            losses = model.head.loss(output, targets)
-        else:
-            if config.n_sample == 0 and n_rows < 2:
-                continue  # no negatives at all (GRU4Rec stops the epoch here)
-            candidates, log_q = targets, log_support[targets]
-            if sampler is not None:
-                negatives = sampler.draw()
-                candidates = torch.cat([targets, negatives])
-                log_q = torch.cat([log_q, config.sample_alpha * log_support[negatives]])
-            columns = torch.arange(n_rows, device=device)
-            losses = model.head.loss(output, columns, candidates, config.logq * log_q if config.logq else None)
-        loss = losses.sum() / config.batch_size  # GRU4Rec's scaling: by the configured batch size
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        losses = train_step(model, output, targets, config, optimizer, sampler, log_support)
+        if losses is None:
+            continue
         total_loss += float(losses.detach().sum())
+        n_rows = len(targets)
         n_events += n_rows
         bar.update(n_rows)
     bar.close()
