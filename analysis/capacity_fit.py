@@ -68,9 +68,12 @@ def truth_contexts(dataset, split: str, max_contexts: int | None, seed: int) -> 
     return TruthContexts(sessions, positions, previous, weights.astype(np.float64), inverse, log_truth)
 
 
-def mean_kl(log_truth: torch.Tensor, log_model: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Σ_c w_c KL(p_c ‖ q_c) / Σ_c w_c, in float64 (log_truth, log_model: (m, n))."""
-    return (weights[:, None] * log_truth.exp() * (log_truth - log_model)).sum() / weights.sum()
+def mean_kl(log_truth: torch.Tensor, log_model: torch.Tensor, weights: torch.Tensor,
+            truth: torch.Tensor | None = None) -> torch.Tensor:
+    """Σ_c w_c KL(p_c ‖ q_c) / Σ_c w_c, in float64 (log_truth, log_model: (m, n)); `truth`: exp(log_truth),
+    when the caller has it (the fit's loop does, so that it is not recomputed at every step)."""
+    truth = log_truth.exp() if truth is None else truth
+    return (weights[:, None] * truth * (log_truth - log_model)).sum() / weights.sum()
 
 
 def expected_metrics(log_truth: np.ndarray, log_model: np.ndarray, weights: np.ndarray, ks) -> dict:
@@ -134,17 +137,17 @@ def fit_head(config: ModelConfig, contexts: TruthContexts, *, restarts: int = 2,
         if restart == restarts:  # the start from the softmax
             free = _start_from_softmax(head, softmax, generator)
         free = free.float().requires_grad_(True)
-        head = head.float()
         parameters = [free, *head.parameters()]
         optimizer = torch.optim.Adam(parameters, lr=WARM_LR if restart == restarts else lr)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
         truth, mass = log_truth.float(), weights.float()
+        probabilities = truth.exp()
         for step in range(steps):
             if step == switch:
                 _to_float64(optimizer)
-                truth, mass = log_truth, weights
+                truth, mass, probabilities = log_truth, weights, log_truth.exp()
             optimizer.zero_grad()
-            mean_kl(truth, head.log_probs(free), mass).backward()
+            mean_kl(truth, head.log_probs(free), mass, probabilities).backward()
             optimizer.step()
             schedule.step()
         _to_float64(optimizer)

@@ -168,8 +168,8 @@ class LogProbMatrix:
                 for k in range(n_experts):  # online logsumexp: rescale the running sum to the new maximum
                     if self.mixture:
                         torch.matmul(states[k], items[start:stop].T, out=logits)
-                    else:
-                        logits.copy_(self._scores(first, last, start, stop))
+                    else:  # the head's own scores, a fresh tensor: used in place, not copied into the buffer
+                        logits = self._scores(first, last, start, stop)
                     new_top = torch.maximum(top[k], logits.amax(dim=1))
                     total[k].mul_((top[k] - new_top).exp_()).add_(logits.sub_(new_top[:, None]).exp_().sum(dim=1))
                     top[k] = new_top
