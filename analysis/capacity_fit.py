@@ -20,11 +20,11 @@ import torch
 
 from softmax_bottleneck.checkpoint import load_checkpoints_on_one_dataset, model_from_checkpoint
 from softmax_bottleneck.cli import check_cutoffs
+from softmax_bottleneck.config import IDENTITY, ModelConfig, describe
 from softmax_bottleneck.data import load_prepared
 from softmax_bottleneck.errors import InputError
 from softmax_bottleneck.heads import Head, head_for
-from softmax_bottleneck.config import ModelConfig
-from softmax_bottleneck.model import unique_labels
+from softmax_bottleneck.model import model_label, unique_labels
 from softmax_bottleneck.provenance import library_version
 from softmax_bottleneck.synthetic import SyntheticWorld
 
@@ -204,8 +204,7 @@ def _checkpoint_row(path, checkpoint, label, dataset, split, contexts, ks, seed,
                            device=device)
     log_model = matrix.dense()
     config = checkpoint["model_config"]
-    return {"model": label, "kind": "trained", "checkpoint": str(path), "head": config["head"],
-            "hidden_dim": config["hidden_dim"], "n_experts": config["n_experts"],
+    return {"model": label, "kind": "trained", "checkpoint": str(path), **describe(config),
             **_measures(contexts.log_truth[contexts.inverse], log_model, np.ones(len(log_model)), ks,
                         numerical_rank(matrix))}
 
@@ -229,11 +228,10 @@ def capacity(config: ModelConfig, *, data: Path | None = None, checkpoints: list
                            steps=steps)
     fit = fit_head(config, contexts, restarts=restarts, seed=seed, steps=steps, softmax=softmax)
     fitted = LogProbMatrix(fit.head, fit.states, name="fitted head")
-    label = f"best-fit {config.head} d={config.hidden_dim}" + (f" K={config.n_experts}" if config.head == "mos" else "")
+    label = "best-fit " + model_label(config)
     rows = [{"model": "oracle", "kind": "oracle", **_measures(contexts.log_truth, contexts.log_truth, contexts.weights,
                                                               ks, numerical_rank(contexts.log_truth))},
-            {"model": label, "kind": "best fit", "head": config.head, "hidden_dim": config.hidden_dim,
-             "n_experts": config.n_experts, **_measures(contexts.log_truth, fitted.dense(), contexts.weights, ks,
+            {"model": label, "kind": "best fit", **describe(config), **_measures(contexts.log_truth, fitted.dense(), contexts.weights, ks,
                                                           numerical_rank(fitted))}]
     labels = unique_labels([c["model_config"] for c in loaded], list(checkpoints))
     for path, checkpoint, name in zip(checkpoints, loaded, labels):
@@ -246,8 +244,7 @@ def capacity(config: ModelConfig, *, data: Path | None = None, checkpoints: list
                "split": split, "seed": seed, "n_contexts": int(len(contexts.sessions)),
                "n_distinct_contexts": int(len(contexts.previous)), "n_items": dataset.n_items, "ks": list(ks),
                "world": {k: world.get(k) for k in ("low_rank", "sparse_weight", "factor_scale", "n_successors")},
-               "fit": {"head": config.head, "hidden_dim": config.hidden_dim, "n_experts": config.n_experts,
-                       "item_bias": config.item_bias, "restarts": restarts, "steps": steps, "optimizer": "adam",
+               "fit": {**describe(config), "item_bias": config.item_bias, "restarts": restarts, "steps": steps, "optimizer": "adam",
                        "restart_kls": fit.restart_kls, "seconds": round(fit.seconds, 3), "kl_is": UPPER_BOUND,
                        "softmax_start": None if softmax is None else {"kl": softmax.kl,
                                                                       "seconds": round(softmax.seconds, 3)}},
@@ -280,7 +277,7 @@ def sweep_rows(summaries: list[dict], k: int = 20) -> list[dict]:
         trained = [r for r in summary["rows"] if r["kind"] == "trained"]
         kls = np.array([r["kl"] for r in trained], dtype=np.float64)
         recalls = np.array([r[f"expected_recall@{k}"] for r in trained], dtype=np.float64)
-        rows.append({"head": fit["head"], "hidden_dim": fit["hidden_dim"], "n_experts": fit["n_experts"],
+        rows.append({**{key: fit[key] for key in IDENTITY},
                      "fit_kl": fit["kl"], f"fit_expected_recall@{k}": fit[f"expected_recall@{k}"],
                      f"oracle_expected_recall@{k}": oracle[f"expected_recall@{k}"], "n_trained": len(trained),
                      "trained_kl_mean": float(kls.mean()) if len(kls) else None,

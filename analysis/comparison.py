@@ -18,6 +18,7 @@ import torch
 
 from softmax_bottleneck.checkpoint import load_checkpoints_on_one_dataset
 from softmax_bottleneck.cli import check_cutoffs
+from softmax_bottleneck.config import describe
 from softmax_bottleneck.errors import InputError
 from softmax_bottleneck.metrics import METRICS, event_values
 from softmax_bottleneck.provenance import library_version
@@ -78,8 +79,7 @@ def metric_rows(groups: list[Group], sessions: np.ndarray, ks, metrics, n_bootst
                 low, high = interval(values)
                 d_low, d_high = interval(difference)
                 rows.append({
-                    "model": group.label, "head": group.config["head"], "hidden_dim": group.config["hidden_dim"],
-                    "n_experts": group.config["n_experts"], "n_seeds": len(group.ranks), "metric": metric, "k": k,
+                    "model": group.label, **describe(group.config), "n_seeds": len(group.ranks), "metric": metric, "k": k,
                     "value": float(np.mean(per_seed)), "std_over_seeds": _std(per_seed),
                     "ci_low": low, "ci_high": high, "diff_vs_baseline": float(difference.mean()),
                     "diff_ci_low": d_low, "diff_ci_high": d_high,
@@ -90,7 +90,7 @@ def metric_rows(groups: list[Group], sessions: np.ndarray, ks, metrics, n_bootst
         for k in ks:
             values = event_values(oracle, metric, k)
             low, high = interval(values)
-            rows.append({"model": "oracle", "head": "truth", "metric": metric, "k": k, "value": float(values.mean()),
+            rows.append({"model": "oracle", "head": "truth", "variant": "truth", "metric": metric, "k": k, "value": float(values.mean()),
                          "ci_low": low, "ci_high": high, "kl_to_truth": 0.0, "n_seeds": 1})
     return rows
 
@@ -98,8 +98,7 @@ def metric_rows(groups: list[Group], sessions: np.ndarray, ks, metrics, n_bootst
 def group_summary(group: Group, rows: list[dict]) -> dict:
     """compare.json's entry for one group: its checkpoints, speeds, epochs, health, tuning and metrics."""
     mine = [r for r in rows if r["model"] == group.label]
-    return {"label": group.label, "checkpoints": group.paths, "n_seeds": len(group.ranks), "head": group.config["head"],
-            "hidden_dim": group.config["hidden_dim"], "n_experts": group.config["n_experts"],
+    return {"label": group.label, "checkpoints": group.paths, "n_seeds": len(group.ranks), **describe(group.config),
             "train_events_per_second": group.train_events_per_second,
             "eval_events_per_second": group.eval_events_per_second, "kl_to_truth": group.kl,
             "epochs": [e["epoch"] for e in group.epochs], "epochs_trained": [e["epochs_trained"] for e in group.epochs],

@@ -221,18 +221,42 @@ def reach_figure(table, *, k: int, n_contexts: int):
 # Inputs are rows of rank.json's "models" (head, hidden_dim, n_experts, rank, rank_cap, sweep,
 # rank_vs_n, label) and tidy tables of analysis.comparison / analysis.reachability.
 
-def _head_style(head: str) -> dict:
-    return {"softmax": {"color": "C0", "marker": "o"}, "mos": {"color": "C1", "marker": "s"}}.get(
-        head, {"color": "0.3", "marker": "^"})
+# Each head variant (softmax_bottleneck.config.VARIANTS) has one colour, marker and colormap in every plot.
+HEAD_STYLES = {"softmax": ("C0", "o", "Blues"), "mos": ("C1", "s", "Oranges"), "sigsoftmax": ("C2", "^", "Greens"),
+               "mol": ("C3", "D", "Reds"), "softmax-dd": ("C4", "v", "Purples")}
+HEAD_NAMES = {"mos": "MoS", "mol": "MoL"}
 
 
-def _size_sweep(models, head: str, experts: int | None) -> tuple[list, str]:
-    """One head's models of a size sweep sorted by d (MoS: those with `experts` experts), and its label."""
-    rows = sorted((m for m in models if m["head"] == head and (head == "softmax" or experts is None
-                                                                or m["n_experts"] == experts)),
-                  key=lambda m: m["hidden_dim"])
-    label = head if head == "softmax" or not rows else f"MoS K={rows[0]['n_experts']}"
-    return rows, label
+def variant(row) -> str:
+    """A results row's head variant ("softmax-dd", …); rows written before variants existed have only a head."""
+    return row.get("variant") or row["head"]
+
+
+def _head_style(name: str) -> dict:
+    color, marker, _ = HEAD_STYLES.get(name, ("0.3", "P", "Greys"))
+    return {"color": color, "marker": marker}
+
+
+def _variant_order(names) -> list[str]:
+    """The distinct variants of `names` in HEAD_STYLES order, then any others by name."""
+    names = set(names)
+    return [v for v in HEAD_STYLES if v in names] + sorted(names - set(HEAD_STYLES))
+
+
+def size_sweep_families(models, experts: int | None) -> list[tuple[str, str, list]]:
+    """(variant, label, rows sorted by d) for each head variant of a size sweep; MoS rows are those with
+    `experts` experts (all when None), labelled "MoS K=…". `models`: rows of rank.json, reach.json,
+    compare.json or capacity_sweep.csv."""
+    models = [m for m in models if m.get("head") not in (None, "truth")]
+    families = []
+    for name in _variant_order(variant(m) for m in models):
+        rows = sorted((m for m in models if variant(m) == name and (m["head"] != "mos" or experts is None
+                                                                    or m["n_experts"] == experts)),
+                      key=lambda m: m["hidden_dim"])
+        if rows:
+            label = HEAD_NAMES.get(name, name)
+            families.append((name, label + (f" K={int(rows[0]['n_experts'])}" if rows[0]["head"] == "mos" else ""), rows))
+    return families
 
 
 def _rank_references(ax, truth_rank: int | None, ceiling: int | None) -> None:
@@ -247,19 +271,16 @@ def _rank_references(ax, truth_rank: int | None, ceiling: int | None) -> None:
 
 def plot_rank_vs_dim(models, ax=None, *, experts: int | None = None, truth_rank: int | None = None,
                      ceiling: int | None = None):
-    """Numerical rank against hidden size d: softmax next to its cap d+2 (d+1 without bias), MoS
-    (with `experts` experts) against the same d; the truth's rank and min(N, items) as horizontals."""
+    """Numerical rank against hidden size d, one line per head variant (MoS: with `experts` experts):
+    the softmax next to its cap d+2 (d+1 without bias); the truth's rank and min(N, items) as horizontals."""
     ax = axes_or_new(ax)
-    for head in ("softmax", "mos"):
-        rows, label = _size_sweep(models, head, experts)
-        if not rows:
-            continue
-        ax.plot([m["hidden_dim"] for m in rows], [m["rank"] for m in rows], label=label, lw=1.8, **_head_style(head))
-        if head == "softmax":
+    for name, label, rows in size_sweep_families(models, experts):
+        ax.plot([m["hidden_dim"] for m in rows], [m["rank"] for m in rows], label=label, lw=1.8, **_head_style(name))
+        if name == "softmax":
             ax.plot([m["hidden_dim"] for m in rows], [m["rank_cap"] for m in rows], ls="--", color="C0", lw=1,
                     label="softmax cap d+2" if rows[0]["rank_cap"] == rows[0]["hidden_dim"] + 2 else "softmax cap")
     _rank_references(ax, truth_rank, ceiling)
-    finish(ax, "hidden size d", "numerical rank of the log-prob matrix", "Rank vs hidden size")
+    finish(ax, "hidden size d", "numerical rank of the log-prob matrix", "Rank vs hidden size", legend_size=7)
     return ax
 
 
@@ -281,17 +302,23 @@ def plot_rank_vs_experts(models, ax=None, *, hidden_dim: int, truth_rank: int | 
 
 
 def _matrix_colors(matrices) -> list:
-    """Softmax matrices in blues, MoS in oranges, darker for larger d (then larger K); the truth black."""
+    """Each variant's matrices in its colormap (softmax blues, MoS oranges, …), darker for larger d
+    (then larger K); the truth black."""
     colors = []
     for m in matrices:
-        head = m.get("head")
-        if m["label"] == "truth" or head not in ("softmax", "mos"):
+        if m["label"] == "truth" or not m.get("head"):
             colors.append("black")
             continue
-        same = sorted({(x["hidden_dim"], x["n_experts"]) for x in matrices if x.get("head") == head})
+        name = variant(m)
+        same = sorted({(x["hidden_dim"], x["n_experts"]) for x in matrices if x.get("head") and variant(x) == name})
         shade = 0.35 + 0.6 * same.index((m["hidden_dim"], m["n_experts"])) / max(len(same) - 1, 1)
-        colors.append(matplotlib.colormaps["Blues" if head == "softmax" else "Oranges"](shade))
+        colors.append(matplotlib.colormaps[HEAD_STYLES.get(name, ("", "", "Greys"))[2]](shade))
     return colors
+
+
+def _side_legend(matrices) -> dict:
+    """finish()'s legend settings for one line per matrix: beside the axes, one column per 14 lines."""
+    return {"legend_size": 7, "ncol": 1 + len(matrices) // 14, "loc": "upper left", "bbox_to_anchor": (1.01, 1.0)}
 
 
 def plot_rank_vs_contexts(matrices, ax=None):
@@ -306,7 +333,7 @@ def plot_rank_vs_contexts(matrices, ax=None):
     ax.plot([smallest, largest], [smallest, largest], color="0.6", lw=0.8, ls=":", label="rank = N")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log", base=2)
-    finish(ax, "held-out contexts N", "numerical rank", "Rank vs number of contexts", legend_size=7, ncol=2)
+    finish(ax, "held-out contexts N", "numerical rank", "Rank vs number of contexts", **_side_legend(matrices))
     return ax
 
 
@@ -325,31 +352,28 @@ def plot_rank_vs_threshold(matrices, ax=None):
     ax.set_yscale("log")
     ax.invert_xaxis()
     finish(ax, "relative threshold σ / σ_max (dots: the default, σ_max·max(N, M)·eps)",
-            "singular values above it", "Rank vs threshold", legend_size=7, ncol=2)
+            "singular values above it", "Rank vs threshold", **_side_legend(matrices))
     return ax
 
 
 def plot_metric_vs_dim(table, ax=None, *, metric: str, k: int, experts: int | None = None):
-    """metric@k (mean over seeds) against hidden size per head, with 95 % session-bootstrap intervals
-    of the seed-averaged per-event values as error bars, and the oracle with its interval as a band.
+    """metric@k (mean over seeds) against hidden size per head variant (MoS: with `experts` experts), with
+    95 % session-bootstrap intervals of the seed-averaged per-event values as error bars (each variant's
+    points a little apart), and the oracle with its interval as a band.
 
     table: analysis.compare's metrics.csv."""
     ax = axes_or_new(ax)
     part = table[(table["metric"] == metric) & (table["k"] == k)]
-    for head in ("softmax", "mos"):
-        rows = part[part["head"] == head]
-        if head == "mos" and experts is not None:
-            rows = rows[rows["n_experts"] == experts]
-        rows = rows.sort_values("hidden_dim")
-        if rows.empty:
-            continue
-        label = head if head == "softmax" else f"MoS K={int(rows['n_experts'].iloc[0])}"
-        n_seeds = int(rows["n_seeds"].max())
-        x = rows["hidden_dim"].to_numpy(dtype=float) * (0.96 if head == "softmax" else 1.04)
-        y = rows["value"].to_numpy(dtype=float)
-        err = np.abs(np.stack([y - rows["ci_low"].to_numpy(dtype=float), rows["ci_high"].to_numpy(dtype=float) - y]))
+    rows = part[part["model"] != "oracle"].to_dict("records")
+    families = size_sweep_families(rows, experts)
+    for i, (name, label, chosen) in enumerate(families):
+        n_seeds = max(int(r["n_seeds"]) for r in chosen)
+        x = np.array([r["hidden_dim"] for r in chosen], dtype=float) * 1.05 ** (i - (len(families) - 1) / 2)
+        y = np.array([r["value"] for r in chosen], dtype=float)
+        err = np.abs(np.stack([y - np.array([r["ci_low"] for r in chosen], dtype=float),
+                               np.array([r["ci_high"] for r in chosen], dtype=float) - y]))
         ax.errorbar(x, y, yerr=err, capsize=3, lw=1.6, label=f"{label} ({n_seeds} seed{'s' if n_seeds > 1 else ''})",
-                    **_head_style(head))
+                    **_head_style(name))
     oracle = part[part["model"] == "oracle"]
     if not oracle.empty:
         o = oracle.iloc[0]
@@ -367,7 +391,7 @@ def plot_cost(summary_models, ax=None, *, key: str, title: str, baseline: str | 
     ax = axes_or_new(ax)
     labels = [m["label"] for m in summary_models]
     values = np.array([m.get(key) or np.nan for m in summary_models], dtype=float)
-    colors = [_head_style(m["head"])["color"] for m in summary_models]
+    colors = [_head_style(variant(m))["color"] for m in summary_models]
     y = np.arange(len(labels))
     ax.barh(y, values, color=colors, alpha=0.85)
     base = values[labels.index(baseline)] if baseline in labels else values[0]
@@ -385,23 +409,21 @@ def plot_cost(summary_models, ax=None, *, key: str, title: str, baseline: str | 
 
 
 def plot_unreachable_vs_dim(models, ax=None, *, experts: int | None = None, n_items: int | None = None):
-    """Items certified unreachable at top-1 (filled) and in no held-out context's top 20 (hollow)
-    against hidden size, per head; reach.json's "models"."""
+    """Items certified unreachable at top-1 (filled; heads with a certificate only) and in no held-out
+    context's top 20 (hollow) against hidden size, per head variant; reach.json's "models"."""
     ax = axes_or_new(ax)
-    for head in ("softmax", "mos"):
-        rows, label = _size_sweep(models, head, experts)
-        if not rows:
-            continue
-        style = _head_style(head)
+    for name, label, rows in size_sweep_families(models, experts):
+        style = _head_style(name)
         dims = [m["hidden_dim"] for m in rows]
-        ax.plot(dims, [m.get("unreachable", 0) for m in rows], lw=1.8, label=f"{label}: unreachable at top-1",
-                **style)
+        if all(m.get("certificate", True) for m in rows):
+            ax.plot(dims, [m.get("unreachable", 0) for m in rows], lw=1.8, label=f"{label}: unreachable at top-1",
+                    **style)
         ax.plot(dims, [round((1 - m["coverage"]["20"]) * m["n_items"]) for m in rows], lw=1, ls="--",
                 color=style["color"], marker=style["marker"], mfc="none", label=f"{label}: in no context's top 20")
     if n_items:
         ax.axhline(n_items, color="0.5", ls=":", lw=1, label=f"catalogue ({n_items})")
     ax.set_xscale("log", base=2)
-    finish(ax, "hidden size d", "items", "Items a head cannot recommend", legend_size=7)
+    finish(ax, "hidden size d", "items", "Items a head cannot recommend", legend_size=6)
     return ax
 
 
@@ -437,18 +459,14 @@ def plot_capacity_sweep(rows, ax=None, *, x: str = "hidden_dim", experts: int | 
     mean over seeds, bars from the best to the worst seed); the band between them is the learning gap."""
     ax = axes_or_new(ax)
     if x == "hidden_dim":
-        families = [("softmax", lambda r: r["head"] == "softmax", "softmax"),
-                    ("mos", lambda r: r["head"] == "mos" and (experts is None or r["n_experts"] == experts),
-                     f"MoS K={experts}" if experts else "MoS")]
+        families = size_sweep_families(rows, experts)
         xlabel, title = "hidden size d", "Capacity and learning gaps vs hidden size"
     else:
-        families = [("mos", lambda r: r["head"] == "mos" and r["hidden_dim"] == hidden_dim, f"MoS d={hidden_dim}")]
+        chosen = [r for r in rows if r["head"] == "mos" and r["hidden_dim"] == hidden_dim]
+        families = [("mos", f"MoS d={hidden_dim}", sorted(chosen, key=lambda r: r[x]))] if chosen else []
         xlabel, title = "experts K", f"Capacity and learning gaps vs experts (d = {hidden_dim})"
-    for head, keep, label in families:
-        chosen = sorted((r for r in rows if keep(r)), key=lambda r: r[x])
-        if not chosen:
-            continue
-        style = _head_style(head)
+    for name, label, chosen in families:
+        style = _head_style(name)
         xs = [r[x] for r in chosen]
         fit = [r["fit_kl"] for r in chosen]
         ax.plot(xs, fit, lw=1.8, label=f"{label}: best fit (capacity gap)", **style)
@@ -461,7 +479,7 @@ def plot_capacity_sweep(rows, ax=None, *, x: str = "hidden_dim", experts: int | 
             ax.fill_between(tx, [f for xv, f in zip(xs, fit) if xv in set(tx)], mean, color=style["color"], alpha=0.12)
     if x == "hidden_dim":
         ax.set_xscale("log", base=2)
-    ticks = sorted({r[x] for r in rows if any(keep(r) for _, keep, _ in families)})
+    ticks = sorted({r[x] for _, _, chosen in families for r in chosen})
     ax.set_xticks(ticks, [str(v) for v in ticks])
     ax.set_ylim(bottom=0)
     finish(ax, xlabel, "KL(truth ‖ model), nats", title, legend_size=7)

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from softmax_bottleneck.checkpoint import load_checkpoints_on_one_dataset, model_from_checkpoint
+from softmax_bottleneck.config import describe
 from softmax_bottleneck.errors import InputError
 from softmax_bottleneck.heads import softmax_rank_cap
 from softmax_bottleneck.model import unique_labels
@@ -108,8 +109,7 @@ def analyse(checkpoint_paths: list[Path], *, data: Path | None, split: str, max_
         matrix = LogProbMatrix(model.head, contexts.hidden, name=f"{config['head']} head of {path}", device=device)
         report, values = rank_report(matrix, cap=model.head.rank_cap, reference_cap=_reference_cap(config),
                                      engine=engine, tol=tol, rtol=rtol, block_size=block_size)
-        models.append({"label": label, "checkpoint": str(path), "head": config["head"],
-                       "n_experts": config["n_experts"], "hidden_dim": config["hidden_dim"],
+        models.append({"label": label, "checkpoint": str(path), **describe(config),
                        "item_bias": config["item_bias"], **report})
         spectra.append((label, values, model.head.rank_cap))
     result = {"library_version": library_version(), "threads": torch.get_num_threads(), "split": split, "seed": seed,

@@ -18,6 +18,7 @@ import torch
 
 from softmax_bottleneck.checkpoint import load_checkpoints_on_one_dataset, model_from_checkpoint
 from softmax_bottleneck.cli import DEFAULT_CUTOFFS, check_cutoffs
+from softmax_bottleneck.config import describe
 from softmax_bottleneck.errors import InputError
 from softmax_bottleneck.heads import MixtureOfSoftmaxesHead, SigsoftmaxHead, SoftmaxHead
 from softmax_bottleneck.model import unique_labels
@@ -112,8 +113,8 @@ def _model_summary(label, path, config, frame, frequent, hits, ks, reach, scan_s
     unreachable = frame[frame["status"] == "unreachable"]
     by_frequency = unreachable.sort_values(["support_rank", "item_index"])
     return {
-        "label": label, "checkpoint": str(path), "model_config": config, "head": config["head"],
-        "hidden_dim": config["hidden_dim"], "n_experts": config["n_experts"], "item_bias": config["item_bias"],
+        "label": label, "checkpoint": str(path), "model_config": config, **describe(config),
+        "item_bias": config["item_bias"],
         "n_items": len(frame), **{k: int(v) for k, v in frame["status"].value_counts().items()},
         "methods": {f"{s}:{m}" if m else s: int(n) for (s, m), n in frame.groupby(["status", "method"]).size().items()},
         "unreachable_items": int(len(unreachable)),

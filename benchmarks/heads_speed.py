@@ -2,12 +2,15 @@
 
     python benchmarks/heads_speed.py                      # all heads (a few minutes on 2 cores)
     python benchmarks/heads_speed.py --heads softmax mol --repeats 1
+    python benchmarks/heads_speed.py --heads softmax mol --profile   # where each head's training time goes
 
 For each head, in a fresh process (one torch thread, as training runs): training events/s with
 sampled softmax as GRU4Rec trains (batch 32, 2,048 shared negatives ∝ support^0.5 with logQ,
 Adagrad with momentum; random item sequences with Zipf-like support), full-ranking evaluation
 events/s (a batch of 512 states scored against all items, each target's rank with conservative
 ties), and the process's peak memory. Printed as medians over --repeats and as ratios to softmax.
+``--profile`` instead runs the training steps once under torch.profiler and prints, per head, the
+operators that take the most of its own time (forward and backward), as ms per step.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from softmax_bottleneck.metrics import target_ranks
 from softmax_bottleneck.model import GRU4Rec
 from softmax_bottleneck.training import NegativeSampler, _make_optimizer, train_step
 head, n_items, dim, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+profile = len(sys.argv) > 5
 torch.set_num_threads(1)
 rng = np.random.default_rng(0)
 support = (1.0 / np.arange(1, n_items + 1) ** 0.9) * 1e6  # Zipf-like item popularity
@@ -43,13 +47,22 @@ p = support / support.sum()
 items = torch.from_numpy(rng.choice(n_items, size=(steps + 21, config.batch_size), p=p))
 hidden = model.init_hidden(config.batch_size)
 model.train()
+profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
 for step in range(steps + 20):
     if step == 20:
         began = time.perf_counter()  # warm-up steps excluded
+        if profile:
+            profiler.start()
     targets = items[step + 1]
     output, hidden = model.step(items[step], hidden.detach())
     train_step(model, output, targets, config, optimizer, sampler, log_support)
 train = steps * config.batch_size / (time.perf_counter() - began)
+if profile:
+    profiler.stop()
+    rows = sorted(profiler.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    print(json.dumps({"step_ms": 1e3 * config.batch_size / train,
+                      "ops": [[e.key, e.self_cpu_time_total / 1e3 / steps] for e in rows[:8]]}))
+    sys.exit(0)
 model.eval()
 with torch.no_grad():
     states = torch.tanh(torch.randn(512, dim, generator=torch.Generator().manual_seed(2)))
@@ -64,10 +77,19 @@ print(json.dumps({"train": train, "evaluate": evaluate, "peak_mib": peak}))
 """
 
 
-def measure(head: str, n_items: int, dim: int, steps: int) -> dict:
-    done = subprocess.run([sys.executable, "-c", CHILD, head, str(n_items), str(dim), str(steps)], cwd=REPO,
-                          capture_output=True, text=True, check=True)
+def measure(head: str, n_items: int, dim: int, steps: int, profile: bool = False) -> dict:
+    done = subprocess.run([sys.executable, "-c", CHILD, head, str(n_items), str(dim), str(steps)]
+                          + (["profile"] if profile else []), cwd=REPO, capture_output=True, text=True, check=True)
     return json.loads(done.stdout)
+
+
+def print_profiles(heads, args) -> None:
+    """Per head: the step's time under the profiler and its 8 most expensive operators (self time)."""
+    for head in heads:
+        found = measure(head, args.items, args.dim, args.steps, profile=True)
+        print(f"{head}: {found['step_ms']:.2f} ms per training step under the profiler; self time per step:")
+        for name, ms in found["ops"]:
+            print(f"  {ms:7.3f} ms  {name}")
 
 
 def main() -> None:
@@ -77,8 +99,11 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--steps", type=int, default=300, help="training steps measured (after 20 warm-up steps)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--profile", action="store_true", help="where each head's training time goes, instead")
     args = parser.parse_args()
     heads = ["softmax"] + [h for h in args.heads if h != "softmax"]  # the baseline is always measured
+    if args.profile:
+        return print_profiles(heads, args)
     runs = {h: [] for h in heads}
     for _ in range(args.repeats):
         for head in heads:  # alternating, so drift in the machine's load hits every head alike

@@ -1,4 +1,4 @@
-"""The price of MoS: training and evaluation events per second per model."""
+"""The price of each head: training and evaluation events per second per model."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ from . import results
 
 
 def sweep_order(models: list[dict], experts: int) -> list[dict]:
-    """Softmax by d; then the MoS size sweep (its K) by d; then the rest of the expert sweep by K."""
+    """Each head variant's size sweep by d (softmax first, MoS with the sweep's K); then the rest of the
+    expert sweep by K."""
+    order = {name: i for i, (name, _, _) in enumerate(plots.size_sweep_families(models, experts))}
+
     def key(m):
-        if m["head"] == "softmax":
-            return (0, m["hidden_dim"], 0)
-        in_size_sweep = m["n_experts"] == experts
-        return (1, m["hidden_dim"], 0) if in_size_sweep else (2, m["n_experts"], m["hidden_dim"])
+        name = plots.variant(m)
+        if m["head"] == "mos" and m["n_experts"] != experts:
+            return (len(order), m["n_experts"], m["hidden_dim"])
+        return (order[name], m["hidden_dim"], 0)
 
     return sorted(models, key=key)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from softmax_bottleneck.config import VARIANTS
 from softmax_bottleneck.synthetic import SyntheticConfig
 
 
@@ -18,7 +19,7 @@ class Profile:
     world: SyntheticConfig  # used when no --data is given
     epochs: int  # the most epochs of a tuning trial and of every model (each keeps its best valid epoch)
     seeds: tuple[int, ...]  # every (head, d) of the size sweep is trained with each seed
-    dims: tuple[int, ...]  # hidden sizes d of the size sweep (softmax and MoS with `experts` experts)
+    dims: tuple[int, ...]  # hidden sizes d of the size sweep (every head of `heads`; MoS with `experts` experts)
     experts: int  # K of the MoS size sweep
     expert_dim: int  # d of the expert sweep
     expert_counts: tuple[int, ...]  # K of the expert sweep (seed of the first seed only)
@@ -30,13 +31,22 @@ class Profile:
     capacity_restarts: int = 1  # seeded starts of each head × d × K's capacity fit (synthetic world only)
     capacity_steps: int = 800  # Adam steps of each start
     split: str = "test"
+    heads: tuple[str, ...] = ("softmax", "mos")  # the size sweep's heads (config.VARIANTS; the first is the baseline)
+
+    def __post_init__(self):
+        unknown = [h for h in self.heads if h not in VARIANTS]
+        if unknown or not self.heads or self.heads[0] != "softmax":
+            raise ValueError(f"heads must start with softmax and name only {', '.join(VARIANTS)}, got {self.heads}")
+
+
+EVERY_HEAD = ("softmax", "mos", "sigsoftmax", "mol", "softmax-dd")  # softmax-dd: dropout and decoupling's softmax
 
 
 PROFILES = {
-    # a few minutes on 2 CPU cores: a 300-item world, 3 epochs, two seeds
+    # a few minutes on 2 CPU cores: a 300-item world, 3 epochs, two seeds, every head
     "quick": Profile(world=SyntheticConfig(n_items=300, n_sessions=4000, seed=0), epochs=3, seeds=(0, 1),
                      dims=(2, 4, 8, 16, 32), experts=4, expert_dim=8, expert_counts=(1, 2, 4, 8),
-                     max_contexts=1024, n_bootstrap=500, n_random=1024, tune_trials=8, patience=2),
+                     max_contexts=1024, n_bootstrap=500, n_random=1024, tune_trials=8, patience=2, heads=EVERY_HEAD),
     # the capacity study: a world with a dial on the bottleneck (a rank-8 part plus a sparse successor
     # part of weight 2), d around the dial's rank; run on other dials with --data (see figures/README.md)
     "dial": Profile(world=SyntheticConfig(n_items=300, n_sessions=4000, seed=0, low_rank=8, sparse_weight=2.0),
@@ -46,5 +56,5 @@ PROFILES = {
     # the paper's: the default 500-item world, 10 epochs (GRU4Rec's), three seeds, 20 trials per head and size
     "full": Profile(world=SyntheticConfig(), epochs=10, seeds=(0, 1, 2), dims=(2, 4, 8, 16, 32, 64), experts=4,
                     expert_dim=16, expert_counts=(1, 2, 4, 8), max_contexts=4096, n_bootstrap=2000, n_random=4096,
-                    tune_trials=20, patience=3, capacity_restarts=2, capacity_steps=1500),
+                    tune_trials=20, patience=3, capacity_restarts=2, capacity_steps=1500, heads=EVERY_HEAD),
 }

@@ -8,9 +8,11 @@ from . import results
 
 
 def size_sweep_panel(results_dir, plot):
-    """One 7.5 × 4.6 in panel of `plot` (an analysis.plots function) over the size sweep's rank reports."""
-    ax = plot(results.size_sweep_matrices(results_dir))
-    ax.figure.set_size_inches(7.5, 4.6)
+    """One 6.5 × 4.6 in panel of `plot` (an analysis.plots function) over the size sweep's rank reports,
+    its legend beside it (2.3 in per column of 14 lines)."""
+    matrices = results.size_sweep_matrices(results_dir)
+    ax = plot(matrices)
+    ax.figure.set_size_inches(6.5 + 2.3 * (1 + len(matrices) // 14), 4.6)
     return ax.figure
 
 

@@ -55,9 +55,9 @@ def size_sweep_experts(results_dir) -> int:
 
 
 def size_sweep_matrices(results_dir) -> list[dict]:
-    """The size sweep's rank reports (softmax, and MoS with the sweep's K), then the truth's if any."""
+    """The size sweep's rank reports (every head, MoS with the sweep's K), then the truth's if any."""
     report, experts = rank(results_dir), size_sweep_experts(results_dir)
-    matrices = [m for m in report["models"] if m["head"] == "softmax" or m["n_experts"] == experts]
+    matrices = [m for m in report["models"] if m["head"] != "mos" or m["n_experts"] == experts]
     return matrices + ([report["truth"]] if report["truth"] else [])
 
 

@@ -43,7 +43,7 @@ from softmax_bottleneck import tune as tuner
 from softmax_bottleneck.atomic import write_text
 from softmax_bottleneck.checkpoint import load_checkpoint
 from softmax_bottleneck.cli import set_threads
-from softmax_bottleneck.config import ModelConfig, TrainConfig
+from softmax_bottleneck.config import ModelConfig, TrainConfig, variant_settings
 from softmax_bottleneck.data import PreparedDataset, load_prepared, save_prepared
 from softmax_bottleneck.errors import InputError
 from softmax_bottleneck.model import model_label
@@ -54,37 +54,46 @@ from softmax_bottleneck.training import train, tuning_record
 from .profiles import PROFILES, Profile
 
 TUNED = Path(__file__).with_name("tuned")  # committed tuning results, one folder per profile
-SMALL_CATALOGUE_SPACE = TUNED / "space-full-softmax.json"  # catalogues no larger than the negative sample
+REPO = TUNED.parent.parent
+# the search spaces of catalogues no larger than the negative sample: the full softmax in training
+SMALL_CATALOGUE_SPACES = {"mol": TUNED / "space-full-mol.json", "softmax-dd": TUNED / "space-full-softmax-dd.json"}
+SMALL_CATALOGUE_SPACE = TUNED / "space-full-softmax.json"  # every other head's
 
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-    """One model of the study."""
+    """One model of the study: a head variant (config.VARIANTS) at a size, with a seed."""
 
-    head: str
+    variant: str
     hidden_dim: int
     n_experts: int
     seed: int
 
     @property
+    def head(self) -> str:
+        return variant_settings(self.variant)["head"]
+
+    @property
     def label(self) -> str:
-        return model_label({"head": self.head, "hidden_dim": self.hidden_dim, "n_experts": self.n_experts})
+        return model_label({**variant_settings(self.variant), "hidden_dim": self.hidden_dim,
+                            "n_experts": self.n_experts})
 
     @property
     def slug(self) -> str:
-        """File name of the run's head × d × K (its tuning folder)."""
-        return self.head + (f"-K{self.n_experts}" if self.head == "mos" else "") + f"-d{self.hidden_dim}"
+        """File name of the run's variant × d × K (its tuning folder)."""
+        return self.variant + (f"-K{self.n_experts}" if self.head == "mos" else "") + f"-d{self.hidden_dim}"
 
     def configs(self, tuned: dict, dataset: PreparedDataset) -> tuple[ModelConfig, TrainConfig]:
-        """The tuned settings of this head × d × K (a best.json record), with this run's seed."""
+        """The tuned settings of this variant × d × K (a best.json record), with this run's seed."""
         model = ModelConfig(**{**tuned["model_config"], "n_items": dataset.n_items})
         return model, TrainConfig(**{**tuned["train_config"], "seed": self.seed})
 
 
 def study_runs(profile: Profile) -> list[Run]:
-    """The size sweep (softmax first: the comparison's baseline is the first softmax), then the expert sweep."""
-    runs = [Run("softmax", d, 1, s) for d in profile.dims for s in profile.seeds]
-    runs += [Run("mos", d, profile.experts, s) for d in profile.dims for s in profile.seeds]
+    """The size sweep of every head (softmax first: the comparison's baseline is a softmax), then the
+    expert sweep."""
+    runs = [Run(variant, d, profile.experts if variant == "mos" else 1, s)
+            for variant in profile.heads for d in profile.dims for s in profile.seeds]
     runs += [Run("mos", profile.expert_dim, k, profile.seeds[0]) for k in profile.expert_counts
              if Run("mos", profile.expert_dim, k, profile.seeds[0]) not in runs]
     return runs
@@ -108,22 +117,29 @@ def ensure_data(results: Path, data: Path | None, profile: Profile, log: Callabl
     return load_prepared(save_prepared(prepare_synthetic(profile.world), folder))
 
 
+def space_path(run: Run, dataset: PreparedDataset) -> Path:
+    """The run's search space: its variant's (softmax_bottleneck/spaces/), or on a catalogue no larger
+    than the negative sample the full-softmax one of figures/tuned/."""
+    if dataset.n_items > TrainConfig().n_sample:
+        return tuner.default_space(run.variant)
+    return SMALL_CATALOGUE_SPACES.get(run.variant, SMALL_CATALOGUE_SPACE)
+
+
 def tune_settings(run: Run, profile: Profile, dataset: PreparedDataset) -> tuner.TuneSettings:
-    space = tuner.default_space(run.head) if dataset.n_items > TrainConfig().n_sample else SMALL_CATALOGUE_SPACE
     return tuner.TuneSettings(
         data=str(Path(dataset.path).resolve()), fingerprint=dataset.fingerprint, head=run.head,
         n_experts=run.n_experts, hidden_dim=run.hidden_dim, metric="mrr@20", max_epochs=profile.epochs,
-        patience=profile.patience, seed=0, space=tuner.load_space(space, fixed=("hidden_dim",)))
+        patience=profile.patience, seed=0, space=tuner.load_space(space_path(run, dataset), fixed=("hidden_dim",)))
 
 
-def tune_command(settings: tuner.TuneSettings, n_trials: int, out: str) -> str:
-    """The command line that makes (or continues) this tuning study."""
-    space = SMALL_CATALOGUE_SPACE if settings.space == tuner.load_space(SMALL_CATALOGUE_SPACE) else None
+def tune_command(settings: tuner.TuneSettings, space: Path, n_trials: int, out: str) -> str:
+    """The command line that makes (or continues) this tuning study (`space`: the file of settings.space)."""
+    named = space.resolve() != tuner.default_space(settings.head).resolve()
     return (f"python -m softmax_bottleneck.tune --data {settings.data} --head {settings.head}"
             + (f" --n-experts {settings.n_experts}" if settings.head == "mos" else "")
             + f" --hidden-dim {settings.hidden_dim} --n-trials {n_trials} --max-epochs {settings.max_epochs}"
             + f" --patience {settings.patience} --metric {settings.metric} --seed {settings.seed}"
-            + (f" --space {space.relative_to(TUNED.parent.parent)}" if space else "") + f" --out {out}")
+            + (f" --space {space.resolve().relative_to(REPO)}" if named else "") + f" --out {out}")
 
 
 def _matches(record: dict, settings: tuner.TuneSettings, n_trials: int) -> bool:
@@ -149,7 +165,7 @@ def ensure_tuned(run: Run, profile: Profile, profile_name: str, dataset: Prepare
     study = tuner.tune(settings, n_trials=profile.tune_trials, storage=storage, study_name=run.slug, jobs=1,
                        device=str(device), threads=1, progress=False)
     record = tuner.write_outputs(folder, study, settings, storage, run.slug)
-    record["command"] = tune_command(settings, profile.tune_trials, str(folder))
+    record["command"] = tune_command(settings, space_path(run, dataset), profile.tune_trials, str(folder))
     write_text(folder / "best.json", json.dumps(record, indent=2) + "\n")
     from analysis import tuning as tuning_plots
 
@@ -222,7 +238,7 @@ def run_analyses(profile: Profile, results: Path, runs: list[Run], paths: list[P
 
     first_seed = [p for r, p in zip(runs, paths) if r.seed == profile.seeds[0]]
     # the baseline of every difference and of the gain heatmap: the softmax of the expert sweep's size
-    ordered = sorted(zip(runs, paths), key=lambda rp: (rp[0].head, rp[0].hidden_dim) != ("softmax", profile.expert_dim))
+    ordered = sorted(zip(runs, paths), key=lambda rp: (rp[0].variant, rp[0].hidden_dim) != ("softmax", profile.expert_dim))
     compared = [p for _, p in ordered]
     data = Path(dataset.path)
     n_contexts = min(profile.max_contexts, dataset.split(profile.split).n_transitions)
@@ -249,12 +265,13 @@ def run_analyses(profile: Profile, results: Path, runs: list[Run], paths: list[P
 
         groups: dict[tuple, list[Path]] = {}
         for run, path in zip(runs, paths):
-            groups.setdefault((run.head, run.hidden_dim, run.n_experts), []).append(path)
+            groups.setdefault((run.variant, run.hidden_dim, run.n_experts), []).append(path)
         summaries = []
         set_threads(CAPACITY_THREADS)  # many small steps: one thread holds its speed beside other work
-        for (head, hidden_dim, n_experts), group in groups.items():
+        for (variant, hidden_dim, n_experts), group in groups.items():
             bias = load_checkpoint(group[0])["model_config"]["item_bias"]  # fit the family the models belong to
-            config = ModelConfig(head=head, hidden_dim=hidden_dim, n_experts=n_experts, item_bias=bias)
+            config = ModelConfig(**variant_settings(variant), hidden_dim=hidden_dim, n_experts=n_experts,
+                                 item_bias=bias)
             summaries.append(capacity_fit.capacity(config, data=data, checkpoints=group, split=profile.split,
                                                    max_contexts=n_contexts, seed=0, restarts=profile.capacity_restarts,
                                                    steps=profile.capacity_steps, ks=(20,), device=device))
@@ -277,7 +294,7 @@ def run_analyses(profile: Profile, results: Path, runs: list[Run], paths: list[P
                                      analysis_key("capacity", paths, n_contexts, profile.capacity_restarts,
                                                   profile.capacity_steps, profile.split),
                                      ("capacity.json", "capacity_sweep.csv"), capacity, log,
-                                     f"capacity fits of {len({(r.head, r.hidden_dim, r.n_experts) for r in runs})} "
+                                     f"capacity fits of {len({(r.variant, r.hidden_dim, r.n_experts) for r in runs})} "
                                      f"head × d × K", timings)
     return keys, timings
 
@@ -307,7 +324,7 @@ def run_study(profile: str | Profile, results: Path, data: Path | None = None, d
     keys, timings = run_analyses(profile, results, runs, paths, dataset, device, log)
     record = {"library_version": library_version(), "profile": profile_name, "settings": dataclasses.asdict(profile),
               "data": str(dataset.path), "fingerprint": dataset.fingerprint, "n_items": dataset.n_items,
-              "runs": [{**dataclasses.asdict(r), "label": r.label, "checkpoint": str(p),
+              "runs": [{**dataclasses.asdict(r), "head": r.head, "label": r.label, "checkpoint": str(p),
                         "tuned": _tuned_summary(*tuned[r.slug])} for r, p in zip(runs, paths)],
               "analyses": keys}
     earlier = json.loads((results / "study.json").read_text()) if (results / "study.json").is_file() else {}

@@ -16,6 +16,34 @@ METRICS = ("recall", "mrr", "ndcg")  # the ranking metrics (metrics.metric_table
 TIES = ("conservative", "standard")  # how a target tied with other items is ranked (metrics.target_ranks)
 SELECT_METRIC = re.compile(r"^(recall|mrr|ndcg)@([1-9][0-9]*)$")
 EMBEDDINGS = ("constrained", "separate")
+DECOUPLED = "-dd"  # a variant's suffix for a separate input embedding: dropout and decoupling (Lin 2021)
+VARIANTS = HEADS + ("softmax" + DECOUPLED,)  # what a study can sweep: every head, and D&D's softmax
+
+
+def variant_of(config) -> str:
+    """The head's name, with ``-dd`` when the input embedding is separate from the output item matrix:
+    "softmax-dd" is the softmax of "dropout and decoupling" (its dropout before the head is the
+    ``dropout_hidden`` every model has). `config` is a ModelConfig or its dict."""
+    config = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
+    return config["head"] + (DECOUPLED if config.get("embedding") == "separate" else "")
+
+
+def variant_settings(variant: str) -> dict:
+    """The ModelConfig fields that make `variant` (a name in VARIANTS): {"head": …, "embedding": …}."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+    head = variant.removesuffix(DECOUPLED)
+    return {"head": head, "embedding": "separate" if variant != head else "constrained"}
+
+
+IDENTITY = ("head", "variant", "hidden_dim", "n_experts")
+
+
+def describe(config) -> dict:
+    """The fields by which every results table names a model's family and size: head, variant,
+    hidden_dim, n_experts (rank.json, reach.json, compare.json, metrics.csv, capacity_sweep.csv)."""
+    config = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
+    return dict(zip(IDENTITY, (config["head"], variant_of(config), config["hidden_dim"], config["n_experts"])))
 
 
 @dataclasses.dataclass(frozen=True)

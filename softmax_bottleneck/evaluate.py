@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .cli import (ArgumentParser, InputError, add_cutoffs_argument, add_heldout_arguments, check_cutoffs,
                   check_output_file, check_threads, resolve_device, run_main, set_threads)
-from .config import TIES
+from .config import TIES, describe
 
 
 def build_parser() -> ArgumentParser:
@@ -69,9 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             with atomic_path(args.per_event) as tmp:
                 result.to_frame(dataset.item_ids).to_csv(tmp, index=False)
         summary = {"checkpoint": str(args.checkpoint), "split": args.split, "ties": args.ties,
-                   "n_events": int(len(result.ranks)), "head": checkpoint["model_config"]["head"],
-                   "n_experts": checkpoint["model_config"]["n_experts"],
-                   "hidden_dim": checkpoint["model_config"]["hidden_dim"],
+                   "n_events": int(len(result.ranks)), **describe(checkpoint["model_config"]),
                    "events_per_second": len(result.ranks) / max(result.seconds, 1e-9),
                    "log_likelihood": result.log_likelihood, **metrics, **health.result(),
                    **epoch_record(checkpoint)}

@@ -225,11 +225,12 @@ class MixtureOfLogitsHead(Head):
         over the P gates run along long contiguous rows (P = 4 as the innermost axis was 3× slower)."""
         e = self.component_dim
         context = F.normalize(self.context_projection(hidden).view(len(hidden), self.context_components, e), dim=-1)
+        context = context / self.temperature  # 1/τ on the (batch, P_q, e) side: one pass less over the logits
         item = F.normalize(self.item_projection(items).view(len(items), self.item_components, e), dim=-1)
         flat = item.reshape(-1, e)  # (n_cand·P_x, e)
         logits = (context.reshape(-1, e) @ flat.T).view(len(hidden), self.context_components, len(items),
                                                          self.item_components)
-        return logits.permute(0, 1, 3, 2).reshape(len(hidden), -1, len(items)) / self.temperature
+        return logits.permute(0, 1, 3, 2).reshape(len(hidden), -1, len(items))
 
     def scores(self, hidden, candidates=None, log_q=None):
         weight, bias = self._output(candidates)

@@ -19,14 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ModelConfig
+from .config import ModelConfig, variant_of
 from .heads import Head, head_for, uniform_init_
 
 def model_label(config) -> str:
     """A short name for a model configuration (a ModelConfig or its dict): "softmax d=64", "mos d=64 K=4",
-    "mol d=64 P=2×2"."""
+    "mol d=64 P=2×2", "softmax-dd d=64" (a separate input embedding, see config.variant_of)."""
     config = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
-    label = f"{config['head']} d={config['hidden_dim']}"
+    label = f"{variant_of(config)} d={config['hidden_dim']}"
     if config["head"] == "mos":
         return label + f" K={config['n_experts']}"
     if config["head"] == "mol":

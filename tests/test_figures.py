@@ -14,7 +14,9 @@ import pytest
 from conftest import REPO, run_cli
 from figures import study as study_module
 from figures.__main__ import FIGURES, draw, main
+from figures.profiles import EVERY_HEAD
 from figures.study import Profile, run_study, study_runs
+from softmax_bottleneck.config import variant_of
 from softmax_bottleneck.errors import InputError
 from softmax_bottleneck.synthetic import SyntheticConfig
 
@@ -22,7 +24,7 @@ MODULES = [importlib.import_module(f"figures.{name}") for name in FIGURES]
 
 TINY = Profile(world=SyntheticConfig(n_items=40, n_sessions=400, seed=3), epochs=1, seeds=(0, 1), dims=(2, 4),
                experts=2, expert_dim=2, expert_counts=(1, 2), max_contexts=256, n_bootstrap=50, n_random=64,
-               tune_trials=2, patience=1)
+               tune_trials=2, patience=1, heads=EVERY_HEAD)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,8 @@ def test_study_trains_the_grid_once_and_records_it(tiny_results):
     folder, record = tiny_results
     runs = study_runs(TINY)
     # sizes × heads × seeds, plus the expert sweep's K=1 (K=2 at d=2 is already in the size sweep)
-    assert len(runs) == 2 * 2 * 2 + 1 and len(record["runs"]) == len(runs)
+    assert len(runs) == 2 * 5 * 2 + 1 and len(record["runs"]) == len(runs)
+    assert {r["label"].split(" ")[0] for r in record["runs"]} == set(EVERY_HEAD)
     assert all(Path(r["checkpoint"]).is_file() for r in record["runs"])
     for sub, files in {"rank": ["rank.json", "spectrum.csv"], "compare": ["metrics.csv", "compare.json"],
                        "reach": ["reach.csv", "reach.json"]}.items():
@@ -67,6 +70,7 @@ def test_every_head_is_trained_with_its_own_tuned_settings(tiny_results):
         checkpoint = load_checkpoint(run["checkpoint"])
         assert checkpoint["train_config"] == {**best["train_config"], "seed": run["seed"]}
         assert checkpoint["model_config"] == best["model_config"]
+        assert variant_of(checkpoint["model_config"]) == run["variant"]  # softmax-dd: a separate input embedding
         assert checkpoint["tuning"]["budget"] == best["budget"] and checkpoint["selection"]["finished"]
         files.setdefault(run["label"], set()).add(tuned["file"])
     assert all(len(f) == 1 for f in files.values())  # the seeds of a configuration share its settings …
@@ -240,14 +244,17 @@ def test_figures_pick_models_by_the_studys_settings_not_by_counting(tiny_results
     assert [m["n_experts"] for m in mos] == [1]
 
 
-def test_the_gain_heatmap_without_its_mos_model_says_so(tiny_results, tmp_path):
+def test_the_gain_heatmap_draws_every_head_at_d_and_says_when_there_is_none(tiny_results, tmp_path):
     from figures import gain_heatmap
     from softmax_bottleneck.errors import InputError
 
+    folder, _ = tiny_results
+    titles = [ax.get_title() for ax in gain_heatmap.make(folder).axes if ax.get_title()]
+    assert [t.split(" vs ")[0] for t in titles] == ["mos d=2 K=2", "sigsoftmax d=2", "mol d=2 P=2×2", "softmax-dd d=2"]
     copy = _copy_results(tiny_results, tmp_path, "compare", "study.json")
     summary = json.loads((copy / "compare" / "compare.json").read_text())
-    summary["models"] = [m for m in summary["models"] if m["head"] != "mos"]
+    summary["models"] = [m for m in summary["models"] if m["label"] == summary["baseline"] or m["hidden_dim"] != 2]
     (copy / "compare" / "compare.json").write_text(json.dumps(summary))
-    with pytest.raises(InputError, match="compare.json has no model with head=mos, hidden_dim=2, n_experts=2"):
+    with pytest.raises(InputError, match="compare/compare.json has no model at d=2 besides the baseline"):
         gain_heatmap.make(copy)
 

@@ -1,5 +1,6 @@
 """GRU4Rec: config validation, initialisation, state carrying, session isolation in evaluation."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -88,3 +89,18 @@ def test_evaluation_matches_one_session_at_a_time_from_zero_state(head):
         order = np.lexsort((result.positions, result.sessions))
         assert result.ranks[order].tolist() == expected_ranks
         np.testing.assert_allclose(result.target_log_probs[order], expected_log_p, rtol=1e-5, atol=1e-6)
+
+
+def test_a_separate_input_embedding_names_the_dd_variant_everywhere():
+    from softmax_bottleneck.config import VARIANTS, describe, variant_of, variant_settings
+    from softmax_bottleneck.model import model_label
+
+    decoupled = ModelConfig(head="softmax", embedding="separate", hidden_dim=8)
+    assert variant_of(decoupled) == "softmax-dd" and model_label(decoupled) == "softmax-dd d=8"
+    assert describe(dataclasses.asdict(decoupled)) == {"head": "softmax", "variant": "softmax-dd", "hidden_dim": 8,
+                                                       "n_experts": 1}
+    assert model_label(ModelConfig(head="mos", hidden_dim=8)) == "mos d=8 K=4"
+    for variant in VARIANTS:  # each study variant's settings make a config of that variant
+        assert variant_of(ModelConfig(**variant_settings(variant))) == variant
+    with pytest.raises(ValueError, match="variant must be one of"):
+        variant_settings("softmax-xx")

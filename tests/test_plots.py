@@ -105,33 +105,37 @@ def test_bin_labels_are_readable_numbers():
 def test_cost_bars_follow_the_sweeps():
     from figures.cost import sweep_order
 
-    models = [{"head": h, "hidden_dim": d, "n_experts": k, "label": f"{h} d={d} K={k}"}
-              for h, d, k in [("mos", 8, 1), ("mos", 8, 2), ("mos", 2, 4), ("mos", 8, 4), ("mos", 32, 4),
-                              ("mos", 8, 8), ("softmax", 8, 1), ("softmax", 2, 1)]]
-    order = [(m["head"], m["hidden_dim"], m["n_experts"]) for m in sweep_order(models, experts=4)]
+    models = [{"head": v.removesuffix("-dd"), "variant": v, "hidden_dim": d, "n_experts": k, "label": f"{v} d={d} K={k}"}
+              for v, d, k in [("mos", 8, 1), ("softmax-dd", 8, 1), ("mos", 8, 2), ("mos", 2, 4), ("mos", 8, 4),
+                              ("mos", 32, 4), ("sigsoftmax", 2, 1), ("mos", 8, 8), ("softmax", 8, 1), ("softmax", 2, 1)]]
+    order = [(m["variant"], m["hidden_dim"], m["n_experts"]) for m in sweep_order(models, experts=4)]
     assert order == [("softmax", 2, 1), ("softmax", 8, 1), ("mos", 2, 4), ("mos", 8, 4), ("mos", 32, 4),
-                     ("mos", 8, 1), ("mos", 8, 2), ("mos", 8, 8)]
+                     ("sigsoftmax", 2, 1), ("softmax-dd", 8, 1), ("mos", 8, 1), ("mos", 8, 2), ("mos", 8, 8)]
 
 
 def test_the_capacity_sweep_draws_each_familys_fit_below_its_trained_models():
     from analysis.capacity_fit import sweep_rows
 
-    def summary(head, d, k, fit, trained):
+    def summary(variant, d, k, fit, trained):
         return {"fit": {"restarts": 1, "steps": 10},
                 "rows": [{"kind": "oracle", "kl": 0.0, "expected_recall@20": 0.9},
-                         {"kind": "best fit", "head": head, "hidden_dim": d, "n_experts": k, "kl": fit,
-                          "expected_recall@20": 0.8},
+                         {"kind": "best fit", "head": variant.removesuffix("-dd"), "variant": variant, "hidden_dim": d,
+                          "n_experts": k, "kl": fit, "expected_recall@20": 0.8},
                          *[{"kind": "trained", "kl": kl, "expected_recall@20": 0.5} for kl in trained]]}
 
     summaries = [summary("softmax", d, 1, 1.0 / d, [2.0 / d, 2.5 / d]) for d in (2, 4, 8)]
     summaries += [summary("mos", d, 4, 0.5 / d, [1.5 / d, 1.7 / d]) for d in (2, 4, 8)]
     summaries += [summary("mos", 4, k, 0.5 / k, [1.0 / k]) for k in (1, 2)]
+    summaries += [summary(v, d, 1, 0.7 / d, [1.9 / d]) for v in ("softmax-dd", "mol") for d in (2, 4)]
     rows = sweep_rows(summaries)
     assert rows[0]["trained_kl_mean"] == 2.25 / 2 and rows[0]["learning_gap_mean"] == 2.25 / 2 - 0.5
     ax = plots.plot_capacity_sweep(rows, x="hidden_dim", experts=4)
     fits = [line for line in ax.get_lines() if "best fit" in line.get_label()]
-    assert [line.get_label() for line in fits] == ["softmax: best fit (capacity gap)", "MoS K=4: best fit (capacity gap)"]
-    assert [list(line.get_xdata()) for line in fits] == [[2, 4, 8], [2, 4, 8]]  # the expert sweep's K=1, 2 left out
-    assert len(ax.collections) >= 2 and len(ax.containers) == 2  # a learning-gap band and seed bars per family
+    assert [line.get_label() for line in fits] == ["softmax: best fit (capacity gap)", "MoS K=4: best fit (capacity gap)",
+                                                   "MoL: best fit (capacity gap)", "softmax-dd: best fit (capacity gap)"]
+    # the expert sweep's K=1, 2 left out
+    assert [list(line.get_xdata()) for line in fits] == [[2, 4, 8], [2, 4, 8], [2, 4], [2, 4]]
+    assert len(ax.collections) >= 4 and len(ax.containers) == 4  # a learning-gap band and seed bars per family
+    assert len({line.get_color() for line in fits}) == 4
     experts = plots.plot_capacity_sweep(rows, x="n_experts", hidden_dim=4)
     assert [list(line.get_xdata()) for line in experts.get_lines() if "best fit" in line.get_label()] == [[1, 2, 4]]
