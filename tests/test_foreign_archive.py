@@ -1,0 +1,110 @@
+"""The restricted reader of foreign torch archives: data comes back, code never runs."""
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from softmax_bottleneck.errors import InputError
+from softmax_bottleneck.foreign.archive import load_restricted, pickle_globals
+
+
+class _Payload:
+    """Unpickling this runs `touch MARKER` (what a malicious checkpoint would do)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def _archive(path, payload, protocol=2):
+    torch.save(payload, path, pickle_protocol=protocol)
+    return path
+
+
+def test_a_plain_state_dict_comes_back_exactly_at_either_protocol(tmp_path):
+    state = {"weight": torch.randn(5, 3), "ids": torch.arange(4), "flags": torch.tensor([True, False])}
+    for protocol in (2, 4):  # 4: RecBole's, which weights_only=True cannot read at all
+        loaded = load_restricted(_archive(tmp_path / f"p{protocol}.pth", {"state_dict": state, "epoch": 3}, protocol))
+        assert loaded["epoch"] == 3 and all(torch.equal(loaded["state_dict"][k], v) for k, v in state.items())
+
+
+def test_a_view_shares_its_storage_as_torch_saved_it(tmp_path):
+    base = torch.arange(12.0)
+    loaded = load_restricted(_archive(tmp_path / "v.pth", {"a": base, "b": base[3:9].view(2, 3)}))
+    assert torch.equal(loaded["b"], base[3:9].view(2, 3)) and loaded["b"].untyped_storage().data_ptr() == \
+        loaded["a"].untyped_storage().data_ptr()
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_a_file_that_would_run_a_command_is_refused_and_the_command_does_not_run(tmp_path, protocol):
+    marker = tmp_path / "ran"
+    path = _archive(tmp_path / "evil.pth", {"state_dict": {}, "config": _Payload(marker)}, protocol)
+    assert "posix.system" in pickle_globals(zipfile.ZipFile(path).read("evil/data.pkl"))
+    with pytest.raises(InputError, match="refused to load: it asks to import posix.system"):
+        load_restricted(path, allowed=("recbole.config.configurator.Config",))
+    assert not marker.exists()
+    torch.load(path, weights_only=False)  # the naive load: the payload is live
+    assert marker.exists()
+
+
+def test_allowed_foreign_classes_become_inert_records(tmp_path):
+    class Config:  # stands for a framework's class: pickled by reference to this test module
+        def __init__(self):
+            self.final_config_dict = {"MAX_ITEM_LIST_LENGTH": 50}
+
+    Config.__module__, Config.__qualname__ = "tests_fake_framework", "Config"
+    import sys
+    import types
+
+    sys.modules["tests_fake_framework"] = types.SimpleNamespace(Config=Config)
+    try:
+        path = _archive(tmp_path / "c.pth", {"config": Config(), "state_dict": {"w": torch.ones(2)}}, 4)
+    finally:
+        del sys.modules["tests_fake_framework"]
+    with pytest.raises(InputError, match="tests_fake_framework.Config"):
+        load_restricted(path)
+    loaded = load_restricted(path, allowed=("tests_fake_framework.Config",))
+    assert loaded["config"].qualname == "tests_fake_framework.Config"
+    assert loaded["config"].attribute("final_config_dict") == {"MAX_ITEM_LIST_LENGTH": 50}
+
+
+def test_truncated_and_non_archives_give_one_line(tmp_path):
+    path = _archive(tmp_path / "ok.pth", {"w": torch.randn(100, 10)})
+    data = path.read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
+    (tmp_path / "text.pth").write_text("hello")
+    for name in ("cut.pth", "text.pth", "missing.pth"):
+        with pytest.raises(InputError) as caught:
+            load_restricted(tmp_path / name)
+        assert "\n" not in str(caught.value) and name in str(caught.value)
+    (tmp_path / "raw.pkl").write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(InputError, match="not a torch checkpoint archive"):
+        load_restricted(tmp_path / "raw.pkl")
+
+
+FIXTURES = Path(__file__).with_name("data") / "foreign"
+
+
+def test_the_official_gru4rec_file_reads_as_the_official_code_reads_it():
+    """official-gru4rec.pt was written by the official code; the reference by its own (trusted) load."""
+    from softmax_bottleneck.foreign.official import read_official
+
+    reference = torch.load(FIXTURES / "official-gru4rec.reference.pt", weights_only=True)
+    model = read_official(FIXTURES / "official-gru4rec.pt")
+    assert sorted(model.parameters) == sorted(reference["state_dict"])
+    assert all(torch.equal(model.parameters[k], v) for k, v in reference["state_dict"].items())
+    assert list(model.item_ids) == reference["item_ids"]
+    assert model.settings["layers"] == [16] and model.settings["constrained_embedding"] is True
+
+
+def test_the_official_file_names_its_classes_and_is_refused_without_them():
+    data = zipfile.ZipFile(FIXTURES / "official-gru4rec.pt").read("official-gru4rec/data.pkl")
+    assert {"gru4rec_pytorch.GRU4Rec", "__builtin__.getattr", "pandas.core.series.Series"} <= set(pickle_globals(data))
+    with pytest.raises(InputError, match="asks to import gru4rec_pytorch.GRU4Rec"):
+        load_restricted(FIXTURES / "official-gru4rec.pt")
