@@ -108,3 +108,29 @@ def test_the_official_file_names_its_classes_and_is_refused_without_them():
     assert {"gru4rec_pytorch.GRU4Rec", "__builtin__.getattr", "pandas.core.series.Series"} <= set(pickle_globals(data))
     with pytest.raises(InputError, match="asks to import gru4rec_pytorch.GRU4Rec"):
         load_restricted(FIXTURES / "official-gru4rec.pt")
+
+
+@pytest.mark.parametrize("name", ["gru4rec", "sasrec"])
+def test_recbole_checkpoints_read_as_recbole_reads_them(name):
+    """recbole-*.pth were written by RecBole 1.2.1; the references by RecBole's own (trusted) load."""
+    from softmax_bottleneck.foreign.recbole import read_recbole
+
+    reference = torch.load(FIXTURES / f"recbole-{name}.reference.pt", weights_only=True)
+    # what every RecBole user meets: torch's safe loader cannot read protocol 4
+    with pytest.raises(pickle.UnpicklingError), pytest.warns(UserWarning, match="protocol 4"):
+        torch.load(FIXTURES / f"recbole-{name}.pth", weights_only=True)
+    model = read_recbole(FIXTURES / f"recbole-{name}.pth")
+    assert model.model == {"gru4rec": "GRU4Rec", "sasrec": "SASRec"}[name]
+    assert sorted(model.state_dict) == sorted(reference["state_dict"])
+    assert all(torch.equal(model.state_dict[k], v) for k, v in reference["state_dict"].items())
+    assert model.settings["MAX_ITEM_LIST_LENGTH"] == reference["max_len"] and model.settings["embedding_size"] == 16
+
+
+def test_the_gru4rec_replay_gives_recboles_own_full_sort_scores():
+    from softmax_bottleneck.foreign.recbole import gru4rec_states, read_recbole
+
+    reference = torch.load(FIXTURES / "recbole-gru4rec.reference.pt", weights_only=True)
+    model = read_recbole(FIXTURES / "recbole-gru4rec.pth")
+    states = gru4rec_states(model, reference["item_seq"], reference["item_seq_len"])
+    scores = states @ model.state_dict["item_embedding.weight"].T  # tied items, no output bias
+    torch.testing.assert_close(scores, reference["scores"], rtol=0, atol=1e-5)

@@ -2,8 +2,10 @@
 
 - :mod:`.archive`: the restricted reader of any ``torch.save`` archive (lists a pickle's imports
   with ``pickletools``, resolves only an allow-list, refuses the rest with one line);
-- :mod:`.official`: the official GRU4Rec's ``savemodel`` file (weights, item ids, settings).
+- :mod:`.official`: the official GRU4Rec's ``savemodel`` file (weights, item ids, settings);
+- :mod:`.recbole`: RecBole 1.2.1 GRU4Rec and SASRec checkpoints (weights, settings), and the
+  GRU4Rec replay of RecBole's sequence states.
 
-Still to come (issue 16): RecBole GRU4Rec and SASRec files, adapters that replay held-out sessions
-as each framework does, and ``--checkpoint-format`` in every tool.
+Still to come (issue 16): the SASRec and official replays, RecBole's item-id map rebuilt from the
+atomic file, adapters to the toolkit's model interface, and ``--checkpoint-format`` in every tool.
 """

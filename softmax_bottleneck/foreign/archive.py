@@ -49,12 +49,14 @@ TORCH_FUNCTIONS = {  # what a plain state dict of tensors needs; none of them ru
     ("_codecs", "encode"): codecs.encode,
 }
 try:  # numpy >= 2 (numpy.core is a deprecated alias there); numpy 1 pickles name numpy.core
-    from numpy._core.multiarray import _reconstruct
+    from numpy._core.multiarray import _reconstruct, scalar
 except ImportError:  # pragma: no cover - numpy 1
-    from numpy.core.multiarray import _reconstruct
-NUMPY_FUNCTIONS = {  # numpy arrays inside a pickle (pandas indexes, id maps): data only
+    from numpy.core.multiarray import _reconstruct, scalar
+NUMPY_FUNCTIONS = {  # numpy arrays and scalars inside a pickle (pandas indexes, id maps, settings): data only
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.multiarray", "scalar"): scalar,
+    ("numpy._core.multiarray", "scalar"): scalar,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
 }
