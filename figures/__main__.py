@@ -1,12 +1,13 @@
 """Run the study and draw the paper's figures (PNG and PDF, reproducible bytes).
 
-Trains the GRU4Rec models the profile names (cached by a hash of data and settings: a second run
-only redraws), runs the rank report, the head comparison and the reachability audit on held-out
-sessions, and writes one PNG and one PDF per figure.
+Trains the GRU4Rec models the profile names (softmax, MoS, sigsoftmax, MoL and softmax-dd over
+hidden sizes, MoS over expert counts; cached by a hash of data and settings: a second run
+only redraws), runs the rank report, the head comparison, the reachability audit and (on the
+synthetic world) the capacity fits on held-out sessions, and writes one PNG and one PDF per figure.
 
 Examples::
 
-    python -m figures                                   # quick profile, synthetic world (~1.5 min on 2 cores)
+    python -m figures                                   # quick profile: 5 heads, synthetic world (~10 min on 2 cores)
     python -m figures --profile full                    # the paper's grid (hours on a CPU; --device cuda)
     python -m figures --only spectra --only metrics     # redraw two figures
     python -m softmax_bottleneck.prepare --input ../shared/data/ml-100k/ml-100k.inter --format recbole --out prepared/ml-100k
