@@ -126,11 +126,16 @@ def test_recbole_checkpoints_read_as_recbole_reads_them(name):
     assert model.settings["MAX_ITEM_LIST_LENGTH"] == reference["max_len"] and model.settings["embedding_size"] == 16
 
 
-def test_the_gru4rec_replay_gives_recboles_own_full_sort_scores():
-    from softmax_bottleneck.foreign.recbole import gru4rec_states, read_recbole
+@pytest.mark.parametrize("name", ["gru4rec", "sasrec"])
+def test_the_replay_gives_recboles_own_full_sort_scores(name):
+    from softmax_bottleneck.foreign import recbole
 
-    reference = torch.load(FIXTURES / "recbole-gru4rec.reference.pt", weights_only=True)
-    model = read_recbole(FIXTURES / "recbole-gru4rec.pth")
-    states = gru4rec_states(model, reference["item_seq"], reference["item_seq_len"])
+    reference = torch.load(FIXTURES / f"recbole-{name}.reference.pt", weights_only=True)
+    model = recbole.read_recbole(FIXTURES / f"recbole-{name}.pth")
+    replay = recbole.gru4rec_states if name == "gru4rec" else recbole.sasrec_states
+    states = replay(model, reference["item_seq"], reference["item_seq_len"])
     scores = states @ model.state_dict["item_embedding.weight"].T  # tied items, no output bias
     torch.testing.assert_close(scores, reference["scores"], rtol=0, atol=1e-5)
+    with pytest.raises(InputError, match="replays RecBole"):
+        (recbole.sasrec_states if name == "gru4rec" else recbole.gru4rec_states)(model, reference["item_seq"],
+                                                                                 reference["item_seq_len"])

@@ -3,9 +3,9 @@
 - :mod:`.archive`: the restricted reader of any ``torch.save`` archive (lists a pickle's imports
   with ``pickletools``, resolves only an allow-list, refuses the rest with one line);
 - :mod:`.official`: the official GRU4Rec's ``savemodel`` file (weights, item ids, settings);
-- :mod:`.recbole`: RecBole 1.2.1 GRU4Rec and SASRec checkpoints (weights, settings), and the
-  GRU4Rec replay of RecBole's sequence states.
+- :mod:`.recbole`: RecBole 1.2.1 GRU4Rec and SASRec checkpoints (weights, settings), and both
+  models' replay of RecBole's sequence states (equal to its ``full_sort_predict``).
 
-Still to come (issue 16): the SASRec and official replays, RecBole's item-id map rebuilt from the
+Still to come (issue 16): the official code's replay, RecBole's item-id map rebuilt from the
 atomic file, adapters to the toolkit's model interface, and ``--checkpoint-format`` in every tool.
 """

@@ -73,3 +73,45 @@ def gru4rec_states(model: RecBoleModel, item_seq: torch.Tensor, item_seq_len: to
         output, _ = gru(torch.nn.functional.embedding(item_seq, state["item_embedding.weight"]))
         output = output @ state["dense.weight"].T + state["dense.bias"]
         return output[torch.arange(len(item_seq)), item_seq_len.long() - 1]
+
+
+ACTIVATIONS = {"gelu": lambda x: x * 0.5 * (1.0 + torch.erf(x / 2.0 ** 0.5)), "relu": torch.relu,
+               "swish": lambda x: x * torch.sigmoid(x), "tanh": torch.tanh, "sigmoid": torch.sigmoid}
+
+
+def sasrec_states(model: RecBoleModel, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
+    """RecBole SASRec's sequence states, replayed as its ``forward`` computes them (eval mode): item plus
+    position embeddings, LayerNorm, then per layer causal multi-head self-attention over the right-padded
+    sequence (padding and future positions masked with −10000 before the softmax, as RecBole does) and a
+    feed-forward block, each added to its input and layer-normalised (post-LN); the state at position len−1."""
+    if model.model != "SASRec":
+        raise InputError(f"sasrec_states replays RecBole SASRec, not {model.model}")
+    state, settings = model.state_dict, model.settings
+    n_heads, eps = settings["n_heads"], settings["layer_norm_eps"]
+    act = ACTIVATIONS.get(settings.get("hidden_act", "gelu"))
+    if act is None:
+        raise InputError(f"SASRec with hidden_act {settings.get('hidden_act')!r} is not supported")
+    n_layers = len({k.split(".")[2] for k in state if k.startswith("trm_encoder.layer.")})
+
+    def linear(x, name):
+        return x @ state[f"{name}.weight"].T + state[f"{name}.bias"]
+
+    def norm(x, name):
+        return torch.nn.functional.layer_norm(x, x.shape[-1:], state[f"{name}.weight"], state[f"{name}.bias"], eps)
+
+    with torch.no_grad():
+        batch, length = item_seq.shape
+        x = state["item_embedding.weight"][item_seq] + state["position_embedding.weight"][:length][None]
+        x = norm(x, "LayerNorm")
+        visible = torch.tril((item_seq != 0)[:, None, None, :].expand(-1, -1, length, -1))
+        mask = torch.where(visible, 0.0, -10000.0)
+        for layer in range(n_layers):
+            at = f"trm_encoder.layer.{layer}.multi_head_attention"
+            heads = [linear(x, f"{at}.{part}").view(batch, length, n_heads, -1).transpose(1, 2)
+                     for part in ("query", "key", "value")]
+            scores = heads[0] @ heads[1].transpose(-1, -2) / heads[0].shape[-1] ** 0.5 + mask
+            context = (torch.softmax(scores, dim=-1) @ heads[2]).transpose(1, 2).reshape(batch, length, -1)
+            x = norm(linear(context, f"{at}.dense") + x, f"{at}.LayerNorm")
+            ff = f"trm_encoder.layer.{layer}.feed_forward"
+            x = norm(linear(act(linear(x, f"{ff}.dense_1")), f"{ff}.dense_2") + x, f"{ff}.LayerNorm")
+        return x[torch.arange(batch), item_seq_len.long() - 1]
