@@ -139,3 +139,26 @@ def test_the_replay_gives_recboles_own_full_sort_scores(name):
     with pytest.raises(InputError, match="replays RecBole"):
         (recbole.sasrec_states if name == "gru4rec" else recbole.gru4rec_states)(model, reference["item_seq"],
                                                                                  reference["item_seq_len"])
+
+
+def test_the_official_model_as_a_native_gru4rec_scores_as_the_official_forward():
+    """official-gru4rec.reference.pt holds the official forward's scores of 5 sessions' first 10 steps."""
+    from softmax_bottleneck.foreign.official import native_model, read_official
+    from softmax_bottleneck.model import GRU4Rec
+
+    reference = torch.load(FIXTURES / "official-gru4rec.reference.pt", weights_only=True)
+    official = read_official(FIXTURES / "official-gru4rec.pt")
+    config, state = native_model(official)
+    model = GRU4Rec(config)
+    model.load_state_dict(state)
+    model.eval()
+    row = {item: i for i, item in enumerate(official.item_ids)}
+    scores = []
+    with torch.no_grad():
+        for session in reference["sessions"]:
+            hidden = model.init_hidden(1)
+            for item in session[:-1]:
+                output, hidden = model.step(torch.tensor([row[item]]), hidden)
+                scores.append(model.head.scores(output)[0])
+    torch.testing.assert_close(torch.stack(scores), reference["scores"], rtol=0, atol=1e-5)
+    assert config.head == "softmax" and config.hidden_dim == 16 and config.embedding == "constrained"

@@ -91,3 +91,28 @@ def read_official(path: str | Path) -> OfficialModel:
     if not np.array_equal(rows[order], np.arange(len(rows))):
         raise InputError(f"{path}: the item map's rows are not 0…n−1")
     return OfficialModel(parameters, ids[order], {k: obj.attribute(k) for k in SETTINGS})
+
+
+def native_model(official: OfficialModel):
+    """The official model as this toolkit's GRU4Rec (softmax head with item bias; the same GRU cells,
+    embedding and output matrix, so every score is the official forward's): (ModelConfig, state_dict)."""
+    from ..config import ModelConfig
+
+    settings, parameters = official.settings, official.parameters
+    layers = list(settings["layers"])
+    if len(set(layers)) != 1:
+        raise InputError(f"official GRU4Rec with layers {layers}: only equal layer sizes map onto this toolkit's model")
+    if not settings["constrained_embedding"] and not settings["embedding"]:
+        raise InputError("official GRU4Rec with the GRU input embedding (embedding=0, unconstrained) is not supported")
+    config = ModelConfig(n_items=len(official.item_ids), head="softmax", hidden_dim=layers[0], n_layers=len(layers),
+                         embedding="constrained" if settings["constrained_embedding"] else "separate",
+                         embedding_dim=None if settings["constrained_embedding"] else settings["embedding"],
+                         item_bias=True, dropout_embedding=float(settings["dropout_p_embed"]),
+                         dropout_hidden=float(settings["dropout_p_hidden"]))
+    state = {"head.item_weight": parameters["Wy.weight"], "head.item_bias": parameters["By.weight"]}
+    for layer in range(len(layers)):
+        for part in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            state[f"grus.{layer}.{part}"] = parameters[f"G.{layer}.{part}"]
+    if not settings["constrained_embedding"]:
+        state["input_embedding.weight"] = parameters["E.weight"]
+    return config, state
