@@ -7,7 +7,7 @@ synthetic world) the capacity fits on held-out sessions, and writes one PNG and 
 
 Examples::
 
-    python -m figures                                   # quick profile: 5 heads, synthetic world (~10 min on 2 cores)
+    python -m figures                                   # quick profile: 5 heads, synthetic world (~5.5 min on 2 cores)
     python -m figures --profile full                    # the paper's grid (hours on a CPU; --device cuda)
     python -m figures --only spectra --only metrics     # redraw two figures
     python -m softmax_bottleneck.prepare --input ../shared/data/ml-100k/ml-100k.inter --format recbole --out prepared/ml-100k
