@@ -162,3 +162,11 @@ def test_the_official_model_as_a_native_gru4rec_scores_as_the_official_forward()
                 scores.append(model.head.scores(output)[0])
     torch.testing.assert_close(torch.stack(scores), reference["scores"], rtol=0, atol=1e-5)
     assert config.head == "softmax" and config.hidden_dim == 16 and config.embedding == "constrained"
+
+
+def test_a_recbole_checkpoint_of_another_model_is_refused_by_name():
+    """recbole-bert4rec.pth was written by RecBole 1.2.1 (make_recbole.py)."""
+    from softmax_bottleneck.foreign.recbole import read_recbole
+
+    with pytest.raises(InputError, match="a RecBole BERT4Rec checkpoint; supported: GRU4Rec, SASRec"):
+        read_recbole(FIXTURES / "recbole-bert4rec.pth")
