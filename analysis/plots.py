@@ -225,6 +225,7 @@ def reach_figure(table, *, k: int, n_contexts: int):
 HEAD_STYLES = {"softmax": ("C0", "o", "Blues"), "mos": ("C1", "s", "Oranges"), "sigsoftmax": ("C2", "^", "Greens"),
                "mol": ("C3", "D", "Reds"), "softmax-dd": ("C4", "v", "Purples")}
 HEAD_NAMES = {"mos": "MoS", "mol": "MoL"}
+OTHER_STYLE = ("0.3", "P", "Greys")  # a variant without its own style
 
 
 def variant(row) -> str:
@@ -233,7 +234,7 @@ def variant(row) -> str:
 
 
 def _head_style(name: str) -> dict:
-    color, marker, _ = HEAD_STYLES.get(name, ("0.3", "P", "Greys"))
+    color, marker, _ = HEAD_STYLES.get(name, OTHER_STYLE)
     return {"color": color, "marker": marker}
 
 
@@ -312,7 +313,7 @@ def _matrix_colors(matrices) -> list:
         name = variant(m)
         same = sorted({(x["hidden_dim"], x["n_experts"]) for x in matrices if x.get("head") and variant(x) == name})
         shade = 0.35 + 0.6 * same.index((m["hidden_dim"], m["n_experts"])) / max(len(same) - 1, 1)
-        colors.append(matplotlib.colormaps[HEAD_STYLES.get(name, ("", "", "Greys"))[2]](shade))
+        colors.append(matplotlib.colormaps[HEAD_STYLES.get(name, OTHER_STYLE)[2]](shade))
     return colors
 
 
