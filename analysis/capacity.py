@@ -41,7 +41,7 @@ import sys
 from pathlib import Path
 
 from softmax_bottleneck.cli import (ArgumentParser, add_cutoffs_argument, add_heldout_arguments, check_cutoffs,
-                                    resolve_device)
+                                    checkpoint_sources, resolve_device)
 from softmax_bottleneck.config import HEADS, ModelConfig
 from softmax_bottleneck.errors import InputError
 
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         config, ks = checked
         return capacity(config, data=args.data, checkpoints=args.checkpoint, split=args.split,
                         max_contexts=args.max_contexts, seed=args.seed, restarts=args.restarts,
-                        steps=args.steps, ks=ks, device=resolve_device(args.device))
+                        steps=args.steps, ks=ks, device=resolve_device(args.device), **checkpoint_sources(args))
 
     def write(out: Path, summary: dict) -> None:
         from .capacity_fit import write_outputs

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 from softmax_bottleneck.cli import (ArgumentParser, add_cutoffs_argument, add_heldout_arguments, check_cutoffs,
-                                    resolve_device)
+                                    checkpoint_sources, resolve_device)
 from softmax_bottleneck.config import METRICS
 from softmax_bottleneck.errors import InputError
 
@@ -60,7 +60,7 @@ def print_summary(result: dict) -> None:
         print(f", KL(truth‖model) {model['kl_to_truth']:.4f}" if model["kl_to_truth"] is not None else "")
         health, k = model["health"], max(int(key.split("@")[1]) for key in model["health"] if "@" in key)
         line = (f"  {'':24s} epoch {'/'.join(map(str, model['epochs']))} of "
-                f"{'/'.join(map(str, model['epochs_trained']))}; top-{k} coverage {health[f'coverage@{k}']:.1%}, "
+                f"{'/'.join('?' if e is None else str(e) for e in model['epochs_trained'])}; top-{k} coverage {health[f'coverage@{k}']:.1%}, "
                 f"support {health[f'support_recommended@{k}']:,.0f} recommended vs {health['support_target']:,.0f}")
         tuning = model["tuning"]
         line += ("; settings tuned: " + f"{tuning['budget']['trials']} trials ({tuning['budget']['complete']} complete, "
@@ -71,6 +71,10 @@ def print_summary(result: dict) -> None:
                      f"/{health['prior_entropy_max']:.3f}, top expert " +
                      ", ".join(f"{x:.0%}" for x in health["expert_top_share"]))
         print(line)
+        if model.get("foreign"):
+            from softmax_bottleneck.foreign.adapter import describe_foreign
+
+            print(f"  {'':24s} {describe_foreign(model['foreign'])}")
 
 
 def build_parser() -> ArgumentParser:
@@ -107,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return compare(args.checkpoint, data=args.data, split=args.split, ks=ks, metrics=tuple(args.metrics),
                        n_bootstrap=args.n_bootstrap, seed=args.seed, n_bins=args.bins,
-                       device=resolve_device(args.device), ci_level=args.ci_level, ci_method=args.ci_method)
+                       device=resolve_device(args.device), ci_level=args.ci_level, ci_method=args.ci_method,
+                       **checkpoint_sources(args))
 
     def write(out: Path, result: dict) -> None:
         from .comparison import write_outputs

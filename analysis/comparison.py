@@ -31,11 +31,12 @@ from .stats import session_bootstrap, sign_flip_test
 
 def compare(paths: list[Path], *, data: Path | None = None, split: str = "test", ks=(1, 5, 10, 20),
             metrics=METRICS, n_bootstrap: int = 2000, seed: int = 0, n_bins: int = 4, device="cpu",
-            batch_size: int = 512, ci_level: float = 0.95, ci_method: str = "percentile") -> dict:
+            batch_size: int = 512, ci_level: float = 0.95, ci_method: str = "percentile", formats=None,
+            item_map: Path | None = None) -> dict:
     """Evaluate, group, test and break down; returns tables and the summary (see module docstring)."""
     if len(paths) < 2:
         raise InputError(f"compare needs at least two checkpoints, got {len(paths)}")
-    checkpoints, dataset = load_checkpoints_on_one_dataset(paths, data)
+    checkpoints, dataset = load_checkpoints_on_one_dataset(paths, data, formats, item_map)
     held_out = dataset.split(split)
     if held_out.n_transitions == 0:
         raise InputError(f"{dataset.path}: the {split} split has no events")
@@ -103,7 +104,7 @@ def group_summary(group: Group, rows: list[dict]) -> dict:
             "eval_events_per_second": group.eval_events_per_second, "kl_to_truth": group.kl,
             "epochs": [e["epoch"] for e in group.epochs], "epochs_trained": [e["epochs_trained"] for e in group.epochs],
             "select_metric": group.epochs[0]["select_metric"], "health": group.health_summary(),
-            "tuning": group.tuning,
+            "tuning": group.tuning, **({"foreign": group.foreign} if group.foreign else {}),
             **{f"{r['metric']}@{r['k']}": r["value"] for r in mine},
             **{f"diff_{r['metric']}@{r['k']}": r["diff_vs_baseline"] for r in mine},
             **{f"p_{r['metric']}@{r['k']}": r["p_value"] for r in mine}}

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from softmax_bottleneck.checkpoint import model_from_checkpoint
+from softmax_bottleneck.foreign.adapter import foreign_summary
 from softmax_bottleneck.errors import InputError
 from softmax_bottleneck.evaluation import HeadHealth, epoch_record, evaluate_ranks
 from softmax_bottleneck.metrics import event_values, target_ranks
@@ -41,6 +42,7 @@ class Group:
     eval_speeds: list[float] = dataclasses.field(default_factory=list)  # per seed: evaluation events/s
     kls: list[float] = dataclasses.field(default_factory=list)  # per seed: KL(truth ‖ model), synthetic only
     tuning: dict | None = None  # where the (shared) settings come from: a tuner's budget, or None
+    foreign: dict | None = None  # a model trained elsewhere: foreign.adapter.foreign_summary
     _values: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)  # (metric, k) → per-event
 
     @property
@@ -154,6 +156,7 @@ def evaluate_groups(paths: list[Path], checkpoints: list[dict], dataset, split, 
         if truth is not None:
             group.kls.append(truth.kl)
         group.tuning = checkpoint.get("tuning")
+        group.foreign = foreign_summary(checkpoint, split)
     groups = list(groups.values())
     for group, label in zip(groups, unique_labels([g.config for g in groups], [g.paths[0] for g in groups])):
         group.label = label

@@ -25,7 +25,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from softmax_bottleneck.cli import ArgumentParser, add_heldout_arguments, resolve_device
+from softmax_bottleneck.cli import ArgumentParser, add_heldout_arguments, checkpoint_sources, resolve_device
 from softmax_bottleneck.errors import InputError
 
 from .outputs import run_analysis
@@ -58,6 +58,11 @@ def print_table(result: dict) -> None:
         print(f"{row['label']:22s} {cap:>5s} {row['rank']:6d} {row['centred']['rank']:7d} "
               f"{row['effective_rank']:9.1f} {row['stable_rank']:7.2f} {energy:>10s}  {row['engine']}"
               + (f" ({row['refined_values']} refined)" if row["refined_values"] else ""))
+    for row in result["models"]:
+        if row.get("foreign"):
+            from softmax_bottleneck.foreign.adapter import describe_foreign
+
+            print(f"{row['label']}: {describe_foreign(row['foreign'])}")
     first = result["models"][0]
     print(f"threshold: {first['threshold']:.3e} (σ_max·max(N, M)·eps unless --tol/--rtol); "
           f"rank vs N: " + ", ".join(f"{r['n']}→{r['rank']}" for r in first["rank_vs_n"]))
@@ -94,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
 
         result, spectra = analyse(args.checkpoint, data=args.data, split=args.split,
                                   max_contexts=args.max_contexts, seed=args.seed, engine=args.engine, tol=args.tol,
-                                  rtol=args.rtol, block_size=args.block_size, device=resolve_device(args.device))
+                                  rtol=args.rtol, block_size=args.block_size, device=resolve_device(args.device),
+                                  **checkpoint_sources(args))
         if len(result["models"]) == 1:  # one model: its numbers at the top level
             result = {**result, **{k: v for k, v in result["models"][0].items() if k != "label"}}
         return result, spectra

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from softmax_bottleneck.checkpoint import load_checkpoints_on_one_dataset, model_from_checkpoint
+from softmax_bottleneck.foreign.adapter import foreign_summary, require_every_item
 from softmax_bottleneck.config import describe
 from softmax_bottleneck.errors import InputError
 from softmax_bottleneck.heads import softmax_rank_cap
@@ -91,12 +92,15 @@ def _reference_cap(config: dict) -> int:
 
 
 def analyse(checkpoint_paths: list[Path], *, data: Path | None, split: str, max_contexts: int | None, seed: int,
-            engine: str, tol: float | None, rtol: float | None, block_size: int, device) -> tuple[dict, list]:
+            engine: str, tol: float | None, rtol: float | None, block_size: int, device, formats=None,
+            item_map: Path | None = None) -> tuple[dict, list]:
     """Rank reports for several checkpoints on the same contexts (and the truth, on the synthetic world)."""
-    checkpoints, dataset = load_checkpoints_on_one_dataset(checkpoint_paths, data)
+    checkpoints, dataset = load_checkpoints_on_one_dataset(checkpoint_paths, data, formats, item_map)
     held_out = dataset.split(split)
     models, spectra, key = [], [], None
     labels = unique_labels([c["model_config"] for c in checkpoints], checkpoint_paths)
+    for checkpoint in checkpoints:
+        require_every_item(checkpoint, "the rank report")
     for path, checkpoint, label in zip(checkpoint_paths, checkpoints, labels):
         model = model_from_checkpoint(checkpoint, device)
         contexts = collect_contexts(model, held_out, device=device)
@@ -111,6 +115,8 @@ def analyse(checkpoint_paths: list[Path], *, data: Path | None, split: str, max_
                                      engine=engine, tol=tol, rtol=rtol, block_size=block_size)
         models.append({"label": label, "checkpoint": str(path), **describe(config),
                        "item_bias": config["item_bias"], **report})
+        if checkpoint.get("foreign"):
+            models[-1]["foreign"] = foreign_summary(checkpoint, held_out)
         spectra.append((label, values, model.head.rank_cap))
     result = {"library_version": library_version(), "threads": torch.get_num_threads(), "split": split, "seed": seed,
               "n_contexts": len(key),

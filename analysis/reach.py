@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from softmax_bottleneck.cli import (ArgumentParser, add_cutoffs_argument, add_heldout_arguments, check_cutoffs,
-                                    resolve_device)
+                                    checkpoint_sources, resolve_device)
 from softmax_bottleneck.errors import InputError
 
 from .outputs import run_analysis
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return audit(args.checkpoint, data=args.data, split=args.split, ks=ks, max_contexts=args.max_contexts,
                      n_random=args.n_random, seed=args.seed, device=resolve_device(args.device),
-                     progress=not args.json)
+                     progress=not args.json, **checkpoint_sources(args))
 
     def write(out: Path, both: tuple) -> None:
         from .reachability import write_outputs

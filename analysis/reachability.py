@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from softmax_bottleneck.checkpoint import load_checkpoints_on_one_dataset, model_from_checkpoint
+from softmax_bottleneck.foreign.adapter import foreign_summary, require_box_states, require_every_item
 from softmax_bottleneck.cli import DEFAULT_CUTOFFS, check_cutoffs
 from softmax_bottleneck.config import describe
 from softmax_bottleneck.errors import InputError
@@ -132,15 +133,19 @@ def _model_summary(label, path, config, frame, frequent, hits, ks, reach, scan_s
 
 
 def audit(paths: list[Path], *, data=None, split: str = "test", ks=DEFAULT_KS, max_contexts: int | None = None,
-          n_random: int = 4096, seed: int = 0, device="cpu", progress: bool = False) -> tuple[pd.DataFrame, dict]:
+          n_random: int = 4096, seed: int = 0, device="cpu", progress: bool = False, formats=None,
+          item_map: Path | None = None) -> tuple[pd.DataFrame, dict]:
     """The per-item table (one row per model and item) and the summary of the module docstring."""
-    checkpoints, dataset = load_checkpoints_on_one_dataset(paths, data)
+    checkpoints, dataset = load_checkpoints_on_one_dataset(paths, data, formats, item_map)
     held_out = dataset.split(split)
     if held_out.n_transitions == 0:
         raise InputError(f"{dataset.path}: the {split} split has no events")
     ks = tuple(check_cutoffs(list(ks), dataset.n_items))
     support_rank, frequent = _support_ranks(dataset)
     labels = unique_labels([c["model_config"] for c in checkpoints], paths)
+    for checkpoint in checkpoints:
+        require_every_item(checkpoint, "the reachability audit")
+        require_box_states(checkpoint)
     frames, models = [], []
     for path, checkpoint, label in zip(paths, checkpoints, labels):
         config = checkpoint["model_config"]
@@ -154,6 +159,8 @@ def audit(paths: list[Path], *, data=None, split: str = "test", ks=DEFAULT_KS, m
                                                       device=device, progress=progress)
         frames.append(_item_table(label, dataset, support_rank, status, method, margin, hits, ks))
         models.append(_model_summary(label, path, config, frames[-1], frequent, hits, ks, reach, scan_seconds))
+        if checkpoint.get("foreign"):
+            models[-1]["foreign"] = foreign_summary(checkpoint, held_out)
     table = pd.concat(frames, ignore_index=True)
     summary = {"library_version": library_version(), "threads": torch.get_num_threads(), "data": str(dataset.path),
                "split": split, "n_contexts": len(contexts), "n_items": dataset.n_items,

@@ -88,6 +88,12 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             warnings.simplefilter("ignore")
             payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        from .foreign.adapter import FOREIGN, detect_format
+
+        kind = detect_format(path)
+        if kind in FOREIGN:
+            raise InputError(f"{path}: a {FOREIGN[kind]} checkpoint, not a native one; read it with "
+                             f"--checkpoint-format {kind} (or auto)") from None
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
         if found:
             raise InputError(f"{path}: refused to load: it asks to import {found.group(1)} (a pickle that could "
@@ -117,7 +123,9 @@ def _shorten(text: str, limit: int = 120) -> str:
 
 
 def model_from_checkpoint(checkpoint: dict, device: torch.device | str = "cpu") -> GRU4Rec:
-    """Rebuild the network and load its weights; eval mode."""
+    """Rebuild the network and load its weights; eval mode. A foreign checkpoint brings its adapted model."""
+    if getattr(checkpoint, "model", None) is not None:
+        return checkpoint.model.to(device).eval()
     try:
         config = ModelConfig(**checkpoint["model_config"])
         model = GRU4Rec(config)
@@ -158,14 +166,57 @@ def dataset_for_checkpoint(checkpoint: dict, data: str | os.PathLike | None = No
     return dataset
 
 
-def load_checkpoints_on_one_dataset(paths, data: str | os.PathLike | None = None
-                                    ) -> tuple[list[dict], PreparedDataset]:
-    """Several checkpoints that must share their prepared data (same fingerprint and item map), and that data."""
-    checkpoints = [load_checkpoint(p) for p in paths]
-    first = checkpoints[0]
-    for path, checkpoint in zip(paths[1:], checkpoints[1:]):
-        if checkpoint["data"]["fingerprint"] != first["data"]["fingerprint"] or checkpoint["item_ids"] != first["item_ids"]:
-            raise InputError(f"{paths[0]} was trained on {first['data']['path']} ({first['data']['fingerprint'][:19]}), "
-                             f"{path} on {checkpoint['data']['path']} ({checkpoint['data']['fingerprint'][:19]}): "
-                             "they must share one prepared dataset")
-    return checkpoints, dataset_for_checkpoint(first, data)
+def checkpoint_formats(paths, formats=None) -> list[str]:
+    """Each checkpoint's format: `formats` is one for all ("auto" or None: detected from the file), or one per path."""
+    from .cli import CHECKPOINT_FORMATS
+    from .foreign.adapter import detect_format
+
+    formats = ["auto"] if formats is None else [formats] if isinstance(formats, str) else list(formats)
+    if len(formats) == 1:
+        formats = formats * len(paths)
+    if len(formats) != len(paths):
+        raise InputError(f"give one --checkpoint-format for all checkpoints or one per checkpoint, not {len(formats)} "
+                         f"for {len(paths)}")
+    for fmt in formats:
+        if fmt not in CHECKPOINT_FORMATS:
+            raise InputError(f"--checkpoint-format must be one of {', '.join(CHECKPOINT_FORMATS)}, got {fmt!r}")
+    return [detect_format(p) if fmt == "auto" else fmt for p, fmt in zip(paths, formats)]
+
+
+def load_checkpoints_on_one_dataset(paths, data: str | os.PathLike | None = None, formats=None,
+                                    item_map: str | os.PathLike | None = None) -> tuple[list[dict], PreparedDataset]:
+    """Several checkpoints that must share their prepared data (same fingerprint and item map), and that data.
+
+    Checkpoints of other frameworks (`formats`, see :func:`checkpoint_formats`; RecBole, the official
+    GRU4Rec) are read by :mod:`softmax_bottleneck.foreign` onto that data, their items matched by
+    original id (`item_map`: a RecBole model's .inter file or token list); they record no data of their
+    own, so `data` or a native checkpoint must give it."""
+    kinds = checkpoint_formats(paths, formats)
+    native = [(p, load_checkpoint(p)) for p, kind in zip(paths, kinds) if kind == "native"]
+    if native:
+        (first_path, first), *rest = native
+        for path, checkpoint in rest:
+            if checkpoint["data"]["fingerprint"] != first["data"]["fingerprint"] or checkpoint["item_ids"] != first["item_ids"]:
+                raise InputError(f"{first_path} was trained on {first['data']['path']} ({first['data']['fingerprint'][:19]}), "
+                                 f"{path} on {checkpoint['data']['path']} ({checkpoint['data']['fingerprint'][:19]}): "
+                                 "they must share one prepared dataset")
+        dataset = dataset_for_checkpoint(first, data)
+    elif data is None:
+        from .foreign.adapter import FOREIGN
+
+        raise InputError(f"{paths[0]}: a {FOREIGN[kinds[0]]} checkpoint records no prepared data; pass --data DIR, "
+                         "prepared from the raw file the model was trained on")
+    else:
+        dataset = load_prepared(data)
+    if item_map is not None and "recbole" not in kinds:
+        raise InputError("--item-map is for RecBole checkpoints, and none is given")
+    loaded = iter(checkpoint for _, checkpoint in native)
+    checkpoints = []
+    for path, kind in zip(paths, kinds):
+        if kind == "native":
+            checkpoints.append(next(loaded))
+        else:
+            from .foreign.adapter import load_foreign
+
+            checkpoints.append(load_foreign(path, dataset, kind, item_map=item_map if kind == "recbole" else None))
+    return checkpoints, dataset

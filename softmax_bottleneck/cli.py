@@ -217,11 +217,27 @@ def _check_writable_parent(path, flag: str) -> None:
 def add_heldout_arguments(parser: argparse.ArgumentParser, threads: int | None = None) -> None:
     """--data, --split, --json, --device and --threads (default `threads`, None: all cores): what every
     tool reading held-out data takes."""
-    parser.add_argument("--data", type=_path, help="prepared dataset (default: the one the checkpoint records)")
+    parser.add_argument("--data", type=_path, help="prepared dataset (default: the one the checkpoint records; "
+                        "required for a model trained elsewhere)")
     parser.add_argument("--split", default="test", choices=("valid", "test"), help="held-out split (default: test)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    foreign = parser.add_argument_group("models trained elsewhere (RecBole 1.2.1 GRU4Rec/SASRec, official GRU4Rec)")
+    foreign.add_argument("--checkpoint-format", nargs="+", choices=CHECKPOINT_FORMATS, metavar="FORMAT",
+                         help=f"{'|'.join(CHECKPOINT_FORMATS)}: one for every checkpoint or one per checkpoint "
+                              "(default: auto, detected from the classes the file names; nothing in it runs)")
+    foreign.add_argument("--item-map", type=_path, metavar="FILE",
+                         help="a RecBole model's item order: the .inter file it was trained on (default: the "
+                              "data_path/dataset.inter its settings name), or a text file of its item tokens, one per line")
     add_device_argument(parser)
     add_threads_argument(parser, default=threads)
+
+
+CHECKPOINT_FORMATS = ("auto", "native", "recbole", "gru4rec-official")  # foreign.adapter's, named without torch
+
+
+def checkpoint_sources(args) -> dict:
+    """The keyword arguments that tell the library how to read `args`' checkpoints (formats, item map)."""
+    return {"formats": args.checkpoint_format, "item_map": args.item_map}
 
 
 DEFAULT_CUTOFFS = (1, 5, 10, 20)

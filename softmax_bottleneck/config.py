@@ -25,6 +25,8 @@ def variant_of(config) -> str:
     "softmax-dd" is the softmax of "dropout and decoupling" (its dropout before the head is the
     ``dropout_hidden`` every model has). `config` is a ModelConfig or its dict."""
     config = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
+    if config.get("foreign"):  # a model trained elsewhere: "recbole-gru4rec", "official-gru4rec" (foreign.adapter)
+        return config["foreign"]
     return config["head"] + (DECOUPLED if config.get("embedding") == "separate" else "")
 
 

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from .cli import (ArgumentParser, InputError, add_cutoffs_argument, add_heldout_arguments, check_cutoffs,
-                  check_output_file, check_threads, resolve_device, run_main, set_threads)
+                  check_output_file, check_threads, checkpoint_sources, resolve_device, run_main, set_threads)
 from .config import TIES, describe
 
 
@@ -48,14 +48,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.per_event:
             check_output_file(args.per_event, "--per-event")
         from .atomic import atomic_path
-        from .checkpoint import dataset_for_checkpoint, load_checkpoint, model_from_checkpoint
+        from .checkpoint import load_checkpoints_on_one_dataset, model_from_checkpoint
         from .evaluation import HeadHealth, describe_epoch, describe_health, epoch_record, evaluate_ranks
+        from .foreign.adapter import describe_foreign, foreign_summary
         from .metrics import metric_table  # torch: imported once the flags are checked
 
         set_threads(args.threads)
         device = resolve_device(args.device)
-        checkpoint = load_checkpoint(args.checkpoint)
-        dataset = dataset_for_checkpoint(checkpoint, args.data)
+        (checkpoint,), dataset = load_checkpoints_on_one_dataset([args.checkpoint], args.data,
+                                                                 **checkpoint_sources(args))
         check_cutoffs(ks, dataset.n_items)
         split = dataset.split(args.split)
         if split.n_transitions == 0:
@@ -73,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
                    "events_per_second": len(result.ranks) / max(result.seconds, 1e-9),
                    "log_likelihood": result.log_likelihood, **metrics, **health.result(),
                    **epoch_record(checkpoint)}
+        foreign = foreign_summary(checkpoint, split)
+        if foreign is not None:
+            summary["foreign"] = foreign
         if args.json:
             print(json.dumps(summary))
             return
@@ -83,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:7s} " + "".join(f"{metrics[f'{name}@{k}']:9.4f}" for k in ks))
         print(describe_health(summary, ks))
         print(describe_epoch(summary))
+        if foreign is not None:
+            print(describe_foreign(foreign))
 
     return run_main(body)
 

@@ -120,7 +120,7 @@ def evaluate_ranks(model: GRU4Rec, split: SessionSplit, *, ties: str = "conserva
     for block in replay_split(model, split, batch_size=batch_size, device=device):
         targets = torch.from_numpy(block.targets).to(device)
         log_p = model.log_probs(block.output)  # (batch, n_items)
-        if not torch.isfinite(log_p).all():
+        if not (model.finite(log_p) if hasattr(model, "finite") else torch.isfinite(log_p).all()):
             raise InputError(f"the {model.config.head} head produced non-finite log-probabilities")
         ranks = target_ranks(log_p, targets, ties).cpu().numpy()
         if health is not None:
@@ -146,6 +146,8 @@ def epoch_record(checkpoint: dict) -> dict:
 def describe_epoch(record: dict) -> str:
     if record.get("select_metric") is None:
         return f"weights of epoch {record['epoch']} (the last; no validation selection recorded)"
+    if record.get("epochs_trained") is None:
+        return f"weights of epoch {record['epoch']}, the best valid {record['select_metric']} (patience {record['patience']})"
     return (f"weights of epoch {record['epoch']} of {record['epochs_trained']}, the best valid "
             f"{record['select_metric']} (patience {record['patience']})")
 

@@ -37,6 +37,10 @@ def replay_split(model: GRU4Rec, split: SessionSplit, *, batch_size: int = 512,
         raise InputError("the split has no next-item events")
     if batch_size < 1:
         raise InputError("{batch_size} must be >= 1, got " + str(batch_size), "batch_size")
+    replay = getattr(model, "replay", None)
+    if replay is not None:  # a model trained elsewhere (softmax_bottleneck.foreign) replays as its framework does
+        yield from replay(split, batch_size=batch_size, device=device)
+        return
     model.eval()
     hidden = model.init_hidden(min(batch_size, split.n_sessions), device)
     for batch in session_parallel_batches(split, batch_size):

@@ -188,6 +188,24 @@ class _Selection:
                 "finished": stopped or epoch >= config.epochs}
 
 
+def build_training(dataset: PreparedDataset, model_config: ModelConfig, config: TrainConfig,
+                   device: torch.device | str = "cpu"):
+    """What an epoch needs, seeded: (model, optimizer, negative sampler or None, the sampler's generator,
+    log training support for logQ). `model_config.n_items` is set from the data."""
+    device = torch.device(device)
+    model_config = dataclasses.replace(model_config, n_items=dataset.n_items)
+    torch.manual_seed(config.seed)  # dropout draws from the global generator
+    model = GRU4Rec(model_config)
+    model.reset_parameters(torch.Generator().manual_seed(config.seed))
+    model.to(device)
+    optimizer = _make_optimizer(model, config)
+    sampler_generator = torch.Generator().manual_seed(config.seed + 1)
+    sampler = (NegativeSampler(dataset.support, config.sample_alpha, config.n_sample, sampler_generator, device)
+               if config.n_sample > 0 and not config.full_softmax else None)
+    log_support = torch.log(torch.as_tensor(dataset.support, dtype=torch.float32, device=device))
+    return model, optimizer, sampler, sampler_generator, log_support
+
+
 def train(dataset: PreparedDataset, model_config: ModelConfig, config: TrainConfig, out: Path, *,
           device: torch.device | str = "cpu", resume: bool = False, progress: bool = True,
           log: Callable[[str], None] = print, on_epoch: Callable[[dict], None] | None = None,
@@ -207,15 +225,7 @@ def train(dataset: PreparedDataset, model_config: ModelConfig, config: TrainConf
     if config.select_cutoff > dataset.n_items:
         raise InputError(f"select_metric {config.select_metric}: K is larger than the catalogue "
                          f"({dataset.n_items} items)")
-    torch.manual_seed(config.seed)  # dropout draws from the global generator
-    model = GRU4Rec(model_config)
-    model.reset_parameters(torch.Generator().manual_seed(config.seed))
-    model.to(device)
-    optimizer = _make_optimizer(model, config)
-    sampler_generator = torch.Generator().manual_seed(config.seed + 1)
-    sampler = (NegativeSampler(dataset.support, config.sample_alpha, config.n_sample, sampler_generator, device)
-               if config.n_sample > 0 and not config.full_softmax else None)
-    log_support = torch.log(torch.as_tensor(dataset.support, dtype=torch.float32, device=device))
+    model, optimizer, sampler, sampler_generator, log_support = build_training(dataset, model_config, config, device)
     history: list[dict] = []
     selection = _Selection(config.select_metric, config.patience)
     start_epoch = 0

@@ -67,7 +67,7 @@ def gru4rec_states(model: RecBoleModel, item_seq: torch.Tensor, item_seq_len: to
     state = model.state_dict
     n_layers = sum(1 for k in state if k.startswith("gru_layers.weight_ih_l"))
     embedding, hidden = state["item_embedding.weight"].shape[1], state["gru_layers.weight_hh_l0"].shape[1]
-    gru = torch.nn.GRU(embedding, hidden, num_layers=n_layers, bias=False, batch_first=True)
+    gru = torch.nn.GRU(embedding, hidden, num_layers=n_layers, bias=False, batch_first=True).to(item_seq.device)
     gru.load_state_dict({k.removeprefix("gru_layers."): v for k, v in state.items() if k.startswith("gru_layers.")})
     with torch.no_grad():
         output, _ = gru(torch.nn.functional.embedding(item_seq, state["item_embedding.weight"]))
