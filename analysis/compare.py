@@ -5,6 +5,8 @@ Examples::
     python -m analysis.compare --checkpoint runs/softmax.pt --checkpoint runs/mos.pt --out results/compare
     python -m analysis.compare --checkpoint runs/softmax-s0.pt --checkpoint runs/softmax-s1.pt \\
         --checkpoint runs/mos-s0.pt --checkpoint runs/mos-s1.pt --k 5 20 --json
+    python -m analysis.compare --checkpoint saved/GRU4Rec-….pth --checkpoint runs/mos-s0.pt \
+        --item-map ../shared/data/ml-100k/ml-100k.inter      # a RecBole model against a native MoS
 
 Every checkpoint ranks the same next-item events against all items (conservative ties). The first
 checkpoint's configuration is the baseline. Checkpoints that differ only in their seed form one

@@ -7,6 +7,7 @@ Examples (the first two take seconds on a laptop CPU)::
     python -m softmax_bottleneck.train --data prepared/synthetic --out runs/mos.pt --hidden-dim 16 --head mos --epochs 2
     python -m analysis.rank --checkpoint runs/softmax.pt --checkpoint runs/mos.pt --out results/rank
     python -m analysis.rank --checkpoint runs/mos.pt --max-contexts 1024 --seed 3 --json
+    python -m analysis.rank --checkpoint official/model.pt --data prepared/ml-100k   # an official GRU4Rec file
 
 Rows are held-out session prefixes (``--max-contexts`` of them, sampled with ``--seed``; several
 checkpoints get the same prefixes), columns all items, entries exact float64 log-probabilities.

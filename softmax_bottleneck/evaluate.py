@@ -5,6 +5,8 @@ Examples::
     python -m softmax_bottleneck.evaluate --checkpoint runs/softmax.pt --split test
     python -m softmax_bottleneck.evaluate --checkpoint runs/mos.pt --ties standard --k 1 5 10 20 100 --json
     python -m softmax_bottleneck.evaluate --checkpoint runs/mos.pt --per-event runs/mos-test-ranks.csv
+    python -m softmax_bottleneck.evaluate --checkpoint saved/GRU4Rec-….pth --data prepared/ml-100k \
+        --item-map ../shared/data/ml-100k/ml-100k.inter      # a RecBole checkpoint (see README)
 
 Each session starts from a zero hidden state (GRU4Rec's session-parallel evaluation); the score of
 an item is its exact log-probability under the model's head. ``--ties conservative`` (default,

@@ -71,9 +71,13 @@ def test_recbole_item_order_is_rebuilt_as_recbole_built_it(name, tiny_inter):
 
 @pytest.mark.parametrize("name", ["gru4rec", "sasrec"])
 def test_a_recbole_model_through_the_adapter_gives_recboles_scores_on_the_datasets_items(name, tmp_path):
+    check_recbole_adapter(FIXTURES, name, tmp_path)
+
+
+def check_recbole_adapter(folder: Path, name: str, tmp_path: Path) -> None:
     """Sessions = RecBole's own test sequences, the dataset's items in another order and one item RecBole lacks:
     each prefix's log-probabilities are RecBole's full-sort scores, normalised over the dataset's items."""
-    reference = torch.load(FIXTURES / f"recbole-{name}.reference.pt", weights_only=True)
+    reference = torch.load(folder / f"recbole-{name}.reference.pt", weights_only=True)
     tokens = reference["item_tokens"]
     (tmp_path / "tokens.txt").write_text("\n".join(tokens) + "\n")
     rng = np.random.default_rng(0)
@@ -85,7 +89,7 @@ def test_a_recbole_model_through_the_adapter_gives_recboles_scores_on_the_datase
         sessions.append(extra + prefix[:1] + ["new-item"] + prefix[1:] + [tokens[5]])  # "new-item": skipped
         expected.append(scores)
     dataset = _dataset(catalogue, sessions)
-    checkpoint = load_foreign(FIXTURES / f"recbole-{name}.pth", dataset, "recbole", item_map=tmp_path / "tokens.txt")
+    checkpoint = load_foreign(folder / f"recbole-{name}.pth", dataset, "recbole", item_map=tmp_path / "tokens.txt")
     model = checkpoint.model
     assert checkpoint["foreign"]["items"].unknown == ["new-item"]
     got = _log_probs(model, dataset.split("test"))
@@ -99,14 +103,18 @@ def test_a_recbole_model_through_the_adapter_gives_recboles_scores_on_the_datase
 
 
 def test_the_official_model_through_the_adapter_steps_as_the_official_forward():
+    check_official_adapter(FIXTURES)
+
+
+def check_official_adapter(folder: Path) -> None:
     """The official forward's scores of 5 sessions; the dataset's items permuted, one unknown item inserted
     in each session (the official code drops unknown items from its data: the model steps over it)."""
-    reference = torch.load(FIXTURES / "official-gru4rec.reference.pt", weights_only=True)
+    reference = torch.load(folder / "official-gru4rec.reference.pt", weights_only=True)
     ids = reference["item_ids"]
     catalogue = list(np.random.default_rng(1).permutation(ids)) + ["new-item"]
     sessions = [s[:1] + ["new-item"] + s[1:] for s in reference["sessions"]]
     dataset = _dataset(catalogue, sessions)
-    model = load_foreign(FIXTURES / "official-gru4rec.pt", dataset, "gru4rec-official").model
+    model = load_foreign(folder / "official-gru4rec.pt", dataset, "gru4rec-official").model
     got = _log_probs(model, dataset.split("test"))
     rows = [ids.index(t) for t in catalogue[:-1]]
     step = 0
@@ -257,3 +265,30 @@ def test_a_crafted_file_of_either_format_is_refused_by_the_tools_and_runs_nothin
     assert not marker.exists()
     torch.load(path, weights_only=False)  # loaded naively, it runs
     assert marker.exists()
+
+
+# Against the frameworks themselves: train fresh models with them, then check the adapters on their files.
+# Run where they are installed (see tests/data/foreign/make_*): RECBOLE_PYTHON=… OFFICIAL=… OFFICIAL_PYTHON=…
+# python -m pytest -m slow tests/test_foreign_adapters.py
+
+
+@pytest.mark.slow
+def test_fresh_recbole_models_score_through_the_adapter_as_recbole_scores_them(tmp_path):
+    python = os.environ.get("RECBOLE_PYTHON")
+    if not python or not Path(python).exists():
+        pytest.skip("RECBOLE_PYTHON (an interpreter with recbole==1.2.1) is not set")
+    done = subprocess.run([python, FIXTURES / "make_recbole.py", tmp_path], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name in ("gru4rec", "sasrec"):
+        check_recbole_adapter(tmp_path, name, tmp_path)
+
+
+@pytest.mark.slow
+def test_a_fresh_official_model_scores_through_the_adapter_as_the_official_forward(tmp_path):
+    official, python = os.environ.get("OFFICIAL"), os.environ.get("OFFICIAL_PYTHON")
+    if not (official and python and Path(official, "gru4rec_pytorch.py").exists()):
+        pytest.skip("OFFICIAL (a GRU4Rec_PyTorch_Official checkout) and OFFICIAL_PYTHON are not set")
+    done = subprocess.run(["bash", FIXTURES / "make_official.sh"], capture_output=True, text=True,
+                          env={**os.environ, "PY": python, "OUT": str(tmp_path)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    check_official_adapter(tmp_path)

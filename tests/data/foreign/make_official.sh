@@ -2,11 +2,13 @@
 # Regenerates official-gru4rec.pt (a model file made by the official GRU4Rec code itself) and
 # official-gru4rec.reference.pt (its weights and item ids as the official code reads them back, and
 # the official forward's scores of every step of five training sessions).
-#   OFFICIAL=path/to/GRU4Rec_PyTorch_Official PY=path/to/venv/bin/python tests/data/foreign/make_official.sh
+#   OFFICIAL=path/to/GRU4Rec_PyTorch_Official PY=path/to/venv/bin/python [OUT=folder] tests/data/foreign/make_official.sh
+# OUT (default: this folder) is where the two files go; the slow tests write fresh ones to a temporary folder.
 # The venv needs torch, numpy<2, pandas<3 and joblib (the official code's own requirements). The model:
 # 60 MovieLens-100K users as sessions, layer 16, cross-entropy, 1 epoch, a 1,000-sample store (a small file).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
+out="${OUT:-$here}"
 data="$(cd "$here/../../../.." && pwd)/shared/data/ml-100k/ml-100k.inter"
 work="$(mktemp -d)"
 "$PY" - "$data" "$work/train.tsv" <<'PY'
@@ -17,9 +19,9 @@ d.columns = ["SessionId", "ItemId", "rating", "Time"]
 d = d[d.SessionId <= 60].sort_values(["SessionId", "Time"], kind="stable")
 d[["SessionId", "ItemId", "Time"]].to_csv(sys.argv[2], sep="\t", index=False)
 PY
-(cd "$OFFICIAL" && "$PY" run.py "$work/train.tsv" -d cpu -ss 1000 -s "$here/official-gru4rec.pt" -ps \
+(cd "$OFFICIAL" && "$PY" run.py "$work/train.tsv" -d cpu -ss 1000 -s "$out/official-gru4rec.pt" -ps \
   "loss=cross-entropy,layers=16,batch_size=16,n_epochs=1,constrained_embedding=True,n_sample=64,sample_alpha=0.5,learning_rate=0.05,momentum=0.0,dropout_p_embed=0.0,dropout_p_hidden=0.0,bpreg=0,elu_param=0,logq=1")
-(cd "$OFFICIAL" && "$PY" - "$here" "$work/train.tsv" <<'PY'
+(cd "$OFFICIAL" && "$PY" - "$out" "$work/train.tsv" <<'PY'
 import sys
 import torch
 g = torch.load(f"{sys.argv[1]}/official-gru4rec.pt", weights_only=False, map_location="cpu")  # trusted: made above

@@ -2,7 +2,9 @@
 and recbole-{gru4rec,sasrec}.reference.pt (RecBole's own reading of them: state dict, item tokens, and
 full_sort_predict scores of the first 32 test sequences, with the sequences).
 
-    PY=path/to/recbole-venv/bin/python; $PY tests/data/foreign/make_recbole.py
+    PY=path/to/recbole-venv/bin/python; $PY tests/data/foreign/make_recbole.py [OUT]
+
+OUT (default: this folder) is where the files go; the slow tests write fresh ones to a temporary folder.
 
 The venv: torch 2.13.0, then recbole==1.2.1, then setuptools<81 numpy==1.26.4 pandas==2.3.3. The
 models: the first 120 MovieLens-100K users, embedding 16, sequences of up to 10 items, 1 epoch, on one
@@ -24,6 +26,8 @@ DATA = HERE.parents[3] / "shared" / "data" / "ml-100k" / "ml-100k.inter"
 
 
 def main() -> None:
+    global OUT
+    OUT = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE
     torch.set_num_threads(1)
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
@@ -53,7 +57,7 @@ def main() -> None:
         trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
         trainer.fit(train, valid, saved=True, show_progress=False)
         saved = sorted(glob.glob(str(work / "saved" / f"{name}-*.pth")))[-1]
-        target = HERE / f"recbole-{name.lower()}.pth"
+        target = OUT / f"recbole-{name.lower()}.pth"
         shutil.copy(saved, target)
         print(name, target, os.path.getsize(target), "bytes")
         if name == "BERT4Rec":
@@ -68,7 +72,7 @@ def main() -> None:
                     "item_tokens": [str(t) for t in dataset.field2id_token["item_id"]],
                     "item_seq": batch["item_id_list"][:32].clone(), "item_seq_len": batch["item_length"][:32].clone(),
                     "scores": scores.view(len(batch), -1)[:32].clone(), "max_len": 10},
-                   HERE / f"recbole-{name.lower()}.reference.pt")
+                   OUT / f"recbole-{name.lower()}.reference.pt")
     shutil.rmtree(work)
 
 
