@@ -22,7 +22,6 @@ from softmax_bottleneck.replay import replay_split
 
 FIXTURES = Path(__file__).parent / "data" / "foreign"
 ML100K = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k" / "ml-100k.inter"
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _dataset(item_ids, sessions) -> PreparedDataset:
@@ -164,9 +163,22 @@ def test_formats_are_detected_from_the_classes_the_file_names(tiny_checkpoint, t
     assert detect_format(tmp_path / "junk.pt") == "native"  # the native loader says what is wrong
 
 
-def _run(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+class _Done:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def _run(flag, module, *args):
+    """``python -m module args`` in this process (its main, its exit status, what it printed)."""
+    import contextlib
+    import importlib
+    import io
+
+    assert flag == "-m"
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = importlib.import_module(module).main([str(a) for a in args])
+    return _Done(code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="module")
