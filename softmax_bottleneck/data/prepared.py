@@ -84,6 +84,28 @@ class SessionSplit:
             "last_time": float(self.timestamps.max()) if self.n_events else None,
         }
 
+    def take_sessions(self, sessions: np.ndarray) -> "SessionSplit":
+        """The split of these sessions (indices, in the order given)."""
+        sessions = np.asarray(sessions, dtype=np.int64)
+        lengths = self.lengths[sessions]
+        index = (np.repeat(self.offsets[:-1][sessions] - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+                 + np.arange(lengths.sum()))
+        return SessionSplit(self.items[index], np.concatenate([[0], np.cumsum(lengths)]), self.timestamps[index])
+
+
+def sample_sessions(split: SessionSplit, *, max_events: int, seed: int = 0) -> SessionSplit:
+    """A seeded random sample of whole sessions holding at most `max_events` next-item events (at least one
+    session), kept in the split's order: for evaluating a split too large to rank in full. Intervals that
+    resample sessions (analysis.compare) widen by themselves, as there are fewer sessions."""
+    if max_events < 1:
+        raise InputError("{max_events} must be >= 1, got " + str(max_events), "max_events")
+    if split.n_transitions <= max_events:
+        return split
+    order = np.random.default_rng(seed).permutation(split.n_sessions)
+    events = np.cumsum(split.lengths[order] - 1)
+    chosen = order[: max(1, int(np.searchsorted(events, max_events, side="right")))]
+    return split.take_sessions(np.sort(chosen))
+
 
 @dataclasses.dataclass
 class PreparedDataset:

@@ -1,0 +1,285 @@
+"""MovieLens-25M scale, stage by stage: wall time and peak memory as the work grows, and growth exponents.
+
+    python benchmarks/scale.py                                # 1M, 5M and 25M events; 10k/20k/60k items (~1 hour)
+    python benchmarks/scale.py --events 1e6 2e6 --items 5000 10000 --out /tmp/scale   # a quick look
+
+The MovieLens files are not on this machine, so the log is generated with ML-25M's shape
+(:func:`write_log`): 162,541 users at 25M events (proportionally fewer below), 59,047 items with
+Zipf popularity (exponent 1.0 over the item rank), users' activity heavy-tailed (log-normal, at
+least 20 events, as MovieLens keeps), their events in sessions (geometric, mean 8 events, a few
+minutes apart; days between sessions), written as ``ratings.csv``. It is prepared with the
+default protocol (1-hour sessions, support ≥ 5, last 10 % of sessions test).
+
+Each stage runs in its own process (peak memory = its ru_maxrss) on --threads threads:
+
+- ``prepare``: ``softmax_bottleneck.prepare`` of the whole file (target ≤ 2 min, ≤ 2 GB at 25M);
+- ``train b32`` / ``train b512``: sampled softmax (2,048 negatives, logQ), GRU4Rec d = 64: events/s
+  over --train-events events after 2,000 of warm-up, and the epoch it implies;
+- ``evaluate``: full-ranking evaluation (exact log-probs over all items, conservative ties) of a
+  seeded sample of test sessions holding --eval-events events, in blocks; its events/s, and the
+  time the whole test split would take;
+- ``rank softmax`` / ``rank mos``: the rank report of 4,096 contexts × all items (the engine
+  ``auto`` picks: factored for softmax; direct or Gram for MoS K=4), at --items catalogue sizes;
+- ``reach``: the top-1 certificate of a softmax head over the catalogue (d = 64).
+
+Models are freshly initialised (their speed does not depend on what they learned; the
+certificate's does, a little: see reach_speed.py). Growth exponents are least-squares slopes on
+log-log axes: prepare's time and memory on events; training's and evaluation's time *per event*
+on the catalogue (their work per event is the catalogue's, or the sampled candidates'); the rank
+report's and the certificate's time on the catalogue; every stage's peak memory on its size.
+Writes scale.csv, scale.json and scale.png (log-log: whole-stage times against events, the
+catalogue stages against items) to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+ML25M = {"events": 25_000_095, "users": 162_541, "items": 59_047}
+
+
+def write_log(path: Path, n_events: int, seed: int = 0) -> dict:
+    """A ratings.csv (userId, movieId, rating, timestamp) with MovieLens-25M's shape, scaled to `n_events`."""
+    rng = np.random.default_rng(seed)
+    n_users = max(100, round(ML25M["users"] * n_events / ML25M["events"]))
+    activity = rng.lognormal(0.0, 1.2, n_users)
+    counts = 20 + np.floor(activity / activity.sum() * max(n_events - 20 * n_users, 0)).astype(np.int64)
+    counts[: n_events - counts.sum()] += 1 if counts.sum() < n_events else 0
+    users = np.repeat(np.arange(1, n_users + 1), counts)
+    n = len(users)
+    weights = 1.0 / np.arange(1, ML25M["items"] + 1)  # Zipf, exponent 1, over the item's popularity rank
+    movies = rng.permutation(ML25M["items"])[rng.choice(ML25M["items"], size=n, p=weights / weights.sum())] + 1
+    new_session = rng.random(n) < 1 / 8  # geometric session lengths, mean 8
+    first = np.zeros(n, dtype=bool)
+    first[np.concatenate([[0], np.cumsum(counts)[:-1]])] = True
+    gaps = np.where(new_session, rng.exponential(20 * 86400, n), rng.uniform(30, 600, n))
+    gaps[first] = 0
+    starts = rng.uniform(789_652_009, 1_500_000_000, n_users)
+    offsets = np.cumsum(gaps)
+    user_start = offsets[np.concatenate([[0], np.cumsum(counts)[:-1]])]
+    stamps = (starts[users - 1] + offsets - np.repeat(user_start, counts)).astype(np.int64)
+    with open(path, "w") as handle:
+        handle.write("userId,movieId,rating,timestamp\n")
+        for start in range(0, n, 5_000_000):
+            part = slice(start, start + 5_000_000)
+            pd.DataFrame({"u": users[part], "m": movies[part], "r": rng.integers(1, 11, len(users[part])) / 2,
+                          "t": stamps[part]}).to_csv(handle, header=False, index=False)
+    return {"events": int(n), "users": int(n_users)}
+
+
+CHILD = r"""
+import json, resource, sys, time
+args = json.loads(sys.argv[1])
+import numpy as np, torch
+torch.set_num_threads(args["threads"])
+began = time.perf_counter()
+out = {}
+exec(compile(args["code"], args["stage"], "exec"))
+out.setdefault("seconds", time.perf_counter() - began)
+out["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps(out))
+"""
+
+PREPARE = r"""
+from softmax_bottleneck.prepare import main
+code = main(["--input", args["file"], "--format", "movielens", "--out", args["prepared"], "--quiet"])
+assert code == 0
+from softmax_bottleneck.data import load_prepared
+dataset = load_prepared(args["prepared"], verify=False)
+out["items"] = dataset.n_items
+out["test_events"] = dataset.splits["test"].n_transitions
+out["train_events"] = dataset.splits["train"].n_transitions
+"""
+
+TRAIN = r"""
+from softmax_bottleneck.config import ModelConfig, TrainConfig
+from softmax_bottleneck.data import load_prepared, session_parallel_batches
+from softmax_bottleneck.model import carry_state
+from softmax_bottleneck.training import build_training, train_step
+dataset = load_prepared(args["prepared"], verify=False)
+config = TrainConfig(batch_size=args["batch"], n_sample=2048, seed=0)
+model, optimizer, sampler, _, log_support = build_training(dataset, ModelConfig(hidden_dim=64), config)
+model.train()
+hidden = model.init_hidden(config.batch_size)
+sampler.reset()
+done, t0 = 0, None
+for batch in session_parallel_batches(dataset.splits["train"], config.batch_size):
+    if t0 is None and done >= 2000:
+        t0, done = time.perf_counter(), 0
+    hidden = carry_state(hidden, batch.keep, batch.reset)
+    output, hidden = model.step(torch.from_numpy(batch.inputs), hidden)
+    train_step(model, output, torch.from_numpy(batch.targets), config, optimizer, sampler, log_support)
+    done += len(batch.inputs)
+    if t0 is not None and done >= args["events"]:
+        break
+out["seconds"] = time.perf_counter() - t0
+out["events_per_second"] = done / out["seconds"]
+out["epoch_hours"] = dataset.splits["train"].n_transitions / out["events_per_second"] / 3600
+out["items"] = dataset.n_items
+"""
+
+EVALUATE = r"""
+from softmax_bottleneck.config import ModelConfig, TrainConfig
+from softmax_bottleneck.data import load_prepared, sample_sessions
+from softmax_bottleneck.evaluation import evaluate_ranks
+from softmax_bottleneck.training import build_training
+dataset = load_prepared(args["prepared"], verify=False)
+model = build_training(dataset, ModelConfig(hidden_dim=64), TrainConfig(seed=0))[0].eval()
+test = dataset.splits["test"]
+sample = sample_sessions(test, max_events=args["events"], seed=0)
+result = evaluate_ranks(model, sample, batch_size=512)
+out["seconds"] = result.seconds
+out["events_per_second"] = len(result.ranks) / result.seconds
+out["full_test_hours"] = test.n_transitions / out["events_per_second"] / 3600
+out["items"] = dataset.n_items
+"""
+
+RANK = r"""
+from analysis.logprobs import LogProbMatrix
+from analysis.rank_report import rank_report
+from softmax_bottleneck.config import ModelConfig
+from softmax_bottleneck.heads import head_for
+torch.manual_seed(0)
+config = ModelConfig(n_items=args["items"], head=args["head"], hidden_dim=64, n_experts=4 if args["head"] == "mos" else None)
+head = head_for(config)
+head.reset_parameters(torch.Generator().manual_seed(0))
+hidden = torch.tanh(torch.randn(4096, 64) * 2).numpy()
+t0 = time.perf_counter()
+timings = {}
+report, _ = rank_report(LogProbMatrix(head, hidden), cap=head.rank_cap, timings=timings)  # the engine auto picks
+out["seconds"] = time.perf_counter() - t0
+out["rank"] = report["rank"]
+out["engine"] = report["engine"]
+"""
+
+REACH = r"""
+sys.path.insert(0, args["root"] + "/benchmarks")
+from reach_speed import make_head
+from analysis.argmax import certify_top1
+weight, bias = make_head(args["items"], 64)
+t0 = time.perf_counter()
+reach = certify_top1(weight, bias)
+out["seconds"] = time.perf_counter() - t0
+"""
+
+
+def run_stage(stage: str, code: str, threads: int, **values) -> dict:
+    payload = json.dumps({"stage": stage, "code": code, "threads": threads, "root": str(ROOT), **values})
+    done = subprocess.run([sys.executable, "-c", CHILD, payload], capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        raise SystemExit(f"stage {stage} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def slope(x, y) -> float:
+    return float(np.polyfit(np.log(x), np.log(y), 1)[0]) if len(x) > 1 else float("nan")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=float, nargs="+", default=[1e6, 5e6, 25e6])
+    parser.add_argument("--items", type=int, nargs="+", default=[10_000, 20_000, 60_000])
+    parser.add_argument("--train-events", type=int, default=100_000, help="events timed per training run")
+    parser.add_argument("--eval-events", type=int, default=20_000, help="test events evaluated per run")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip", nargs="+", default=[], help="stages to leave out (prepare, train, evaluate, rank, reach)")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "sb-scale",
+                        help="generated logs and prepared data (kept for reruns)")
+    parser.add_argument("--out", type=Path, default=Path("results/scale"))
+    args = parser.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+
+    def record(stage, axis, size, result):
+        rows.append({"stage": stage, "axis": axis, "size": size, **result})
+        extra = {k: v for k, v in result.items() if k not in ("seconds", "peak_mib")}
+        print(f"{stage:14s} {axis} {size:>12,}  {result['seconds']:9.1f} s  {result['peak_mib']:8,.0f} MiB  "
+              + "  ".join(f"{k} {v:,.4g}" if isinstance(v, float) else f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}"
+                         for k, v in extra.items()), flush=True)
+
+    for events in map(int, args.events):
+        log = args.work / f"ratings-{events}.csv"
+        if not log.exists():
+            began = time.perf_counter()
+            shape = write_log(log, events)
+            print(f"wrote {log} ({shape['events']:,} events, {shape['users']:,} users) in "
+                  f"{time.perf_counter() - began:.0f} s", flush=True)
+        prepared = args.work / f"prepared-{events}"
+        if "prepare" not in args.skip or not prepared.exists():
+            if prepared.exists():
+                import shutil
+
+                shutil.rmtree(prepared)
+            record("prepare", "events", events, run_stage("prepare", PREPARE, args.threads, file=str(log),
+                                                          prepared=str(prepared)))
+        if "train" not in args.skip:
+            for batch in (32, 512):
+                record(f"train b{batch}", "events", events, run_stage("train", TRAIN, args.threads, prepared=str(prepared),
+                                                                      batch=batch, events=args.train_events))
+        if "evaluate" not in args.skip:
+            record("evaluate", "events", events, run_stage("evaluate", EVALUATE, args.threads, prepared=str(prepared),
+                                                           events=args.eval_events))
+    for items in args.items:
+        if "rank" not in args.skip:
+            for head in ("softmax", "mos"):
+                record(f"rank {head}", "items", items, run_stage("rank", RANK, args.threads, items=items, head=head))
+        if "reach" not in args.skip:
+            record("reach", "items", items, run_stage("reach", REACH, args.threads, items=items))
+    table = pd.DataFrame(rows)
+    table.to_csv(args.out / "scale.csv", index=False)
+    growth = {}
+    for stage, part in table.groupby("stage", sort=False):
+        per_event = "events_per_second" in part and bool(part["events_per_second"].notna().all())
+        x = part["items"] if per_event else part["size"]
+        y = 1.0 / part["events_per_second"] if per_event else part["seconds"]
+        growth[stage] = {"x": "items" if per_event else part["axis"].iloc[0],
+                         "y": "seconds per event" if per_event else "seconds",
+                         "time_exponent": slope(x, y), "memory_exponent": slope(part["size"], part["peak_mib"])}
+    print("\ngrowth exponents (log-log slopes)")
+    for stage, g in growth.items():
+        print(f"  {stage:14s} {g['y']:>17s} vs {g['x']:6s} {g['time_exponent']:5.2f}   peak memory vs size "
+              f"{g['memory_exponent']:5.2f}")
+    (args.out / "scale.json").write_text(json.dumps({"threads": args.threads, "rows": rows, "growth": growth},
+                                                    indent=2) + "\n")
+    draw(table, args.out / "scale.png")
+    print(f"wrote {args.out}/scale.csv, scale.json, scale.png")
+
+
+def draw(table: pd.DataFrame, path: Path) -> None:
+    """Left: each data stage's whole cost against events (training: one epoch, evaluation: the whole test
+    split, both from their measured rates). Right: the catalogue stages against items."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    left, right = figure.subplots(1, 2)
+    data = table[table["axis"] == "events"]
+    for stage, rows in data.groupby("stage", sort=False):
+        seconds = (rows["epoch_hours"] * 3600 if "train" in stage else rows["full_test_hours"] * 3600
+                   if stage == "evaluate" else rows["seconds"])
+        label = {"evaluate": "evaluate (whole test split)"}.get(stage, f"{stage} (one epoch)" if "train" in stage else stage)
+        left.loglog(rows["size"], seconds, marker="o", label=label)
+    for stage, rows in table[table["axis"] == "items"].groupby("stage", sort=False):
+        right.loglog(rows["size"], rows["seconds"], marker="o", label=stage + (" (4,096 contexts)" if "rank" in stage else ""))
+    for ax, axis in ((left, "events"), (right, "items")):
+        ax.set_xlabel(f"{axis} (log)")
+        ax.set_ylabel("seconds (log)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    left.set_title("data stages")
+    right.set_title("catalogue stages")
+    figure.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
