@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 
 from softmax_bottleneck.cli import (ArgumentParser, add_cutoffs_argument, add_heldout_arguments, check_cutoffs,
-                                    checkpoint_sources, resolve_device)
+                                    add_sample_arguments, checkpoint_sources, resolve_device)
 from softmax_bottleneck.config import METRICS
 from softmax_bottleneck.errors import InputError
 
@@ -42,6 +42,10 @@ def print_summary(result: dict) -> None:
     summary, table = result["summary"], result["metrics"]
     for warning in summary["fairness"]:
         print(f"warning: not a fair comparison yet: {warning}", file=sys.stderr)
+    if summary.get("sample"):
+        sample = summary["sample"]
+        print(f"a seeded sample (seed {sample['seed']}) of {sample['sessions']:,} of the split's {sample['of_sessions']:,} "
+              f"sessions ({sample['events']:,} of {sample['of_events']:,} events); the intervals resample these sessions")
     print(f"{summary['n_events']:,} {summary['split']} events in {summary['n_sessions']:,} sessions; baseline "
           f"{summary['baseline']}; {summary['ci_level']:.0%} {summary['ci_method']} CIs resample sessions "
           f"({summary['n_bootstrap']} replicates)")
@@ -93,6 +97,7 @@ def build_parser() -> ArgumentParser:
                         help="bootstrap interval: percentile, or basic (reflected about the estimate)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and the permutation test")
     parser.add_argument("--out", type=Path, help="folder for metrics.csv, breakdown.csv, compare.json, PNGs")
+    add_sample_arguments(parser)
     add_heldout_arguments(parser)
     return parser
 
@@ -104,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         ks = check_cutoffs(args.k)
         if args.n_bootstrap < 100 or args.bins < 1:
             raise InputError("--n-bootstrap must be >= 100 and --bins >= 1")
+        if args.sample_events is not None and args.sample_events < 1:
+            raise InputError(f"--sample-events must be >= 1, got {args.sample_events}")
         if not 0 < args.ci_level < 1:
             raise InputError(f"--ci-level must be between 0 and 1, got {args.ci_level}")
         return ks
@@ -114,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         return compare(args.checkpoint, data=args.data, split=args.split, ks=ks, metrics=tuple(args.metrics),
                        n_bootstrap=args.n_bootstrap, seed=args.seed, n_bins=args.bins,
                        device=resolve_device(args.device), ci_level=args.ci_level, ci_method=args.ci_method,
-                       **checkpoint_sources(args))
+                       sample_events=args.sample_events, sample_seed=args.sample_seed, **checkpoint_sources(args))
 
     def write(out: Path, result: dict) -> None:
         from .comparison import write_outputs

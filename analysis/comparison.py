@@ -17,8 +17,9 @@ import pandas as pd
 import torch
 
 from softmax_bottleneck.checkpoint import load_checkpoints_on_one_dataset
-from softmax_bottleneck.cli import check_cutoffs
+from softmax_bottleneck.cli import check_cutoffs, sample_record
 from softmax_bottleneck.config import describe
+from softmax_bottleneck.data import sample_sessions
 from softmax_bottleneck.errors import InputError
 from softmax_bottleneck.metrics import METRICS, event_values
 from softmax_bottleneck.provenance import library_version
@@ -32,14 +33,15 @@ from .stats import session_bootstrap, sign_flip_test
 def compare(paths: list[Path], *, data: Path | None = None, split: str = "test", ks=(1, 5, 10, 20),
             metrics=METRICS, n_bootstrap: int = 2000, seed: int = 0, n_bins: int = 4, device="cpu",
             batch_size: int = 512, ci_level: float = 0.95, ci_method: str = "percentile", formats=None,
-            item_map: Path | None = None) -> dict:
+            item_map: Path | None = None, sample_events: int | None = None, sample_seed: int = 0) -> dict:
     """Evaluate, group, test and break down; returns tables and the summary (see module docstring)."""
     if len(paths) < 2:
         raise InputError(f"compare needs at least two checkpoints, got {len(paths)}")
     checkpoints, dataset = load_checkpoints_on_one_dataset(paths, data, formats, item_map)
-    held_out = dataset.split(split)
-    if held_out.n_transitions == 0:
+    full = dataset.split(split)
+    if full.n_transitions == 0:
         raise InputError(f"{dataset.path}: the {split} split has no events")
+    held_out = full if sample_events is None else sample_sessions(full, max_events=sample_events, seed=sample_seed)
     ks = check_cutoffs(ks, dataset.n_items)
     groups, events, oracle, baseline_model = evaluate_groups(paths, checkpoints, dataset, held_out, ks,
                                                              device=device, batch_size=batch_size)
@@ -56,7 +58,7 @@ def compare(paths: list[Path], *, data: Path | None = None, split: str = "test",
         "models": [group_summary(g, rows) for g in groups],
         "oracle": None if oracle is None else {f"{r['metric']}@{r['k']}": r["value"] for r in rows
                                                if r["model"] == "oracle"},
-        "fairness": fairness_warnings(groups),
+        "fairness": fairness_warnings(groups), "sample": sample_record(full, held_out, sample_seed),
     }
     return {"summary": summary, "metrics": metrics_table, "breakdown": breakdown_table(groups, bins, max(ks), metrics),
             "grid": gain_grid(groups, bins, max(ks), metrics), "health": health_table(groups)}

@@ -232,6 +232,22 @@ def add_heldout_arguments(parser: argparse.ArgumentParser, threads: int | None =
     add_threads_argument(parser, default=threads)
 
 
+def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
+    """--sample-events N and --sample-seed S: score a seeded random sample of whole held-out sessions."""
+    parser.add_argument("--sample-events", type=int, metavar="N",
+                        help="score a seeded random sample of whole sessions with at most N events, for a split too "
+                             "large to rank in full (default: every event; CIs that resample sessions widen by themselves)")
+    parser.add_argument("--sample-seed", type=int, default=0, metavar="S", help="seed of --sample-events (default: 0)")
+
+
+def sample_record(full, sample, seed: int) -> dict | None:
+    """What a results table says about a sample of sessions (None when the whole split was scored)."""
+    if sample is full:
+        return None
+    return {"sessions": sample.n_sessions, "of_sessions": full.n_sessions, "events": sample.n_transitions,
+            "of_events": full.n_transitions, "seed": seed}
+
+
 CHECKPOINT_FORMATS = ("auto", "native", "recbole", "gru4rec-official")  # foreign.adapter's, named without torch
 
 

@@ -24,7 +24,8 @@ import sys
 from pathlib import Path
 
 from .cli import (ArgumentParser, InputError, add_cutoffs_argument, add_heldout_arguments, check_cutoffs,
-                  check_output_file, check_threads, checkpoint_sources, resolve_device, run_main, set_threads)
+                  add_sample_arguments, check_output_file, check_threads, checkpoint_sources, resolve_device, run_main,
+                  sample_record, set_threads)
 from .config import TIES, describe
 
 
@@ -35,6 +36,7 @@ def build_parser() -> ArgumentParser:
     add_cutoffs_argument(parser)
     parser.add_argument("--batch-size", type=int, default=512, help="sessions evaluated in parallel")
     parser.add_argument("--per-event", type=Path, help="write session, position, target, rank per event (CSV)")
+    add_sample_arguments(parser)
     add_heldout_arguments(parser)
     return parser
 
@@ -44,12 +46,15 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         ks = check_cutoffs(args.k)
+        if args.sample_events is not None and args.sample_events < 1:
+            raise InputError(f"--sample-events must be >= 1, got {args.sample_events}")
         if args.batch_size < 1:
             raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
         check_threads(args.threads)
         if args.per_event:
             check_output_file(args.per_event, "--per-event")
         from .atomic import atomic_path
+        from .data import sample_sessions
         from .checkpoint import load_checkpoints_on_one_dataset, model_from_checkpoint
         from .evaluation import HeadHealth, describe_epoch, describe_health, epoch_record, evaluate_ranks
         from .foreign.adapter import describe_foreign, foreign_summary
@@ -60,9 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         (checkpoint,), dataset = load_checkpoints_on_one_dataset([args.checkpoint], args.data,
                                                                  **checkpoint_sources(args))
         check_cutoffs(ks, dataset.n_items)
-        split = dataset.split(args.split)
-        if split.n_transitions == 0:
+        full = dataset.split(args.split)
+        if full.n_transitions == 0:
             raise InputError(f"{dataset.path}: the {args.split} split has no events")
+        split = full if args.sample_events is None else sample_sessions(full, max_events=args.sample_events,
+                                                                        seed=args.sample_seed)
         model = model_from_checkpoint(checkpoint, device)
         health = HeadHealth(dataset.support, ks)
         result = evaluate_ranks(model, split, ties=args.ties, batch_size=args.batch_size, device=device,
@@ -79,11 +86,17 @@ def main(argv: list[str] | None = None) -> int:
         foreign = foreign_summary(checkpoint, split)
         if foreign is not None:
             summary["foreign"] = foreign
+        sample = sample_record(full, split, args.sample_seed)
+        if sample is not None:
+            summary["sample"] = sample
         if args.json:
             print(json.dumps(summary))
             return
         print(f"{args.checkpoint} on {args.split} ({summary['n_events']:,} events, ties={args.ties}, "
               f"{summary['events_per_second']:,.0f} events/s)")
+        if sample is not None:
+            print(f"a seeded sample (seed {sample['seed']}): {sample['sessions']:,} of {sample['of_sessions']:,} sessions, "
+                  f"{sample['events']:,} of {sample['of_events']:,} events")
         print("metric  " + "".join(f"{'@' + str(k):>9s}" for k in ks))
         for name in ("recall", "mrr", "ndcg"):
             print(f"{name:7s} " + "".join(f"{metrics[f'{name}@{k}']:9.4f}" for k in ks))

@@ -135,3 +135,35 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
                f"--out {tmp_path / 's'} --quiet | head -1")
     done = subprocess.run(["bash", "-c", command], cwd=REPO, capture_output=True, text=True)
     assert done.stdout.startswith("prepared") and "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
+
+
+def test_a_sample_of_sessions_scores_them_exactly_as_the_whole_split_does(tiny_checkpoint, tiny_synthetic, tmp_path,
+                                                                          capsys):
+    """--sample-events: whole sessions, seeded, at most N events; each scored as in the full run (from a zero state)."""
+    from softmax_bottleneck.data import sample_sessions
+
+    test = tiny_synthetic.splits["test"]
+    sample = sample_sessions(test, max_events=100, seed=3)
+    assert 0 < sample.n_transitions <= 100 and sample.n_sessions < test.n_sessions
+    again = sample_sessions(test, max_events=100, seed=3)
+    assert np.array_equal(again.items, sample.items) and np.array_equal(again.offsets, sample.offsets)
+    assert sample_sessions(test, max_events=10**9, seed=3) is test
+    full_csv, part_csv = tmp_path / "full.csv", tmp_path / "part.csv"
+    assert main(["--checkpoint", str(tiny_checkpoint), "--per-event", str(full_csv), "--json"]) == 0
+    capsys.readouterr()
+    assert main(["--checkpoint", str(tiny_checkpoint), "--per-event", str(part_csv), "--json",
+                 "--sample-events", "100", "--sample-seed", "3"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["sample"]["events"] == summary["n_events"] == sample.n_transitions
+    assert summary["sample"]["of_events"] == test.n_transitions
+    full, part = pd.read_csv(full_csv), pd.read_csv(part_csv)
+    sessions = {tuple(test.session(s)) for s in range(test.n_sessions)}
+    chosen = [tuple(sample.session(s)) for s in range(sample.n_sessions)]
+    assert all(s in sessions for s in chosen)  # whole sessions of the split
+    assert len(part) == sample.n_transitions and part["rank"].isin(full["rank"]).all()
+    # the same events get the same ranks: match them by (target sequence of the session, position)
+    index = {tuple(test.session(s)): s for s in range(test.n_sessions)}
+    original = [index[chosen[s]] for s in part["session"]]
+    merged = pd.DataFrame({"session": original, "position": part["position"], "rank": part["rank"]}).merge(
+        full, on=["session", "position"], suffixes=("", "_full"))
+    assert len(merged) == len(part) and (merged["rank"] == merged["rank_full"]).all()
