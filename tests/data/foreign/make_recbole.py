@@ -34,6 +34,7 @@ def main() -> None:
     from recbole.utils import get_model, get_trainer, init_seed
 
     work = Path(tempfile.mkdtemp())
+    os.chdir(work)  # RecBole writes log/ and log_tensorboard/ into the working folder
     (work / "ml-tiny").mkdir()
     with open(DATA) as source, open(work / "ml-tiny" / "ml-tiny.inter", "w") as out:
         header = next(source)
