@@ -201,8 +201,11 @@ def slope(x, y) -> float:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=float, nargs="+", default=[1e6, 5e6, 25e6])
-    parser.add_argument("--items", type=int, nargs="+", default=[10_000, 20_000, 60_000])
+    parser.add_argument("--events", type=float, nargs="*", default=[1e6, 5e6, 25e6])
+    parser.add_argument("--items", type=int, nargs="*", default=[10_000, 20_000, 60_000])
+    parser.add_argument("--combine", type=Path, nargs="+", metavar="CSV",
+                        help="measure nothing: join the rows of earlier runs' scale.csv (a later file's stages "
+                             "replace an earlier's), fit and draw them into --out")
     parser.add_argument("--train-events", type=int, default=100_000, help="events timed per training run")
     parser.add_argument("--eval-events", type=int, default=20_000, help="test events evaluated per run")
     parser.add_argument("--threads", type=int, default=2)
@@ -211,8 +214,16 @@ def main(argv=None) -> None:
                         help="generated logs and prepared data (kept for reruns)")
     parser.add_argument("--out", type=Path, default=Path("results/scale"))
     args = parser.parse_args(argv)
-    args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.combine:
+        tables = [pd.read_csv(path) for path in args.combine]
+        kept = []
+        for index, table in enumerate(tables):
+            later = {s for t in tables[index + 1:] for s in t["stage"]}
+            kept.append(table[~table["stage"].isin(later)])
+        summarise(pd.concat(kept, ignore_index=True), args)
+        return
+    args.work.mkdir(parents=True, exist_ok=True)
     rows = []
 
     def record(stage, axis, size, result):
@@ -251,7 +262,11 @@ def main(argv=None) -> None:
                 record(f"rank {head}", "items", items, run_stage("rank", RANK, args.threads, items=items, head=head))
         if "reach" not in args.skip:
             record("reach", "items", items, run_stage("reach", REACH, args.threads, items=items))
-    table = pd.DataFrame(rows)
+    summarise(pd.DataFrame(rows), args)
+
+
+def summarise(table: pd.DataFrame, args) -> None:
+    """scale.csv, the growth exponents (printed and in scale.json) and scale.png."""
     table.to_csv(args.out / "scale.csv", index=False)
     growth = {}
     for stage, part in table.groupby("stage", sort=False):
@@ -265,6 +280,7 @@ def main(argv=None) -> None:
     for stage, g in growth.items():
         print(f"  {stage:14s} {g['y']:>17s} vs {g['x']:6s} {g['time_exponent']:5.2f}   peak memory vs size "
               f"{g['memory_exponent']:5.2f}")
+    rows = json.loads(table.to_json(orient="records"))
     (args.out / "scale.json").write_text(json.dumps({"threads": args.threads, "rows": rows, "growth": growth},
                                                     indent=2) + "\n")
     draw(table, args.out / "scale.png")

@@ -103,6 +103,17 @@ class HeadHealth:
         return out
 
 
+CHUNK_SCORES = 1 << 22  # scores per chunk of rows (16 MB of float32): big blocks cost fresh pages every time
+
+
+def _finite(model, log_p: torch.Tensor) -> bool:
+    """Whether every log-probability is finite (a foreign model's unknown items excepted): by row sums, which
+    are finite iff every entry is (log-probabilities are ≤ 0), without a boolean copy of the block."""
+    if hasattr(model, "finite"):
+        return model.finite(log_p)
+    return bool(torch.isfinite(log_p.sum(dim=1)).all())
+
+
 @torch.no_grad()
 def evaluate_ranks(model: GRU4Rec, split: SessionSplit, *, ties: str = "conservative", batch_size: int = 512,
                    device: torch.device | str = "cpu", progress: bool = False, health: HeadHealth | None = None,
@@ -110,26 +121,31 @@ def evaluate_ranks(model: GRU4Rec, split: SessionSplit, *, ties: str = "conserva
     """Rank every next-item event of `split` under `model` (in eval mode: no dropout).
 
     With `health`, each block's top-k lists and mixture states are added to it; each of
-    `observers` is called with every block and its log-probabilities (batch, n_items), so other
-    measures ride on the same pass (see analysis.groups)."""
+    `observers` is called with every block and its log-probabilities (rows, n_items), so other
+    measures ride on the same pass (see analysis.groups). A block of the session-parallel loop is
+    scored in chunks of rows of at most CHUNK_SCORES scores, so memory stays bounded whatever the
+    catalogue, and the tensors are reused rather than fresh pages."""
     if split.n_transitions == 0:
         raise InputError("the split has no next-item events to evaluate")
     parts = []
     start = time.perf_counter()
     bar = tqdm(total=split.n_transitions, unit="ev", disable=not progress, desc="evaluate", leave=False)
-    for block in replay_split(model, split, batch_size=batch_size, device=device):
-        targets = torch.from_numpy(block.targets).to(device)
-        log_p = model.log_probs(block.output)  # (batch, n_items)
-        if not (model.finite(log_p) if hasattr(model, "finite") else torch.isfinite(log_p).all()):
-            raise InputError(f"the {model.config.head} head produced non-finite log-probabilities")
-        ranks = target_ranks(log_p, targets, ties).cpu().numpy()
-        if health is not None:
-            health.add(log_p, targets, model.head.mixture_states(block.output))
-        for observe in observers:
-            observe(block, log_p)
-        target_log_p = log_p.gather(1, targets[:, None])[:, 0].double().cpu().numpy()
-        parts.append((block.sessions, block.positions, block.targets, ranks, target_log_p))
-        bar.update(len(ranks))
+    rows = max(1, CHUNK_SCORES // model.head.n_items)
+    for whole in replay_split(model, split, batch_size=batch_size, device=device):
+        for start in range(0, len(whole.targets), rows):
+            block = whole.rows(start, start + rows)
+            targets = torch.from_numpy(block.targets).to(device)
+            log_p = model.log_probs(block.output)  # (rows, n_items)
+            if not _finite(model, log_p):
+                raise InputError(f"the {model.config.head} head produced non-finite log-probabilities")
+            ranks = target_ranks(log_p, targets, ties).cpu().numpy()
+            if health is not None:
+                health.add(log_p, targets, model.head.mixture_states(block.output))
+            for observe in observers:
+                observe(block, log_p)
+            target_log_p = log_p.gather(1, targets[:, None])[:, 0].double().cpu().numpy()
+            parts.append((block.sessions, block.positions, block.targets, ranks, target_log_p))
+            bar.update(len(ranks))
     bar.close()
     columns = [np.concatenate(c) for c in zip(*parts)]
     return EventRanks(*columns, seconds=time.perf_counter() - start)

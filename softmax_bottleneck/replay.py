@@ -28,6 +28,11 @@ class ContextBlock:
     previous_items: np.ndarray  # (batch,) item index of the prefix's last event
     targets: np.ndarray  # (batch,) item index of the next event
 
+    def rows(self, start: int, stop: int) -> "ContextBlock":
+        """The prefixes start:stop of this block."""
+        return ContextBlock(self.output[start:stop], self.sessions[start:stop], self.positions[start:stop],
+                            self.previous_items[start:stop], self.targets[start:stop])
+
 
 @torch.no_grad()
 def replay_split(model: GRU4Rec, split: SessionSplit, *, batch_size: int = 512,

@@ -167,3 +167,32 @@ def test_a_sample_of_sessions_scores_them_exactly_as_the_whole_split_does(tiny_c
     merged = pd.DataFrame({"session": original, "position": part["position"], "rank": part["rank"]}).merge(
         full, on=["session", "position"], suffixes=("", "_full"))
     assert len(merged) == len(part) and (merged["rank"] == merged["rank_full"]).all()
+
+
+def test_blocks_scored_in_chunks_of_rows_give_the_same_ranks_health_and_observations(tiny_checkpoint, tiny_synthetic,
+                                                                                     monkeypatch):
+    """A block of the session-parallel loop is scored CHUNK_SCORES scores at a time: same numbers either way."""
+    from softmax_bottleneck import evaluation
+    from softmax_bottleneck.checkpoint import load_checkpoint, model_from_checkpoint
+
+    model = model_from_checkpoint(load_checkpoint(tiny_checkpoint))
+    test = tiny_synthetic.splits["test"]
+
+    def run():
+        health = evaluation.HeadHealth(tiny_synthetic.support, (1, 5))
+        seen = []
+        result = evaluation.evaluate_ranks(model, test, batch_size=64, health=health,
+                                           observers=(lambda block, log_p: seen.append((len(block.targets), len(log_p))),))
+        return result, health.result(), seen
+
+    whole, whole_health, whole_seen = run()
+    monkeypatch.setattr(evaluation, "CHUNK_SCORES", 3 * tiny_synthetic.n_items)  # 3 rows per chunk
+    chunked, chunked_health, chunked_seen = run()
+    assert max(n for n, _ in whole_seen) > 3 and max(n for n, _ in chunked_seen) == 3
+    assert all(a == b for a, b in chunked_seen) and sum(n for n, _ in chunked_seen) == test.n_transitions
+    assert np.array_equal(whole.ranks, chunked.ranks) and np.array_equal(whole.sessions, chunked.sessions)
+    # float32 GEMMs round by their row count (so does --batch-size): equal to float32 precision
+    np.testing.assert_allclose(whole.target_log_probs, chunked.target_log_probs, rtol=0, atol=1e-5)
+    assert whole_health.keys() == chunked_health.keys()
+    for key, value in whole_health.items():
+        np.testing.assert_allclose(value, chunked_health[key], rtol=1e-6)
