@@ -17,8 +17,9 @@ mark of resident memory (VmHWM; ``ru_maxrss`` would include the parent's, kept a
 - ``train b32`` / ``train b512``: sampled softmax (2,048 negatives, logQ), GRU4Rec d = 64: events/s
   over --train-events events after 2,000 of warm-up, and the epoch it implies;
 - ``evaluate``: full-ranking evaluation (exact log-probs over all items, conservative ties) of a
-  seeded sample of test sessions holding --eval-events events, in blocks; its events/s, and the
-  time the whole test split would take;
+  seeded sample of test sessions holding --eval-events events, in blocks; its events/s, the time the
+  whole test split would take, and two floors measured in the same process on the same chunks of
+  rows: the GEMM alone, and GEMM + log_softmax;
 - ``rank softmax`` / ``rank mos``: the rank report of 4,096 contexts × all items (the engine
   ``auto`` picks: factored for softmax; direct or Gram for MoS K=4), at --items catalogue sizes;
 - ``reach``: the top-1 certificate of a softmax head over the catalogue (d = 64).
@@ -144,16 +145,18 @@ out["seconds"] = result.seconds
 out["events_per_second"] = len(result.ranks) / result.seconds
 out["full_test_hours"] = test.n_transitions / out["events_per_second"] / 3600
 out["items"] = dataset.n_items
-# floors of the same blocks (512 contexts × all items): the GEMM alone, then GEMM + log_softmax (one pass to
-# write the logits, the normaliser's passes), measured here, against the whole evaluation's rate
-h = torch.randn(512, 64)
+# floors of the same chunks of rows as evaluate_ranks scores (CHUNK_SCORES scores each): the GEMM alone, then
+# GEMM + log_softmax, measured here, against the whole evaluation's rate
+from softmax_bottleneck.evaluation import CHUNK_SCORES
+rows = max(1, CHUNK_SCORES // dataset.n_items)
+h = torch.randn(rows, 64)
 weight, bias = model.head.item_weight.detach(), model.head.item_bias.detach().T
-def rate(step, repeats=5):
+def rate(step, repeats=max(5, 2048 // rows)):
     step()
     began = time.perf_counter()
     for _ in range(repeats):
         step()
-    return 512 * repeats / (time.perf_counter() - began)
+    return rows * repeats / (time.perf_counter() - began)
 out["floor_gemm_events_per_second"] = rate(lambda: torch.addmm(bias, h, weight.T))
 out["floor_log_softmax_events_per_second"] = rate(lambda: torch.log_softmax(torch.addmm(bias, h, weight.T), dim=1))
 """

@@ -132,8 +132,8 @@ def evaluate_ranks(model: GRU4Rec, split: SessionSplit, *, ties: str = "conserva
     bar = tqdm(total=split.n_transitions, unit="ev", disable=not progress, desc="evaluate", leave=False)
     rows = max(1, CHUNK_SCORES // model.head.n_items)
     for whole in replay_split(model, split, batch_size=batch_size, device=device):
-        for start in range(0, len(whole.targets), rows):
-            block = whole.rows(start, start + rows)
+        for first in range(0, len(whole.targets), rows):
+            block = whole.rows(first, first + rows)
             targets = torch.from_numpy(block.targets).to(device)
             log_p = model.log_probs(block.output)  # (rows, n_items)
             if not _finite(model, log_p):

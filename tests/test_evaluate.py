@@ -193,6 +193,7 @@ def test_blocks_scored_in_chunks_of_rows_give_the_same_ranks_health_and_observat
     assert np.array_equal(whole.ranks, chunked.ranks) and np.array_equal(whole.sessions, chunked.sessions)
     # float32 GEMMs round by their row count (so does --batch-size): equal to float32 precision
     np.testing.assert_allclose(whole.target_log_probs, chunked.target_log_probs, rtol=0, atol=1e-5)
+    assert 0 < chunked.seconds < 600 and 0 < whole.seconds < 600  # wall time of the pass, not a loop variable
     assert whole_health.keys() == chunked_health.keys()
     for key, value in whole_health.items():
         np.testing.assert_allclose(value, chunked_health[key], rtol=1e-6)
