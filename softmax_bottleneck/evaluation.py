@@ -127,7 +127,11 @@ def evaluate_ranks(model: GRU4Rec, split: SessionSplit, *, ties: str = "conserva
     catalogue, and the tensors are reused rather than fresh pages."""
     if split.n_transitions == 0:
         raise InputError("the split has no next-item events to evaluate")
-    parts = []
+    n_events = split.n_transitions
+    # every event's numbers go straight into arrays made once: a small array kept per chunk would pin the
+    # freed chunk memory around it in the heap, and memory would grow with the events instead of staying flat
+    columns = [np.empty(n_events, dtype=np.int64) for _ in range(4)] + [np.empty(n_events, dtype=np.float64)]
+    done = 0
     start = time.perf_counter()
     bar = tqdm(total=split.n_transitions, unit="ev", disable=not progress, desc="evaluate", leave=False)
     rows = max(1, CHUNK_SCORES // model.head.n_items)
@@ -138,16 +142,21 @@ def evaluate_ranks(model: GRU4Rec, split: SessionSplit, *, ties: str = "conserva
             log_p = model.log_probs(block.output)  # (rows, n_items)
             if not _finite(model, log_p):
                 raise InputError(f"the {model.config.head} head produced non-finite log-probabilities")
-            ranks = target_ranks(log_p, targets, ties).cpu().numpy()
+            ranks = target_ranks(log_p, targets, ties)
             if health is not None:
                 health.add(log_p, targets, model.head.mixture_states(block.output))
             for observe in observers:
                 observe(block, log_p)
-            target_log_p = log_p.gather(1, targets[:, None])[:, 0].double().cpu().numpy()
-            parts.append((block.sessions, block.positions, block.targets, ranks, target_log_p))
-            bar.update(len(ranks))
+            target_log_p = log_p.gather(1, targets[:, None])[:, 0]
+            stop = done + len(block.targets)
+            for column, values in zip(columns, (block.sessions, block.positions, block.targets, ranks.cpu(),
+                                                target_log_p.cpu())):
+                column[done:stop] = values
+            done = stop
+            bar.update(len(block.targets))
     bar.close()
-    columns = [np.concatenate(c) for c in zip(*parts)]
+    if done != n_events:
+        raise RuntimeError(f"the replay gave {done} events for a split of {n_events}")
     return EventRanks(*columns, seconds=time.perf_counter() - start)
 
 
