@@ -44,7 +44,7 @@ def detect_format(path: str | Path) -> str:
         archive, _, data = open_archive(path)
         archive.close()
         names = pickle_globals(data)
-    except (InputError, Exception):  # unreadable: the native loader gives the one-line reason
+    except Exception:  # unreadable: the native loader gives the one-line reason
         return "native"
     if any(name.startswith("recbole.") for name in names):
         return "recbole"
