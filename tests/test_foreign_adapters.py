@@ -304,3 +304,20 @@ def test_a_fresh_official_model_scores_through_the_adapter_as_the_official_forwa
                           env={**os.environ, "PY": python, "OUT": str(tmp_path)})
     assert done.returncode == 0, done.stderr[-2000:]
     check_official_adapter(tmp_path)
+
+
+def test_the_reachability_audit_takes_an_official_gru4rec_file(tmp_path):
+    """Its head inputs are GRU outputs, in the box the certificates are over: every item gets a verdict."""
+    inter = tmp_path / "ml60.inter"  # the 60 users the official fixture was trained on (make_official.sh)
+    with open(ML100K) as source, open(inter, "w") as out:
+        out.write(next(source))
+        out.writelines(line for line in source if int(line.split("\t")[0]) <= 60)
+    prepared = tmp_path / "ml60"
+    assert _run("-m", "softmax_bottleneck.prepare", "--input", inter, "--format", "recbole", "--out", prepared,
+                "--quiet").returncode == 0
+    done = _run("-m", "analysis.reach", "--checkpoint", FIXTURES / "official-gru4rec.pt", "--data", prepared,
+                "--n-random", "256", "--max-contexts", "200", "--json")
+    assert done.returncode == 0, done.stderr
+    model = json.loads(done.stdout)["models"][0]
+    assert model["variant"] == "official-gru4rec" and model["foreign"]["items"]["unknown_items"] == 0
+    assert model["reachable"] + model["unreachable"] + model.get("tie", 0) + model.get("undecided", 0) == model["n_items"]
