@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 
 from softmax_bottleneck.cli import (ArgumentParser, add_cutoffs_argument, add_heldout_arguments, check_cutoffs,
-                                    add_sample_arguments, checkpoint_sources, resolve_device)
+                                    add_sample_arguments, check_sample_events, checkpoint_sources, resolve_device)
 from softmax_bottleneck.config import METRICS
 from softmax_bottleneck.errors import InputError
 
@@ -109,8 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         ks = check_cutoffs(args.k)
         if args.n_bootstrap < 100 or args.bins < 1:
             raise InputError("--n-bootstrap must be >= 100 and --bins >= 1")
-        if args.sample_events is not None and args.sample_events < 1:
-            raise InputError(f"--sample-events must be >= 1, got {args.sample_events}")
+        check_sample_events(args.sample_events)
         if not 0 < args.ci_level < 1:
             raise InputError(f"--ci-level must be between 0 and 1, got {args.ci_level}")
         return ks

@@ -240,6 +240,12 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sample-seed", type=int, default=0, metavar="S", help="seed of --sample-events (default: 0)")
 
 
+def check_sample_events(n: int | None) -> None:
+    """--sample-events, when given, must be at least 1."""
+    if n is not None and n < 1:
+        raise InputError(f"--sample-events must be >= 1, got {n}")
+
+
 def sample_record(full, sample, seed: int) -> dict | None:
     """What a results table says about a sample of sessions (None when the whole split was scored)."""
     if sample is full:

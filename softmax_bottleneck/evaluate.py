@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from .cli import (ArgumentParser, InputError, add_cutoffs_argument, add_heldout_arguments, check_cutoffs,
-                  add_sample_arguments, check_output_file, check_threads, checkpoint_sources, resolve_device, run_main,
+                  add_sample_arguments, check_output_file, check_sample_events, check_threads, checkpoint_sources, resolve_device, run_main,
                   sample_record, set_threads)
 from .config import TIES, describe
 
@@ -46,8 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         ks = check_cutoffs(args.k)
-        if args.sample_events is not None and args.sample_events < 1:
-            raise InputError(f"--sample-events must be >= 1, got {args.sample_events}")
+        check_sample_events(args.sample_events)
         if args.batch_size < 1:
             raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
         check_threads(args.threads)
