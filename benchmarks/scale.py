@@ -48,6 +48,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 ML25M = {"events": 25_000_095, "users": 162_541, "items": 59_047}
+STAGES = ("prepare", "train", "evaluate", "compare", "rank", "reach", "capacity")
 
 
 def write_log(path: Path, n_events: int, seed: int = 0) -> dict:
@@ -82,8 +83,10 @@ def write_log(path: Path, n_events: int, seed: int = 0) -> dict:
 CHILD = r"""
 import json, sys, time
 args = json.loads(sys.argv[1])
-import numpy as np, torch
-torch.set_num_threads(args["threads"])
+import numpy as np
+if args["torch"]:  # prepare's command never imports torch, so its stage does not either (200 MB of resident memory)
+    import torch
+    torch.set_num_threads(args["threads"])
 began = time.perf_counter()
 out = {}
 exec(compile(args["code"], args["stage"], "exec"))
@@ -179,6 +182,83 @@ out["rank"] = report["rank"]
 out["engine"] = report["engine"]
 """
 
+COMPARE_SETUP = r"""
+import dataclasses
+from softmax_bottleneck.checkpoint import save_checkpoint
+from softmax_bottleneck.config import ModelConfig, TrainConfig
+from softmax_bottleneck.data import load_prepared
+from softmax_bottleneck.training import build_training
+dataset = load_prepared(args["prepared"], verify=False)
+for head, path in zip(("softmax", "mos"), args["paths"]):
+    train = TrainConfig(seed=0)
+    model = build_training(dataset, ModelConfig(head=head, hidden_dim=64, n_experts=4 if head == "mos" else None), train)[0]
+    save_checkpoint({"model_config": dataclasses.asdict(model.config), "train_config": dataclasses.asdict(train),
+                     "state_dict": model.state_dict(), "item_ids": dataset.item_ids.tolist(),
+                     "data": {"path": args["prepared"], "fingerprint": dataset.fingerprint}}, path)
+"""
+
+COMPARE = r"""
+from analysis.comparison import compare
+result = compare(args["paths"], data=args["prepared"], sample_events=args["events"], sample_seed=0)
+summary = result["summary"]
+out["seconds"] = time.perf_counter() - began
+out["events_per_second"] = summary["n_events"] / out["seconds"]
+out["evaluation_seconds"] = sum(summary["n_events"] / m["eval_events_per_second"] for m in summary["models"])
+out["full_test_hours"] = (summary["sample"] or {"of_events": summary["n_events"]})["of_events"] / out["events_per_second"] / 3600
+out["items"] = json.load(open(args["prepared"] + "/meta.json"))["n_items"]
+"""
+
+CAPACITY = r"""
+from analysis.capacity_fit import TruthContexts, fit_head
+from softmax_bottleneck.config import ModelConfig
+from softmax_bottleneck.synthetic import SyntheticConfig, SyntheticWorld
+n = args["items"]
+world = SyntheticWorld.generate(SyntheticConfig(n_items=n), np.random.default_rng(0))
+# 1,024 contexts with distinct previous items, drawn by popularity: one free state each, the fit's worst case
+# (a context sample of a dataset repeats previous items, and contexts that share one share a state)
+previous = np.sort(np.random.default_rng(1).choice(n, size=1024, replace=False, p=world.popularity))
+contexts = TruthContexts(np.zeros(1024, np.int64), np.ones(1024, np.int64), previous, np.ones(1024),
+                         np.arange(1024), world.log_probs(previous))
+softmax = ModelConfig(n_items=n, head="softmax", hidden_dim=64)
+mos = ModelConfig(n_items=n, head="mos", hidden_dim=64, n_experts=4)
+short, long = args["steps"]
+warm = fit_head(softmax, contexts, restarts=1, steps=2)  # untimed: the first fit of a process pays one-time costs
+if args["head"] == "mos":
+    fit_head(mos, contexts, restarts=0, steps=2, softmax=warm)
+began = time.perf_counter()
+timed = {}
+for steps in (short, long):  # two lengths: the difference is the cost of steps, the rest the cost of a start
+    fit = fit_head(softmax, contexts, restarts=1, steps=steps)
+    timed["softmax", steps] = fit.seconds
+    if args["head"] == "mos":  # the one start from that softmax (restarts=0), as analysis.capacity runs its last
+        timed["mos", steps] = fit_head(mos, contexts, restarts=0, steps=steps, softmax=fit).seconds
+def start(head, steps=1500):  # seconds of one start of `steps` steps: a cost per step and a cost per start
+    per_step = (timed[head, long] - timed[head, short]) / (long - short)
+    return max(timed[head, short] - short * per_step, 0.0) + steps * per_step
+out["seconds"] = time.perf_counter() - began
+out["distinct_contexts"] = len(previous)
+out["seconds_per_step"] = start(args["head"], 1) - start(args["head"], 0)
+# analysis.capacity's defaults: 2 starts of 1,500 steps; for MoS, first a softmax (1 start), then 2 cold MoS starts
+# and 1 from that softmax
+out["default_fit_hours"] = (2 * start("softmax") if args["head"] == "softmax"
+                            else start("softmax") + 3 * start("mos")) / 3600
+# the floor of a step, measured here on the same shapes: the GEMM h·Wᵀ, log_softmax, and their backward (K times
+# for MoS: its experts' part alone), in float32 and float64 weighted as the fit runs them (80 % / 20 % of the steps)
+def floor(dtype, repeats=3):
+    h = torch.randn(1024, 64, dtype=dtype, requires_grad=True)
+    weight = torch.randn(n, 64, dtype=dtype, requires_grad=True)
+    target = torch.softmax(torch.randn(1024, n, dtype=dtype), dim=1)
+    def step():
+        (-(target * torch.log_softmax(h @ weight.T, dim=1)).sum()).backward()
+    step()
+    began = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    return (time.perf_counter() - began) / repeats
+experts = 4 if args["head"] == "mos" else 1
+out["floor_seconds_per_step"] = experts * (0.8 * floor(torch.float32) + 0.2 * floor(torch.float64))
+"""
+
 REACH = r"""
 sys.path.insert(0, args["root"] + "/benchmarks")
 from reach_speed import make_head
@@ -191,7 +271,8 @@ out["seconds"] = time.perf_counter() - t0
 
 
 def run_stage(stage: str, code: str, threads: int, **values) -> dict:
-    payload = json.dumps({"stage": stage, "code": code, "threads": threads, "root": str(ROOT), **values})
+    payload = json.dumps({"stage": stage, "code": code, "threads": threads, "root": str(ROOT),
+                          "torch": stage != "prepare", **values})
     done = subprocess.run([sys.executable, "-c", CHILD, payload], capture_output=True, text=True, cwd=ROOT)
     if done.returncode != 0:
         raise SystemExit(f"stage {stage} failed:\n{done.stderr[-3000:]}")
@@ -211,8 +292,11 @@ def main(argv=None) -> None:
                              "replace an earlier's), fit and draw them into --out")
     parser.add_argument("--train-events", type=int, default=100_000, help="events timed per training run")
     parser.add_argument("--eval-events", type=int, default=20_000, help="test events evaluated per run")
+    parser.add_argument("--capacity-steps", type=int, nargs=2, default=[5, 25], metavar=("SHORT", "LONG"),
+                        help="the capacity fit is timed at two lengths: their difference gives the cost of a step")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--skip", nargs="+", default=[], help="stages to leave out (prepare, train, evaluate, rank, reach)")
+    parser.add_argument("--skip", nargs="+", default=[], choices=STAGES, metavar="STAGE",
+                        help="stages to leave out: " + ", ".join(STAGES))
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "sb-scale",
                         help="generated logs and prepared data (kept for reruns)")
     parser.add_argument("--out", type=Path, default=Path("results/scale"))
@@ -259,12 +343,21 @@ def main(argv=None) -> None:
         if "evaluate" not in args.skip:
             record("evaluate", "events", events, run_stage("evaluate", EVALUATE, args.threads, prepared=str(prepared),
                                                            events=args.eval_events))
+        if "compare" not in args.skip:  # two checkpoints (softmax, MoS K=4) written by a process of their own
+            paths = [str(args.work / f"compare-{head}-{events}.pt") for head in ("softmax", "mos")]
+            run_stage("compare setup", COMPARE_SETUP, args.threads, prepared=str(prepared), paths=paths)
+            record("compare", "events", events, run_stage("compare", COMPARE, args.threads, prepared=str(prepared),
+                                                          paths=paths, events=args.eval_events))
     for items in args.items:
         if "rank" not in args.skip:
             for head in ("softmax", "mos"):
                 record(f"rank {head}", "items", items, run_stage("rank", RANK, args.threads, items=items, head=head))
         if "reach" not in args.skip:
             record("reach", "items", items, run_stage("reach", REACH, args.threads, items=items))
+        if "capacity" not in args.skip:
+            for head in ("softmax", "mos"):
+                record(f"capacity {head}", "items", items, run_stage("capacity", CAPACITY, args.threads, items=items,
+                                                                     head=head, steps=args.capacity_steps))
     summarise(pd.DataFrame(rows), args)
 
 
@@ -274,10 +367,12 @@ def summarise(table: pd.DataFrame, args) -> None:
     growth = {}
     for stage, part in table.groupby("stage", sort=False):
         per_event = "events_per_second" in part and bool(part["events_per_second"].notna().all())
+        per_step = "seconds_per_step" in part and bool(part["seconds_per_step"].notna().all())
         x = part["items"] if per_event else part["size"]
-        y = 1.0 / part["events_per_second"] if per_event else part["seconds"]
+        y = (1.0 / part["events_per_second"] if per_event else part["seconds_per_step"] if per_step
+             else part["seconds"])
         growth[stage] = {"x": "items" if per_event else part["axis"].iloc[0],
-                         "y": "seconds per event" if per_event else "seconds",
+                         "y": "seconds per event" if per_event else "seconds per step" if per_step else "seconds",
                          "time_exponent": slope(x, y), "memory_exponent": slope(part["size"], part["peak_mib"])}
     print("\ngrowth exponents (log-log slopes)")
     for stage, g in growth.items():
@@ -300,16 +395,22 @@ def draw(table: pd.DataFrame, path: Path) -> None:
     data = table[table["axis"] == "events"]
     for stage, rows in data.groupby("stage", sort=False):
         seconds = (rows["epoch_hours"] * 3600 if "train" in stage else rows["full_test_hours"] * 3600
-                   if stage == "evaluate" else rows["seconds"])
-        label = {"evaluate": "evaluate (whole test split)"}.get(stage, f"{stage} (one epoch)" if "train" in stage else stage)
+                   if stage in ("evaluate", "compare") else rows["seconds"])
+        label = {"evaluate": "evaluate (whole test split)", "compare": "compare of 2 models (whole test split)"}.get(
+            stage, f"{stage} (one epoch)" if "train" in stage else stage)
         left.loglog(rows["size"], seconds, marker="o", label=label)
     for stage, rows in table[table["axis"] == "items"].groupby("stage", sort=False):
-        right.loglog(rows["size"], rows["seconds"], marker="o", label=stage + (" (4,096 contexts)" if "rank" in stage else ""))
+        capacity = stage.startswith("capacity")
+        right.loglog(rows["size"], rows["default_fit_hours"] * 3600 if capacity else rows["seconds"], marker="o",
+                     linestyle="--" if capacity else "-",
+                     label=stage + (" (4,096 contexts)" if "rank" in stage else
+                                    " (default fit, from timed steps)" if capacity else ""))
     for ax, axis in ((left, "events"), (right, "items")):
         ax.set_xlabel(f"{axis} (log)")
         ax.set_ylabel("seconds (log)")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.lines:
+            ax.legend(fontsize=8)
     left.set_title("data stages")
     right.set_title("catalogue stages")
     figure.savefig(path, dpi=120)
