@@ -20,15 +20,28 @@ mark of resident memory (VmHWM; ``ru_maxrss`` would include the parent's, kept a
   seeded sample of test sessions holding --eval-events events, in blocks; its events/s, the time the
   whole test split would take, and two floors measured in the same process on the same chunks of
   rows: the GEMM alone, and GEMM + log_softmax;
+- ``compare``: ``analysis.compare`` of two checkpoints (softmax and MoS K=4, written beforehand by a
+  process of their own) on the same seeded sample of test sessions, with its defaults (K = 1, 5, 10,
+  20; three metrics; 2,000 paired session-bootstrap replicates; the breakdowns): its events/s, the
+  share that is the two evaluations, and the time the whole test split would take;
 - ``rank softmax`` / ``rank mos``: the rank report of 4,096 contexts × all items (the engine
   ``auto`` picks: factored for softmax; direct or Gram for MoS K=4), at --items catalogue sizes;
-- ``reach``: the top-1 certificate of a softmax head over the catalogue (d = 64).
+- ``reach``: the top-1 certificate of a softmax head over the catalogue (d = 64);
+- ``capacity softmax`` / ``capacity mos``: the capacity fit (``analysis.capacity``; it applies to the
+  synthetic world only, whose truth is known) of a world with the catalogue's size, on 1,024 contexts
+  with distinct previous items (one free state each, the fit's worst case), d = 64. A default fit is
+  hours at 60k items, so it is timed at two lengths (--capacity-steps): the difference gives the cost
+  of a step, the rest the cost of a start, and from them the time of ``analysis.capacity``'s default
+  fit (2 starts of 1,500 steps; for MoS a softmax start, then 3 MoS starts). Its floor, measured in
+  the same process on the same shapes: the GEMM, log_softmax and their backward (K times for MoS),
+  80 % in float32 and 20 % in float64 as the fit runs.
 
 Models are freshly initialised (their speed does not depend on what they learned; the
 certificate's does, a little: see reach_speed.py). Growth exponents are least-squares slopes on
 log-log axes: prepare's time and memory on events; training's and evaluation's time *per event*
 on the catalogue (their work per event is the catalogue's, or the sampled candidates'); the rank
-report's and the certificate's time on the catalogue; every stage's peak memory on its size.
+report's and the certificate's time, and the capacity fit's time per step, on the catalogue; every
+stage's peak memory on its size.
 Writes scale.csv, scale.json and scale.png (log-log: whole-stage times against events, the
 catalogue stages against items) to --out.
 """

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from softmax_bottleneck.config import HEADS
 from softmax_bottleneck.heads import (MixtureOfLogitsHead, MixtureOfSoftmaxesHead, SigsoftmaxHead, SoftmaxHead,
-                                     build_head)
+                                     build_head, log_mix)
 
 N_ITEMS, DIM = 37, 6
 
@@ -51,6 +51,22 @@ def test_mos_mixes_in_log_space_like_the_probability_mixture():
     expert_p = torch.softmax(states @ mos.item_weight.T + mos.bias, dim=-1)  # (n, K, n_items)
     reference = torch.log((prior[..., None] * expert_p).sum(dim=1))
     torch.testing.assert_close(mos.log_probs(h), reference, rtol=1e-10, atol=1e-12)
+
+
+def test_the_experts_log_space_mix_is_torchs_logsumexp_in_value_and_gradient():
+    x = torch.randn(3, 4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 30
+    x[0, :2, 1] = -torch.inf  # two experts give an item no mass: the others carry it
+    x[1, 1, 2] = 800.0  # exp would overflow (float64: past 709.8) without the column maximum
+    mine, theirs = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    weights = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    (log_mix(mine) * weights).sum().backward()
+    (torch.logsumexp(theirs, dim=-2) * weights).sum().backward()
+    torch.testing.assert_close(log_mix(x), torch.logsumexp(x, dim=-2), rtol=0, atol=1e-12)
+    torch.testing.assert_close(mine.grad, theirs.grad, rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(log_mix, (torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True),))
+    column = torch.full((1, 3, 2), -torch.inf, dtype=torch.float64)
+    column[0, 0, 1] = 0.0
+    assert log_mix(column).tolist() == [[-torch.inf, 0.0]]  # an item no expert can give stays −inf, as in torch
 
 
 @pytest.mark.parametrize("kind", HEADS)
