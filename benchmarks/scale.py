@@ -1,6 +1,6 @@
 """MovieLens-25M scale, stage by stage: wall time and peak memory as the work grows, and growth exponents.
 
-    python benchmarks/scale.py                                # 1M, 5M and 25M events; 10k/20k/60k items (~1 hour)
+    python benchmarks/scale.py                                # 1M, 5M and 25M events; 10k/20k/60k items (~1.5 hours on 2 cores)
     python benchmarks/scale.py --events 1e6 2e6 --items 5000 10000 --out /tmp/scale   # a quick look
 
 The MovieLens files are not on this machine, so the log is generated with ML-25M's shape
