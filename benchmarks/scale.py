@@ -314,6 +314,8 @@ def main(argv=None) -> None:
                         help="generated logs and prepared data (kept for reruns)")
     parser.add_argument("--out", type=Path, default=Path("results/scale"))
     args = parser.parse_args(argv)
+    if not 1 <= args.capacity_steps[0] < args.capacity_steps[1]:
+        parser.error(f"--capacity-steps needs 1 <= SHORT < LONG, got {args.capacity_steps}")
     args.out.mkdir(parents=True, exist_ok=True)
     if args.combine:
         tables = [pd.read_csv(path) for path in args.combine]
