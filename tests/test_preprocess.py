@@ -71,8 +71,18 @@ def reference_prepare(rows, gap, min_support, min_length, test_fraction, dedup=T
             break
     sessions.sort(key=lambda s: (s[0][1], s[0][0], s[0][2]))
     n_test = int(np.floor(len(sessions) * test_fraction + 0.5))
-    train, valid, test = (sessions[:len(sessions) - 2 * n_test], sessions[len(sessions) - 2 * n_test:-n_test],
-                          sessions[-n_test:])
+    labels = [0] * (len(sessions) - 2 * n_test) + [1] * n_test + [2] * n_test
+    # cut at the boundaries: an event later than the first valid (test) session's start is valid (test)
+    boundaries = [sessions[len(sessions) - 2 * n_test][0][1], sessions[len(sessions) - n_test][0][1]]
+    parts = {0: [], 1: [], 2: []}
+    for s, label in zip(sessions, labels):
+        pieces = {}
+        for e in s:
+            pieces.setdefault(max(label, sum(e[1] > b for b in boundaries)), []).append(e)
+        for code, piece in pieces.items():
+            if len(piece) >= min_length:
+                parts[code].append(piece)
+    train, valid, test = (sorted(parts[c], key=lambda s: (s[0][1], s[0][0], s[0][2])) for c in range(3))
     known = {e[3] for s in train for e in s}
     out = {"train": [[str(e[3]) for e in s] for s in train]}
     for name, part in (("valid", valid), ("test", test)):
@@ -92,9 +102,27 @@ def test_matches_plain_python_reference_on_random_logs(seed):
     expected = reference_prepare(rows, gap, min_support, min_length, 0.2)
     config = PrepareConfig(session_gap=gap, min_item_support=min_support, min_session_length=min_length,
                            test_fraction=0.2)
+    if not all(expected.values()):  # one sequence per user from t≈0: the cut leaves train empty
+        with pytest.raises(InputError, match="split is empty"):
+            prepare(interactions(rows), config)
+        return
     dataset = prepare(interactions(rows), config)
     for name in ("train", "valid", "test"):
         assert split_sessions(dataset, name) == expected[name], name
+
+
+@pytest.mark.parametrize("gap", [None, 600, 3600, 86_400])
+@pytest.mark.parametrize("rule", [dict(test_days=20), dict(test_fraction=0.1)])
+def test_no_train_event_is_later_than_a_held_out_event(ml100k_path, gap, rule):
+    """With one sequence per user a split of whole sessions by start put 1,659 train events inside the
+    30-day test window of ML-100K: every session is now cut at the boundaries."""
+    dataset = prepare(load_interactions(ml100k_path, "recbole"), PrepareConfig(session_gap=gap, **rule))
+    times = {name: dataset.splits[name].timestamps for name in dataset.splits}
+    assert times["train"].max() <= times["valid"].min() and times["valid"].max() <= times["test"].min()
+    assert times["train"].max() <= dataset.meta["split"]["valid_from"] <= times["valid"].min()
+    assert times["valid"].max() <= dataset.meta["split"]["test_from"] <= times["test"].min()
+    if gap is None and "test_days" in rule:
+        assert dataset.meta["split"]["events_moved_to_a_later_split"] > 1_000
 
 
 def test_iterative_filter_reaches_a_fixed_point():

@@ -10,7 +10,11 @@ The protocol (DESIGN.md, "Default preprocessing"):
    with < ``min_session_length`` events until nothing changes;
 5. order sessions by start (ties: user, then the session's first row in the file); the last
    ``test_fraction`` of them (or those starting in the last ``test_days``) are test, as many
-   again before them valid, the rest train;
+   again before them valid, the rest train; then cut every session at the split boundaries (the
+   start of the first valid and of the first test session): its events later than a boundary
+   form a session of the later split, so no train event is later than any held-out event (with
+   one sequence per user, splitting whole sessions put the users' recent events in train);
+   pieces shorter than ``min_session_length`` are dropped;
 6. drop valid/test events whose item is not in train, then valid/test sessions left too short.
 """
 
@@ -142,6 +146,41 @@ def _split_labels(start: np.ndarray, order: np.ndarray, t_max: float, config: Pr
     return labels
 
 
+SPLIT_RULE = ("sessions ordered by start; a session's events later than the first valid (test) session's start "
+              "are cut off into a valid (test) session of their own, so no train event is later than any valid or "
+              "test event, and no valid event later than any test event")
+
+
+def cut_at_boundaries(labels: np.ndarray, temporal: np.ndarray, first: np.ndarray, lengths: np.ndarray,
+                      timestamp: np.ndarray) -> tuple[list[tuple[np.ndarray, np.ndarray]], tuple[float, float], int]:
+    """Cut each session at the split boundaries: ([(first event, length) of each split's pieces], the
+    boundaries (valid, test), events moved).
+
+    A boundary is the start of the split's first session in temporal order. An event later than a
+    boundary belongs at least to that split: with one sequence per user (or long sessions), a train
+    session that runs on past the test boundary would otherwise put the future into training.
+
+    >>> labels, temporal = np.array([0, 1, 2]), np.array([0, 1, 2])  # sessions start at 0, 10, 20
+    >>> first, lengths, times = np.array([0, 4, 6]), np.array([4, 2, 2]), np.array([0, 5, 12, 25, 10, 11, 20, 21.])
+    >>> pieces, boundaries, moved = cut_at_boundaries(labels, temporal, first, lengths, times)
+    >>> [(p[0].tolist(), p[1].tolist()) for p in pieces], boundaries, moved
+    ([([0], [2]), ([2, 4], [1, 2]), ([3, 6], [1, 2])], (10.0, 20.0), 2)
+    """
+    in_order = labels[temporal]
+    boundaries = tuple(float(timestamp[first[temporal[np.argmax(in_order >= code)]]]) for code in (1, 2))
+    window = (timestamp > boundaries[0]).astype(np.int8) + (timestamp > boundaries[1])
+    event_split = np.maximum(np.repeat(labels.astype(np.int8), lengths), window)
+    moved = int(np.count_nonzero(window > np.repeat(labels, lengths)))
+    new_piece = np.zeros(len(timestamp), dtype=bool)
+    new_piece[first] = True
+    new_piece[1:] |= event_split[1:] != event_split[:-1]
+    piece_first = np.flatnonzero(new_piece)
+    piece_lengths = np.diff(np.r_[piece_first, len(timestamp)])
+    piece_split = event_split[piece_first]
+    return ([(piece_first[piece_split == code], piece_lengths[piece_split == code]) for code in range(3)],
+            boundaries, moved)
+
+
 def _heldout_split(codes: np.ndarray, timestamps: np.ndarray, lengths: np.ndarray, remap: np.ndarray,
                    min_length: int) -> SessionSplit:
     """Map to train item indices, drop unknown items, then sessions left shorter than `min_length`."""
@@ -201,19 +240,28 @@ def prepare(interactions: Interactions, config: PrepareConfig, *,
 
     start = timestamp[first]
     temporal = np.lexsort((row[first], user[first], start))  # by start, then user, then file row
-    del user, row  # the split needs only items and times from here (at 25M events, 200 MB less at its peak)
     labels = _split_labels(start, temporal, float(timestamp.max()), config)
-    parts = {}
     for code, name in enumerate(SPLITS):
-        sessions = temporal[labels[temporal] == code]
-        events = concat_ranges(first[sessions], lengths[sessions])
-        parts[name] = (item[events], timestamp[events], lengths[sessions])
-        if len(sessions) == 0:
+        if not np.any(labels == code):
             rule = (f"test_days={config.test_days}: the last {config.test_days:g} days are test and the "
                     f"{config.test_days:g} before them valid" if config.test_days is not None
                     else f"test_fraction={config.test_fraction}")
             raise InputError(f"the temporal split leaves the {name} split empty ({len(first)} sessions; {rule})")
-    del item, timestamp
+    pieces, boundaries, moved = cut_at_boundaries(labels, temporal, first, lengths, timestamp)
+    del labels, temporal, start
+    parts = {}
+    for code, name in enumerate(SPLITS):
+        piece_first, piece_lengths = pieces[code]
+        long_enough = piece_lengths >= config.min_session_length  # a cut can leave a piece too short
+        piece_first, piece_lengths = piece_first[long_enough], piece_lengths[long_enough]
+        order = np.lexsort((row[piece_first], user[piece_first], timestamp[piece_first]))  # by start, user, row
+        events = concat_ranges(piece_first[order], piece_lengths[order])
+        parts[name] = (item[events], timestamp[events], piece_lengths[order])
+        if len(order) == 0:
+            raise InputError(f"the {name} split is empty once sessions are cut at the split boundaries")
+    del item, timestamp, user, row
+    stages.record(f"cut at the split boundaries ({moved:,} events moved to a later split)",
+                  sum(int(p[2].sum()) for p in parts.values()), sum(len(p[2]) for p in parts.values()))
 
     train_codes, train_times, train_lengths = parts.pop("train")
     codes_in_order, first_seen = np.unique(train_codes, return_index=True)
@@ -240,6 +288,8 @@ def prepare(interactions: Interactions, config: PrepareConfig, *,
         "prepare_config": dataclasses.asdict(config),
         # an already-sessionised file (GRU4Rec TSV, RecBole with session ids) keeps its own sessions
         "session_gap_applied": config.session_gap is not None and not interactions.sessionised,
+        "split": {"rule": SPLIT_RULE, "valid_from": boundaries[0], "test_from": boundaries[1],
+                  "events_moved_to_a_later_split": moved},
         "n_items": len(item_ids),
         "splits": {name: splits[name].summary() for name in SPLITS},
         "stages": stages.rows,
