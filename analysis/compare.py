@@ -10,11 +10,15 @@ Examples::
 
 Every checkpoint ranks the same next-item events against all items (conservative ties). The first
 checkpoint's configuration is the baseline. Checkpoints that differ only in their seed form one
-group: its metrics are mean ± std over seeds, and its per-event values are averaged over seeds
-before pairing. For each group and metric: the value, the paired difference to the baseline
-with a bootstrap interval that resamples *sessions* (events of a session are dependent; 95 %
-percentile by default, ``--ci-level``, ``--ci-method``),
-and a paired sign-flip permutation test over sessions. Breakdowns: by target-item training
+group: its metrics are mean ± std over seeds. For each group and metric: the value and the paired
+difference to the baseline, with intervals and a p-value whose unit is the head, not these trained
+models: a hierarchical bootstrap draws each configuration's seeds, then whole *sessions* (events of a
+session are dependent; 95 % percentile by default, ``--ci-level``, ``--ci-method``), and the p-value
+inverts its interval. ``--resample sessions`` keeps the seeds fixed (per-event values averaged over
+seeds, sessions resampled, a paired sign-flip test over sessions): a statement about these models
+only, and what a single seed per configuration gets anyway. Welch's test over the seeds' means
+stands beside it (``p_welch_over_seeds``), and Holm's adjustment over every reported difference
+(``p_holm``) beside the raw p. Breakdowns: by target-item training
 support, by context diversity (1 − cosine of previous and target item under the baseline's item
 embeddings), by distinct items in the prefix, and the support × diversity grid of relative gain.
 On the synthetic world: an oracle row (the true distribution) and each model's KL(truth ‖ model).
@@ -47,15 +51,16 @@ def print_summary(result: dict) -> None:
         print(f"a seeded sample (seed {sample['seed']}) of {sample['sessions']:,} of the split's {sample['of_sessions']:,} "
               f"sessions ({sample['events']:,} of {sample['of_events']:,} events); the intervals resample these sessions")
     print(f"{summary['n_events']:,} {summary['split']} events in {summary['n_sessions']:,} sessions; baseline "
-          f"{summary['baseline']}; {summary['ci_level']:.0%} {summary['ci_method']} CIs resample sessions "
-          f"({summary['n_bootstrap']} replicates)")
+          f"{summary['baseline']}; {summary['ci_level']:.0%} {summary['ci_method']} CIs resample "
+          f"{'seeds, then sessions' if summary['resample'] == 'hierarchical' else 'sessions'} "
+          f"({summary['n_bootstrap']} replicates); p_holm: {summary['multiplicity']}")
     for (metric, k), part in table.groupby(["metric", "k"], sort=False):
         print(f"\n{metric}@{k}")
         for row in part.itertuples():
             line = f"  {row.model:24s} {row.value:.4f} [{row.ci_low:.4f}, {row.ci_high:.4f}]"
             if row.model != summary["baseline"] and row.model != "oracle":
                 line += (f"  diff {row.diff_vs_baseline:+.4f} [{row.diff_ci_low:+.4f}, {row.diff_ci_high:+.4f}] "
-                         f"p={row.p_value:.3g}")
+                         f"p={row.p_value:.3g} (Holm {row.p_holm:.3g})")
             print(line)
     print()
     for model in summary["models"]:
@@ -95,6 +100,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--ci-level", type=float, default=0.95, help="coverage of the intervals (default: 0.95)")
     parser.add_argument("--ci-method", default="percentile", choices=CI_METHODS,
                         help="bootstrap interval: percentile, or basic (reflected about the estimate)")
+    parser.add_argument("--resample", default="hierarchical", choices=("hierarchical", "sessions"),
+                        help="hierarchical: draw seeds, then sessions (about the heads; the default); sessions: "
+                             "seeds fixed, a sign-flip test (about these trained models only)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and the permutation test")
     parser.add_argument("--out", type=Path, help="folder for metrics.csv, breakdown.csv, compare.json, PNGs")
     add_sample_arguments(parser)
@@ -120,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         return compare(args.checkpoint, data=args.data, split=args.split, ks=ks, metrics=tuple(args.metrics),
                        n_bootstrap=args.n_bootstrap, seed=args.seed, n_bins=args.bins,
                        device=resolve_device(args.device), ci_level=args.ci_level, ci_method=args.ci_method,
-                       sample_events=args.sample_events, sample_seed=args.sample_seed, **checkpoint_sources(args))
+                       sample_events=args.sample_events, sample_seed=args.sample_seed, resample=args.resample,
+                       **checkpoint_sources(args))
 
     def write(out: Path, result: dict) -> None:
         from .comparison import write_outputs

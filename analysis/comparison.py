@@ -27,13 +27,15 @@ from softmax_bottleneck.provenance import library_version
 from .breakdown import breakdown_table, event_bins, gain_grid
 from .groups import Group, evaluate_groups
 from .outputs import write_files
-from .stats import session_bootstrap, sign_flip_test
+from .stats import (bootstrap_p_value, bootstrap_replicates, holm, interval_from_replicates, session_bootstrap,
+                    sign_flip_test, welch_p_value)
 
 
 def compare(paths: list[Path], *, data: Path | None = None, split: str = "test", ks=(1, 5, 10, 20),
             metrics=METRICS, n_bootstrap: int = 2000, seed: int = 0, n_bins: int = 4, device="cpu",
             batch_size: int = 512, ci_level: float = 0.95, ci_method: str = "percentile", formats=None,
-            item_map: Path | None = None, sample_events: int | None = None, sample_seed: int = 0) -> dict:
+            item_map: Path | None = None, sample_events: int | None = None, sample_seed: int = 0,
+            resample: str = "hierarchical") -> dict:
     """Evaluate, group, test and break down; returns tables and the summary (see module docstring)."""
     if len(paths) < 2:
         raise InputError(f"compare needs at least two checkpoints, got {len(paths)}")
@@ -47,14 +49,16 @@ def compare(paths: list[Path], *, data: Path | None = None, split: str = "test",
                                                              device=device, batch_size=batch_size)
     rng = np.random.default_rng(seed)
     rows = metric_rows(groups, events[:, 0], ks, metrics, n_bootstrap, rng, oracle=oracle, level=ci_level,
-                       method=ci_method)
+                       method=ci_method, resample=resample)
     metrics_table = pd.DataFrame(rows).astype({"hidden_dim": "Int64", "n_experts": "Int64", "n_seeds": "Int64"})
     bins = event_bins(dataset, held_out, events, baseline_model, n_bins)
     summary = {
         "library_version": library_version(), "threads": torch.get_num_threads(), "split": split,
         "n_events": int(len(events)), "n_sessions": int(len(np.unique(events[:, 0]))),
         "baseline": groups[0].label, "seed": seed, "n_bootstrap": n_bootstrap, "ci_level": ci_level,
-        "ci_method": ci_method, "ties": "conservative",
+        "ci_method": ci_method, "resample": resample, "ties": "conservative",
+        "multiplicity": f"Holm over the {sum(r['model'] != groups[0].label and r['model'] != 'oracle' for r in rows)} "
+                        "differences to the baseline in metrics.csv (p_holm)",
         "models": [group_summary(g, rows) for g in groups],
         "oracle": None if oracle is None else {f"{r['metric']}@{r['k']}": r["value"] for r in rows
                                                if r["model"] == "oracle"},
@@ -64,35 +68,61 @@ def compare(paths: list[Path], *, data: Path | None = None, split: str = "test",
             "grid": gain_grid(groups, bins, max(ks), metrics), "health": health_table(groups)}
 
 
+RESAMPLING = ("hierarchical", "sessions")
+
+
 def metric_rows(groups: list[Group], sessions: np.ndarray, ks, metrics, n_bootstrap: int, rng: np.random.Generator,
-                *, oracle: np.ndarray | None = None, level: float = 0.95, method: str = "percentile") -> list[dict]:
-    """One row per group (then the oracle) × metric × K: mean over seeds, session-bootstrap interval,
-    and the paired difference to the first group with its interval and sign-flip p-value."""
+                *, oracle: np.ndarray | None = None, level: float = 0.95, method: str = "percentile",
+                resample: str = "hierarchical") -> list[dict]:
+    """One row per group (then the oracle) × metric × K: mean over seeds, its interval, and the paired
+    difference to the first group with its interval, p-value and Holm-adjusted p-value.
+
+    ``resample="hierarchical"`` (where a compared configuration has ≥ 2 seeds): the intervals and the
+    p-value come from a bootstrap that draws seeds, then sessions, so they are about the heads, not
+    these trained models. ``"sessions"``: per-event values averaged over seeds, sessions resampled, and a
+    paired sign-flip test over sessions: about these models only. Welch's test over the seeds' means
+    stands beside either. Holm's adjustment runs over every difference the table reports."""
+    if resample not in RESAMPLING:
+        raise ValueError(f"resample must be one of {', '.join(RESAMPLING)}, got {resample!r}")
     baseline, rows = groups[0], []
-
-    def interval(values):
-        return session_bootstrap(values, sessions, n_bootstrap, rng, level=level, method=method)
-
     for group in groups:
         for metric in metrics:
             for k in ks:
-                per_seed = group.seed_values(metric, k)
-                values = group.event_values(metric, k)
-                difference = values - baseline.event_values(metric, k)
-                low, high = interval(values)
-                d_low, d_high = interval(difference)
+                per_seed, values = group.seed_values(metric, k), group.seed_event_values(metric, k)
+                base = baseline.seed_event_values(metric, k)
+                hierarchical = resample == "hierarchical" and max(len(values), len(base)) > 1
+                if hierarchical:
+                    estimate, replicates = bootstrap_replicates(values, sessions, n_bootstrap, rng)
+                    low, high = interval_from_replicates(estimate, replicates, level=level, method=method)
+                    estimate, replicates = bootstrap_replicates(values, sessions, n_bootstrap, rng, baseline=base)
+                    d_low, d_high = interval_from_replicates(estimate, replicates, level=level, method=method)
+                    p_value = bootstrap_p_value(replicates) if group is not baseline else 1.0
+                else:
+                    difference = values.mean(axis=0) - base.mean(axis=0)
+                    low, high = session_bootstrap(values.mean(axis=0), sessions, n_bootstrap, rng, level=level,
+                                                  method=method)
+                    d_low, d_high = session_bootstrap(difference, sessions, n_bootstrap, rng, level=level,
+                                                      method=method)
+                    p_value = sign_flip_test(difference, sessions, n_bootstrap, rng) if group is not baseline else 1.0
                 rows.append({
                     "model": group.label, **describe(group.config), "n_seeds": len(group.ranks), "metric": metric, "k": k,
                     "value": float(np.mean(per_seed)), "std_over_seeds": _std(per_seed),
-                    "ci_low": low, "ci_high": high, "diff_vs_baseline": float(difference.mean()),
-                    "diff_ci_low": d_low, "diff_ci_high": d_high,
-                    "p_value": sign_flip_test(difference, sessions, n_bootstrap, rng) if group is not baseline else 1.0,
+                    "ci_low": low, "ci_high": high,
+                    "diff_vs_baseline": float(np.mean(per_seed) - np.mean(baseline.seed_values(metric, k))),
+                    "diff_ci_low": d_low, "diff_ci_high": d_high, "p_value": p_value,
+                    "p_method": "hierarchical bootstrap (seeds, then sessions)" if hierarchical
+                    else "sign-flip over sessions",
+                    "p_welch_over_seeds": (welch_p_value(per_seed, baseline.seed_values(metric, k))
+                                           if group is not baseline else None),
                     "train_events_per_second": group.train_events_per_second,
                     "eval_events_per_second": group.eval_events_per_second, "kl_to_truth": group.kl})
+    compared = [r for r in rows if r["model"] != baseline.label]
+    for row, adjusted in zip(compared, holm([r["p_value"] for r in compared])):
+        row["p_holm"] = float(adjusted)
     for metric in metrics if oracle is not None else ():
         for k in ks:
             values = event_values(oracle, metric, k)
-            low, high = interval(values)
+            low, high = session_bootstrap(values, sessions, n_bootstrap, rng, level=level, method=method)
             rows.append({"model": "oracle", "head": "truth", "variant": "truth", "metric": metric, "k": k, "value": float(values.mean()),
                          "ci_low": low, "ci_high": high, "kl_to_truth": 0.0, "n_seeds": 1})
     return rows
@@ -109,7 +139,8 @@ def group_summary(group: Group, rows: list[dict]) -> dict:
             "tuning": group.tuning, **({"foreign": group.foreign} if group.foreign else {}),
             **{f"{r['metric']}@{r['k']}": r["value"] for r in mine},
             **{f"diff_{r['metric']}@{r['k']}": r["diff_vs_baseline"] for r in mine},
-            **{f"p_{r['metric']}@{r['k']}": r["p_value"] for r in mine}}
+            **{f"p_{r['metric']}@{r['k']}": r["p_value"] for r in mine},
+            **{f"p_holm_{r['metric']}@{r['k']}": r["p_holm"] for r in mine if "p_holm" in r}}
 
 
 def fairness_warnings(groups: list[Group]) -> list[str]:

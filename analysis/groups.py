@@ -67,12 +67,15 @@ class Group:
     def seed_values(self, metric: str, k: int) -> list[float]:
         return [float(event_values(r, metric, k).mean()) for r in self.ranks]
 
-    def event_values(self, metric: str, k: int) -> np.ndarray:
-        """Per-event values averaged over seeds, (n_events,); computed once per metric and K (breakdowns
-        read them for every bin and cell)."""
+    def seed_event_values(self, metric: str, k: int) -> np.ndarray:
+        """Per-event values of each seed, (n_seeds, n_events); computed once per metric and K."""
         if (metric, k) not in self._values:
-            self._values[(metric, k)] = np.mean([event_values(r, metric, k) for r in self.ranks], axis=0)
+            self._values[(metric, k)] = np.stack([event_values(r, metric, k) for r in self.ranks])
         return self._values[(metric, k)]
+
+    def event_values(self, metric: str, k: int) -> np.ndarray:
+        """Per-event values averaged over seeds, (n_events,) (breakdowns read them for every bin and cell)."""
+        return self.seed_event_values(metric, k).mean(axis=0)
 
 
 class TruthKL:

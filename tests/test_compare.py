@@ -10,7 +10,8 @@ import torch
 
 from conftest import TINY_MODEL, run_cli
 from analysis.compare import main
-from analysis.stats import quantile_bins, session_bootstrap, sign_flip_test
+from analysis.stats import (bootstrap_p_value, bootstrap_replicates, holm, interval_from_replicates, quantile_bins,
+                            session_bootstrap, sign_flip_test)
 from softmax_bottleneck.checkpoint import load_checkpoint, save_checkpoint
 from softmax_bottleneck.data import save_prepared, session_parallel_batches
 from softmax_bottleneck.synthetic import SyntheticConfig, prepare_synthetic
@@ -39,6 +40,45 @@ def test_sign_flip_test_is_calibrated_under_no_difference_and_finds_shifts():
     assert 0.01 <= np.mean(np.array(p_values) < 0.05) <= 0.10  # about 5 % false positives
     assert sign_flip_test(rng.normal(0, 1, 400) + 0.5, sessions, 2000, rng) < 0.001
     assert sign_flip_test(np.zeros(400), sessions, 100, np.random.default_rng(0)) == 1.0
+
+
+def test_sign_flip_p_values_are_exact_where_every_pattern_is_enumerated():
+    # three sessions summing to 1, 2 and 4: of the 8 sign patterns only +++ and --- reach |7|
+    sessions, differences = np.array([0, 1, 1, 2]), np.array([1.0, 0.5, 1.5, 4.0])
+    assert sign_flip_test(differences, sessions, 8, np.random.default_rng(0)) == 2 / 8
+    # |1 + 2 − 4| = 1: patterns with |sum| ≥ 1 are all but none (the smallest |sum| is 1): p = 1
+    assert sign_flip_test(np.array([1.0, 2.0, -4.0]), np.arange(3), 8, np.random.default_rng(0)) == 1.0
+    assert sign_flip_test(np.array([1.0, 2.0, 4.0, 8.0]), np.arange(4), 16, np.random.default_rng(0)) == 2 / 16
+
+
+def test_a_drawn_sign_flip_p_value_counts_the_observed_pattern():
+    # 40 equal positive sessions: no drawn pattern is as extreme (2 in 2^40), so p = 1 / (1 + permutations)
+    p = sign_flip_test(np.ones(40), np.arange(40), 999, np.random.default_rng(3))
+    assert p == 1 / 1000
+
+
+def test_hierarchical_bootstrap_equals_the_session_one_for_identical_seeds_and_widens_when_they_disagree():
+    rng = np.random.default_rng(0)
+    sessions = np.repeat(np.arange(60), 4)
+    model, baseline = rng.random(240), rng.random(240)
+    session_only = session_bootstrap(model - baseline, sessions, 600, np.random.default_rng(5))
+    estimate, replicates = bootstrap_replicates(np.stack([model] * 3), sessions, 600, np.random.default_rng(5),
+                                                baseline=np.stack([baseline] * 3))
+    np.testing.assert_allclose(interval_from_replicates(estimate, replicates), session_only, rtol=0, atol=1e-12)
+    # the same mean per event, but seeds that disagree (one seed +0.1 everywhere, one −0.1): wider
+    shifts = np.array([[-0.1], [0.0], [0.1]])
+    estimate_far, far = bootstrap_replicates(model + shifts, sessions, 600, np.random.default_rng(5),
+                                             baseline=np.stack([baseline] * 3))
+    assert abs(estimate_far - estimate) < 1e-12
+    low, high = interval_from_replicates(estimate_far, far)
+    assert high - low > 1.5 * (session_only[1] - session_only[0])
+    assert bootstrap_p_value(far) > bootstrap_p_value(replicates) or bootstrap_p_value(replicates) == 1.0
+
+
+def test_holm_against_a_hand_computed_family():
+    # sorted: .001·4 = .004, .01·3 = .03, .02·2 = .04, .04·1 = .04 (running max)
+    np.testing.assert_allclose(holm([0.04, 0.001, 0.02, 0.01]), [0.04, 0.004, 0.04, 0.03])
+    assert holm([0.6, 0.9]).tolist() == [1.0, 1.0]  # 0.6·2 caps at 1, and no later p may fall below it
 
 
 def test_quantile_bins_partition_and_label():
