@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch.autograd.function import once_differentiable
 import torch.nn.functional as F
 from torch import nn
 
@@ -155,6 +156,7 @@ class _LogMix(torch.autograd.Function):
         return out.squeeze(-2)
 
     @staticmethod
+    @once_differentiable  # the in-place backward has no graph of its own: a second derivative is refused by name
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         x, out = ctx.saved_tensors
         return (x - out).exp_().mul_(grad.unsqueeze(-2))  # ∂ logsumexp / ∂x_k = exp(x_k − logsumexp)

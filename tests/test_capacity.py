@@ -72,6 +72,25 @@ def test_expected_metrics_equal_a_brute_force_sum_over_targets():
         assert got[f"expected_mrr@{k}"] == pytest.approx(mrr[k] / weights.sum(), rel=1e-12)
 
 
+def test_the_fit_weighs_each_distinct_previous_item_by_its_contexts(high_rank_world):
+    """Contexts sharing a previous item are fitted as one row weighted by their count: the reported KL
+    must be the mean over the sampled contexts, each counted once, not over the distinct rows."""
+    from analysis.capacity_fit import fit_head, mean_kl, truth_contexts
+    from analysis.logprobs import LogProbMatrix
+    from softmax_bottleneck.data import load_prepared
+
+    contexts = truth_contexts(load_prepared(high_rank_world), "test", None, 0)
+    assert contexts.weights.max() > 3 * contexts.weights.min()  # duplicated previous items, unevenly
+    fit = fit_head(ModelConfig(head="softmax", hidden_dim=2, n_items=60), contexts, restarts=1, steps=60)
+    log_model = LogProbMatrix(fit.head, fit.states, name="fit").dense()
+    truth, model = contexts.log_truth[contexts.inverse], log_model[contexts.inverse]  # one row per context
+    per_context = (np.exp(truth) * (truth - model)).sum(axis=1).mean()
+    assert fit.kl == pytest.approx(per_context, rel=1e-9)
+    unweighted = float(mean_kl(torch.from_numpy(contexts.log_truth), torch.from_numpy(log_model),
+                               torch.ones(len(log_model), dtype=torch.float64)))
+    assert abs(unweighted - per_context) > 0.01 * per_context  # the weighting changes the answer here
+
+
 def test_the_same_seed_gives_the_same_fit(exact_softmax_world):
     first, _ = _fit_kl(exact_softmax_world, "mos", 2, n_experts=2, seed=5, restarts=2, steps=100)
     second, _ = _fit_kl(exact_softmax_world, "mos", 2, n_experts=2, seed=5, restarts=2, steps=100)

@@ -69,6 +69,14 @@ def test_the_experts_log_space_mix_is_torchs_logsumexp_in_value_and_gradient():
     assert log_mix(column).tolist() == [[-torch.inf, 0.0]]  # an item no expert can give stays −inf, as in torch
 
 
+def test_a_second_derivative_of_the_mix_is_refused_by_name():
+    x = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(2, 4, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad((log_mix(x) * weights).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        grad.sum().backward()
+
+
 @pytest.mark.parametrize("kind", HEADS)
 def test_extreme_logits_stay_finite(kind):
     head = make_head(kind).float()

@@ -122,3 +122,48 @@ def test_mos_beats_softmax_of_the_same_size_on_synthetic_log_likelihood(tmp_path
         model = model_from_checkpoint(checkpoint)
         log_likelihood[head] = evaluate_ranks(model, dataset.splits["valid"]).log_likelihood
     assert log_likelihood["mos"] > log_likelihood["softmax"] + 0.05, log_likelihood
+
+
+class _FixedNegatives:
+    """A sampler stand-in that always returns the same shared negatives."""
+
+    def __init__(self, negatives):
+        self.negatives = torch.tensor(negatives)
+
+    def draw(self):
+        return self.negatives
+
+
+class _NoStep:
+    def zero_grad(self, set_to_none=True):
+        pass
+
+    def step(self):
+        pass
+
+
+def test_train_step_loss_matches_a_hand_computed_sampled_softmax_with_logq():
+    """Targets are in-batch candidates (log Q = log support), negatives are drawn ∝ support^alpha
+    (log Q = alpha·log support); each row's loss is −log softmax over the candidates of h·w + b − logq·log Q."""
+    from softmax_bottleneck.model import GRU4Rec
+    from softmax_bottleneck.training import train_step
+
+    torch.manual_seed(0)
+    model = GRU4Rec(ModelConfig(n_items=6, hidden_dim=3))
+    with torch.no_grad():
+        model.head.item_bias.copy_(torch.tensor([0.3, -0.2, 0.1, 0.0, 0.5, -0.4]).view_as(model.head.item_bias))
+    support = np.array([10.0, 3.0, 7.0, 1.0, 20.0, 5.0])
+    config = TrainConfig(batch_size=2, n_sample=3, sample_alpha=0.5, logq=0.8)
+    hidden = torch.tensor([[0.5, -0.2, 0.9], [-0.7, 0.1, 0.3]])
+    targets, negatives = [2, 4], [0, 5, 5]
+    losses = train_step(model, hidden, torch.tensor(targets), config, _NoStep(), _FixedNegatives(negatives),
+                         torch.log(torch.tensor(support)))
+    weight = model.head.item_weight.detach().double().numpy()
+    bias = model.head.item_bias.detach().double().numpy().reshape(-1)
+    candidates = targets + negatives
+    log_q = [np.log(support[c]) for c in targets] + [0.5 * np.log(support[c]) for c in negatives]
+    expected = []
+    for row, h in enumerate(hidden.double().numpy()):
+        logits = [h @ weight[c] + bias[c] - 0.8 * q for c, q in zip(candidates, log_q)]
+        expected.append(np.log(np.sum(np.exp(logits))) - logits[row])
+    np.testing.assert_allclose(losses.detach().double().numpy(), expected, rtol=1e-5)
