@@ -170,3 +170,105 @@ def test_a_recbole_checkpoint_of_another_model_is_refused_by_name():
 
     with pytest.raises(InputError, match="a RecBole BERT4Rec checkpoint; supported: GRU4Rec, SASRec"):
         read_recbole(FIXTURES / "recbole-bert4rec.pth")
+
+
+class _Storage:
+    """A persistent reference to storage KEY of NUMEL float32s, as torch's pickler writes one."""
+
+    def __init__(self, key, numel):
+        self.key, self.numel = key, numel
+
+
+class _Call:
+    """Pickles as a call of FUNCTION(*ARGS): what a crafted archive can ask for."""
+
+    def __init__(self, function, *args):
+        self.function, self.args = function, args
+
+    def __reduce__(self):
+        return self.function, self.args
+
+
+def _crafted(path, payload, storages=None, *, byteorder="little", compress=False):
+    """A torch-style zip written by hand: x/data.pkl, x/data/KEY for each storage, x/byteorder."""
+    import io
+
+    buffer = io.BytesIO()
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            if isinstance(obj, _Storage):
+                return ("storage", torch.FloatStorage, obj.key, "cpu", obj.numel)
+            return None
+
+    Pickler(buffer, protocol=2).dump(payload)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x/data.pkl", buffer.getvalue())
+        if byteorder is not None:
+            archive.writestr("x/byteorder", byteorder)
+        for key, raw in (storages or {}).items():
+            archive.writestr(zipfile.ZipInfo(f"x/data/{key}"), raw,
+                             compress_type=zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED)
+    return path
+
+
+def _tensor(storage, size):
+    import collections
+
+    return _Call(torch._utils._rebuild_tensor_v2, storage, 0, size, (1,), False, collections.OrderedDict())
+
+
+def test_a_hand_written_archive_reads_like_torchs(tmp_path):
+    values = torch.arange(4, dtype=torch.float32)
+    path = _crafted(tmp_path / "ok.pt", {"w": _tensor(_Storage("0", 4), (4,))}, {"0": values.numpy().tobytes()})
+    assert torch.equal(load_restricted(path)["w"], values)
+
+
+def test_a_tensor_larger_than_its_storage_is_one_line_not_a_traceback(tmp_path):
+    # torch: "Trying to resize storage that is not resizable" (a RuntimeError, exit 1 before)
+    path = _crafted(tmp_path / "resize.pt", {"w": _tensor(_Storage("0", 4), (1000,))}, {"0": bytes(16)})
+    with pytest.raises(InputError, match=r"resize\.pt: unreadable checkpoint pickle \(RuntimeError") as caught:
+        load_restricted(path, allowed=("recbole.config.configurator.Config",))
+    assert "\n" not in str(caught.value)
+
+
+def test_numpy_allocations_the_pickle_asks_for_are_refused(tmp_path):
+    import numpy as np
+
+    from softmax_bottleneck.foreign.archive import _reconstruct
+
+    direct = _crafted(tmp_path / "direct.pt", {"a": _Call(np.ndarray, (1 << 40,))})  # 8 TiB of float64
+    with pytest.raises(InputError, match="calls numpy.ndarray directly"):
+        load_restricted(direct)
+    huge = _crafted(tmp_path / "huge.pt", {"a": _Call(_reconstruct, np.ndarray, (1 << 40,), b"b")})
+    with pytest.raises(InputError, match="an array of 1,099,511,627,776 elements"):
+        load_restricted(huge)
+    fine = _crafted(tmp_path / "fine.pt", {"a": np.arange(5.0)})  # how numpy pickles an array: still read
+    assert load_restricted(fine)["a"].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_a_storage_member_is_checked_against_its_header_before_it_is_read(tmp_path):
+    import tracemalloc
+
+    # 64 MiB of zeros compressed to a few KB, under a header that says 4 floats: never decompressed
+    path = _crafted(tmp_path / "bomb.pt", {"w": _tensor(_Storage("0", 4), (4,))}, {"0": bytes(64 << 20)},
+                    compress=True)
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputError, match="holds 67,108,864 bytes compressed, its tensor header says 16"):
+            load_restricted(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20
+    larger = _crafted(tmp_path / "larger.pt", {"w": _tensor(_Storage("0", 4), (4,))}, {"0": bytes(32)})
+    with pytest.raises(InputError, match="holds 32 bytes, its tensor header says 16"):
+        load_restricted(larger)
+
+
+def test_a_big_endian_archive_is_refused(tmp_path):
+    values = torch.arange(4, dtype=torch.float32)
+    path = _crafted(tmp_path / "big.pt", {"w": _tensor(_Storage("0", 4), (4,))},
+                    {"0": values.numpy().astype(">f4").tobytes()}, byteorder="big")
+    with pytest.raises(InputError, match="'big'-endian"):
+        load_restricted(path)

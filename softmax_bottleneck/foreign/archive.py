@@ -52,12 +52,36 @@ try:  # numpy >= 2 (numpy.core is a deprecated alias there); numpy 1 pickles nam
     from numpy._core.multiarray import _reconstruct, scalar
 except ImportError:  # pragma: no cover - numpy 1
     from numpy.core.multiarray import _reconstruct, scalar
+MAX_ARRAY_BYTES = 1 << 30  # an array the pickle asks numpy to allocate: 1 GiB at most (its data is in the pickle)
+
+
+class NdarrayName:
+    """What the pickle gets for ``numpy.ndarray``: a name to hand to ``_reconstruct``, never a constructor.
+
+    numpy pickles an array as ``_reconstruct(numpy.ndarray, (0,), b'b')`` and then sets its state
+    from the pickle's own bytes; a crafted pickle could instead call ``numpy.ndarray((1 << 40,))``
+    and allocate 8 TiB. Calling this refuses."""
+
+    def __new__(cls, *args, **kwargs):
+        raise InputError("refused to load: it calls numpy.ndarray directly, which no supported format does")
+
+
+def _checked_reconstruct(subtype, shape, dtype):
+    """numpy's ``_reconstruct`` for plain arrays of at most MAX_ARRAY_BYTES (it allocates `shape` first)."""
+    if subtype is not NdarrayName:
+        raise InputError(f"refused to load: _reconstruct of {getattr(subtype, '__name__', subtype)!r}")
+    size = int(np.prod(shape, dtype=object)) if isinstance(shape, tuple) else int(shape)
+    if size < 0 or size > MAX_ARRAY_BYTES:
+        raise InputError(f"refused to load: it asks numpy for an array of {size:,} elements before its data")
+    return _reconstruct(np.ndarray, shape, dtype)
+
+
 NUMPY_FUNCTIONS = {  # numpy arrays and scalars inside a pickle (pandas indexes, id maps, settings): data only
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.multiarray", "_reconstruct"): _checked_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _checked_reconstruct,
     ("numpy.core.multiarray", "scalar"): scalar,
     ("numpy._core.multiarray", "scalar"): scalar,
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "ndarray"): NdarrayName,
     ("numpy", "dtype"): np.dtype,
 }
 
@@ -172,19 +196,32 @@ class RestrictedUnpickler(pickle.Unpickler):
             dtype = storage_type
         else:
             raise InputError(f"{self.where}: refused to load: storage of type {storage_type!r}")
-        if key not in self.storages:
-            try:
-                raw = self.archive.read(f"{self.prefix}data/{key}")
-            except KeyError:
-                raise InputError(f"{self.where}: truncated checkpoint (storage {key} is missing)") from None
-            self.storages[key] = torch.frombuffer(bytearray(raw), dtype=torch.uint8).untyped_storage() \
-                if raw else torch.UntypedStorage(0)
-        storage = self.storages[key]
         itemsize = torch.empty((), dtype=dtype).element_size()
+        if not isinstance(numel, int) or numel < 0:
+            raise InputError(f"{self.where}: refused to load: storage {key} has {numel!r} elements")
+        if key not in self.storages:
+            self.storages[key] = self._read_storage(str(key), numel * itemsize)
+        storage = self.storages[key]
         if storage.nbytes() < numel * itemsize:
             raise InputError(f"{self.where}: truncated checkpoint (storage {key} holds {storage.nbytes()} bytes, "
                              f"needs {numel * itemsize})")
         return torch.storage.TypedStorage(wrap_storage=storage, dtype=dtype, _internal=True)
+
+
+    def _read_storage(self, key: str, expected: int) -> torch.UntypedStorage:
+        """One storage's bytes, after its size in the zip's directory is checked against what the pickle says
+        (torch writes each storage uncompressed, numel × itemsize bytes): nothing larger is ever read."""
+        name = f"{self.prefix}data/{key}"
+        try:
+            info = self.archive.getinfo(name)
+        except KeyError:
+            raise InputError(f"{self.where}: truncated checkpoint (storage {key} is missing)") from None
+        if info.file_size != expected or info.compress_type != zipfile.ZIP_STORED:
+            raise InputError(f"{self.where}: refused to load: storage {key} holds {info.file_size:,} bytes"
+                             f"{'' if info.compress_type == zipfile.ZIP_STORED else ' compressed'}, its tensor "
+                             f"header says {expected:,} (torch writes them equal and uncompressed)")
+        raw = self.archive.read(name)
+        return torch.frombuffer(bytearray(raw), dtype=torch.uint8).untyped_storage() if raw else torch.UntypedStorage(0)
 
 
 def open_archive(path: str | Path) -> tuple[zipfile.ZipFile, str, bytes]:
@@ -198,6 +235,11 @@ def open_archive(path: str | Path) -> tuple[zipfile.ZipFile, str, bytes]:
         if len(pickles) != 1:
             raise InputError(f"{path}: not a torch checkpoint archive (no single data.pkl inside)")
         prefix = pickles[0][: -len("data.pkl")]
+        if f"{prefix}byteorder" in archive.namelist():
+            order = archive.read(f"{prefix}byteorder").decode("ascii", "replace").strip()
+            if order != "little":
+                raise InputError(f"{path}: refused to load: its tensors are stored {order!r}-endian; this reader "
+                                 "takes little-endian archives only (they would load as garbage)")
         return archive, prefix, archive.read(pickles[0])
     except (zipfile.BadZipFile, EOFError, OSError) as err:
         raise InputError(f"{path}: truncated or not a torch checkpoint archive ({err})") from None
@@ -209,7 +251,8 @@ def load_restricted(path: str | Path, *, allowed=(), calls=()):
     with archive:
         try:
             return RestrictedUnpickler(data, archive, prefix, allowed=allowed, calls=calls, where=str(path)).load()
-        except InputError:
-            raise
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as err:
-            raise InputError(f"{path}: unreadable checkpoint pickle ({type(err).__name__}: {err})") from None
+        except InputError as err:
+            raise InputError(str(err) if str(path) in str(err) else f"{path}: {err}") from None
+        except (Exception, RecursionError) as err:  # whatever a crafted pickle makes torch or numpy raise
+            message = str(err).splitlines()[0][:200] if str(err) else ""
+            raise InputError(f"{path}: unreadable checkpoint pickle ({type(err).__name__}: {message})") from None
