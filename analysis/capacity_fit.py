@@ -211,10 +211,11 @@ def _checkpoint_row(path, checkpoint, label, dataset, split, contexts, ks, seed,
 
 def capacity(config: ModelConfig, *, data: Path | None = None, checkpoints: list[Path] = (), split: str = "test",
              max_contexts: int | None = 1024, seed: int = 0, restarts: int = 2, steps: int = 1500, ks=(20,),
-             device="cpu", formats=None, item_map: Path | None = None) -> dict:
+             device="cpu", formats=None, item_map: Path | None = None, allow_other_data: bool = False) -> dict:
     """Rows oracle | best fit | checkpoints, and the two gaps per checkpoint (see the module docstring)."""
     if checkpoints:
-        loaded, dataset = load_checkpoints_on_one_dataset(list(checkpoints), data, formats, item_map)
+        loaded, dataset = load_checkpoints_on_one_dataset(list(checkpoints), data, formats, item_map,
+                                                          allow_other_data=allow_other_data)
     elif data is not None:
         loaded, dataset = [], load_prepared(data)
     else:

@@ -34,12 +34,14 @@ from .stats import (bootstrap_p_value, bootstrap_replicates, holm, interval_from
 def compare(paths: list[Path], *, data: Path | None = None, split: str = "test", ks=(1, 5, 10, 20),
             metrics=METRICS, n_bootstrap: int = 2000, seed: int = 0, n_bins: int = 4, device="cpu",
             batch_size: int = 512, ci_level: float = 0.95, ci_method: str = "percentile", formats=None,
-            item_map: Path | None = None, sample_events: int | None = None, sample_seed: int = 0,
+            item_map: Path | None = None, allow_other_data: bool = False, sample_events: int | None = None,
+            sample_seed: int = 0,
             resample: str = "hierarchical") -> dict:
     """Evaluate, group, test and break down; returns tables and the summary (see module docstring)."""
     if len(paths) < 2:
         raise InputError(f"compare needs at least two checkpoints, got {len(paths)}")
-    checkpoints, dataset = load_checkpoints_on_one_dataset(paths, data, formats, item_map)
+    checkpoints, dataset = load_checkpoints_on_one_dataset(paths, data, formats, item_map,
+                                                          allow_other_data=allow_other_data)
     full = dataset.split(split)
     if full.n_transitions == 0:
         raise InputError(f"{dataset.path}: the {split} split has no events")

@@ -93,9 +93,10 @@ def _reference_cap(config: dict) -> int:
 
 def analyse(checkpoint_paths: list[Path], *, data: Path | None, split: str, max_contexts: int | None, seed: int,
             engine: str, tol: float | None, rtol: float | None, block_size: int, device, formats=None,
-            item_map: Path | None = None) -> tuple[dict, list]:
+            item_map: Path | None = None, allow_other_data: bool = False) -> tuple[dict, list]:
     """Rank reports for several checkpoints on the same contexts (and the truth, on the synthetic world)."""
-    checkpoints, dataset = load_checkpoints_on_one_dataset(checkpoint_paths, data, formats, item_map)
+    checkpoints, dataset = load_checkpoints_on_one_dataset(checkpoint_paths, data, formats, item_map,
+                                                          allow_other_data=allow_other_data)
     held_out = dataset.split(split)
     models, spectra, key = [], [], None
     labels = unique_labels([c["model_config"] for c in checkpoints], checkpoint_paths)

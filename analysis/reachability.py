@@ -134,9 +134,10 @@ def _model_summary(label, path, config, frame, frequent, hits, ks, reach, scan_s
 
 def audit(paths: list[Path], *, data=None, split: str = "test", ks=DEFAULT_KS, max_contexts: int | None = None,
           n_random: int = 4096, seed: int = 0, device="cpu", progress: bool = False, formats=None,
-          item_map: Path | None = None) -> tuple[pd.DataFrame, dict]:
+          item_map: Path | None = None, allow_other_data: bool = False) -> tuple[pd.DataFrame, dict]:
     """The per-item table (one row per model and item) and the summary of the module docstring."""
-    checkpoints, dataset = load_checkpoints_on_one_dataset(paths, data, formats, item_map)
+    checkpoints, dataset = load_checkpoints_on_one_dataset(paths, data, formats, item_map,
+                                                          allow_other_data=allow_other_data)
     held_out = dataset.split(split)
     if held_out.n_transitions == 0:
         raise InputError(f"{dataset.path}: the {split} split has no events")

@@ -83,6 +83,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise InputError(f"{path}: is a folder, not a checkpoint file")
     if not path.is_file():
         raise InputError(f"{path}: no such checkpoint")
+    _verify_checksums(path)
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
             warnings.simplefilter("ignore")
@@ -115,6 +116,19 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     return Checkpoint(payload, path)
 
 
+def _verify_checksums(path: Path) -> None:
+    """Refuse an archive whose members fail their CRC-32: torch.load does not check them, so flipped bytes
+    inside the weights (or the resume state) would load as a silently different model."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return  # not a readable zip at all: torch.load says so below, in its words
+    if bad is not None:
+        raise InputError(f"{path}: damaged checkpoint: its member {bad} fails its checksum (the file was changed "
+                         "or corrupted after it was written)")
+
+
 def _shorten(text: str, limit: int = 120) -> str:
     """At most `limit` characters, cut at a word boundary with an ellipsis."""
     if len(text) <= limit:
@@ -136,11 +150,13 @@ def model_from_checkpoint(checkpoint: dict, device: torch.device | str = "cpu") 
     return model.to(device).eval()
 
 
-def dataset_for_checkpoint(checkpoint: dict, data: str | os.PathLike | None = None) -> PreparedDataset:
+def dataset_for_checkpoint(checkpoint: dict, data: str | os.PathLike | None = None, *,
+                           allow_other_data: bool = False) -> PreparedDataset:
     """The prepared dataset a checkpoint was trained on, fingerprint-checked.
 
     Without `data`, the recorded folder must exist and match the recorded fingerprint. With
-    `data`, a different fingerprint is allowed with a warning, if the item map is the same.
+    `data`, a different fingerprint is refused (its held-out split may overlap the model's training
+    data), unless `allow_other_data` and the item map is the same; then it is used with a warning.
     """
     recorded = checkpoint["data"]
     where = _where(checkpoint)
@@ -161,6 +177,11 @@ def dataset_for_checkpoint(checkpoint: dict, data: str | os.PathLike | None = No
                    f"another item map ({dataset.n_items} items, the checkpoint's {len(checkpoint['item_ids'])})")
             raise InputError(f"{where}: {{data}} {data} has {how}; cannot use it (prepare the data as the model's was)",
                              "data")
+        if not allow_other_data:
+            raise InputError(f"{where}: {{data}} {data} holds prepared data {dataset.fingerprint[:19]}, the checkpoint "
+                             f"was trained on {recorded['fingerprint'][:19]} ({recorded['path']}); its held-out split "
+                             "may overlap the model's training data; pass {allow_other_data} to use it anyway",
+                             "data", "allow_other_data")
         print(f"warning: data {data} has fingerprint {dataset.fingerprint[:19]}, the checkpoint was trained on "
               f"{recorded['fingerprint'][:19]} ({recorded['path']}); using it", file=sys.stderr)
     return dataset
@@ -184,7 +205,8 @@ def checkpoint_formats(paths, formats=None) -> list[str]:
 
 
 def load_checkpoints_on_one_dataset(paths, data: str | os.PathLike | None = None, formats=None,
-                                    item_map: str | os.PathLike | None = None) -> tuple[list[dict], PreparedDataset]:
+                                    item_map: str | os.PathLike | None = None, *,
+                                    allow_other_data: bool = False) -> tuple[list[dict], PreparedDataset]:
     """Several checkpoints that must share their prepared data (same fingerprint and item map), and that data.
 
     Checkpoints of other frameworks (`formats`, see :func:`checkpoint_formats`; RecBole, the official
@@ -200,7 +222,7 @@ def load_checkpoints_on_one_dataset(paths, data: str | os.PathLike | None = None
                 raise InputError(f"{first_path} was trained on {first['data']['path']} ({first['data']['fingerprint'][:19]}), "
                                  f"{path} on {checkpoint['data']['path']} ({checkpoint['data']['fingerprint'][:19]}): "
                                  "they must share one prepared dataset")
-        dataset = dataset_for_checkpoint(first, data)
+        dataset = dataset_for_checkpoint(first, data, allow_other_data=allow_other_data)
     elif data is None:
         from .foreign.adapter import FOREIGN
 

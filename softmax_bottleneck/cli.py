@@ -32,15 +32,17 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def run_main(body: Callable[[], int | None]) -> int:
-    """Run a CLI body; InputError becomes one stderr line and exit status 2."""
+def run_main(body: Callable[[], int | None], interrupted: Callable[[], str] | None = None) -> int:
+    """Run a CLI body; InputError becomes one stderr line and exit status 2. `interrupted()` says, after a
+    Ctrl-C, what was kept and how to go on."""
     try:
         status = body()
     except InputError as err:
         print(f"error: {err.render(flag)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\nerror: interrupted", file=sys.stderr)  # on its own line, not after a progress bar
+        hint = interrupted() if interrupted is not None else ""
+        print(f"\nerror: interrupted{'; ' + hint if hint else ''}", file=sys.stderr)  # not after a progress bar
         return 130
     except BrokenPipeError:  # `... | head -1`: the reader is gone; stop quietly as Unix tools do
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -181,13 +183,16 @@ def _nearest_existing(path):
     return path
 
 
-def check_output_file(path, flag: str) -> None:
-    """Refuse, before any work, an output file that could not be written at the end."""
+def check_output_file(path, flag: str, *, force: bool | None = None) -> None:
+    """Refuse, before any work, an output file that could not be written at the end; with `force` given
+    (a command's ``--force``), also one that exists unless it is True."""
     from pathlib import Path
 
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{flag} {path}: is a folder; give a file path")
+    if force is False and (path.exists() or path.is_symlink()):
+        raise InputError(f"{flag} {path}: exists; pass --force to replace it, or choose another file")
     _check_writable_parent(path, flag)
 
 
@@ -198,20 +203,22 @@ def check_output_dir(path, flag: str) -> None:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InputError(f"{flag} {path}: exists and is not a folder")
-    _check_writable_parent(path / "x", flag)
+    _check_writable_parent(path / "x", flag, shown=path)
 
 
-def _check_writable_parent(path, flag: str) -> None:
+def _check_writable_parent(path, flag: str, shown=None) -> None:
+    """`shown`: the path as the user typed it, for the message (default: `path`)."""
     import tempfile
 
+    shown = path if shown is None else shown
     existing = _nearest_existing(path.parent)
     if not existing.is_dir():
-        raise InputError(f"{flag} {path}: {existing} is a file, so the folder cannot be made")
+        raise InputError(f"{flag} {shown}: {existing} is a file, so the folder cannot be made")
     try:  # the only sure test: make (and at once remove) a file where the output will go
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as err:
-        raise InputError(f"{flag} {path}: cannot write in {existing} ({err.strerror or type(err).__name__})") from None
+        raise InputError(f"{flag} {shown}: cannot write in {existing} ({err.strerror or type(err).__name__})") from None
 
 
 def add_heldout_arguments(parser: argparse.ArgumentParser, threads: int | None = None) -> None:
@@ -228,6 +235,9 @@ def add_heldout_arguments(parser: argparse.ArgumentParser, threads: int | None =
     foreign.add_argument("--item-map", type=_path, metavar="FILE",
                          help="a RecBole model's item order: the .inter file it was trained on (default: the "
                               "data_path/dataset.inter its settings name), or a text file of its item tokens, one per line")
+    parser.add_argument("--allow-other-data", action="store_true",
+                        help="accept a --data whose content differs from the data the checkpoint was trained on (same "
+                             "item map); its held-out split may then overlap the model's training data")
     add_device_argument(parser)
     add_threads_argument(parser, default=threads)
 
@@ -259,7 +269,7 @@ CHECKPOINT_FORMATS = ("auto", "native", "recbole", "gru4rec-official")  # foreig
 
 def checkpoint_sources(args) -> dict:
     """The keyword arguments that tell the library how to read `args`' checkpoints (formats, item map)."""
-    return {"formats": args.checkpoint_format, "item_map": args.item_map}
+    return {"formats": args.checkpoint_format, "item_map": args.item_map, "allow_other_data": args.allow_other_data}
 
 
 DEFAULT_CUTOFFS = (1, 5, 10, 20)

@@ -35,7 +35,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--ties", default="conservative", choices=TIES)
     add_cutoffs_argument(parser)
     parser.add_argument("--batch-size", type=int, default=512, help="sessions evaluated in parallel")
-    parser.add_argument("--per-event", type=Path, help="write session, position, target, rank per event (CSV)")
+    parser.add_argument("--per-event", type=Path, help="write session, position, target, rank per event (CSV); "
+                        "an existing file is refused unless --force")
+    parser.add_argument("--force", action="store_true", help="replace an existing --per-event file")
     add_sample_arguments(parser)
     add_heldout_arguments(parser)
     return parser
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
         check_threads(args.threads)
         if args.per_event:
-            check_output_file(args.per_event, "--per-event")
+            check_output_file(args.per_event, "--per-event", force=args.force)
         from .atomic import atomic_path
         from .data import sample_sessions
         from .checkpoint import load_checkpoints_on_one_dataset, model_from_checkpoint

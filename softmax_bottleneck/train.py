@@ -126,7 +126,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {args.out} (epoch {checkpoint['best_epoch']} of {checkpoint['epoch']}, "
                   f"best valid {config.select_metric} {checkpoint['selection']['best_value']:.4f})")
 
-    return run_main(body)
+    def interrupted() -> str:
+        if args.out.is_file():
+            return (f"{args.out} holds the last finished epoch; rerun the same command with --resume to go on "
+                    "from there")
+        return f"no epoch finished, so nothing was written to {args.out}"
+
+    return run_main(body, interrupted)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .atomic import destination_lock
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ModelConfig, TrainConfig
 from .data import PreparedDataset, session_parallel_batches
@@ -219,8 +220,12 @@ def train(dataset: PreparedDataset, model_config: ModelConfig, config: TrainConf
     """
     # 65 lines, on purpose: the epoch loop with its checkpoint, selection and stop rules in one place,
     # in the order they apply after each epoch.
-    device = torch.device(device)
-    out = Path(out)
+    with destination_lock(out, "training run"):
+        return _train(dataset, model_config, config, Path(out), device=torch.device(device), resume=resume,
+                      progress=progress, log=log, on_epoch=on_epoch, tuning=tuning)
+
+
+def _train(dataset, model_config, config, out: Path, *, device, resume, progress, log, on_epoch, tuning) -> dict:
     model_config = dataclasses.replace(model_config, n_items=dataset.n_items)
     if config.select_cutoff > dataset.n_items:
         raise InputError(f"select_metric {config.select_metric}: K is larger than the catalogue "

@@ -57,13 +57,32 @@ def _bad_files(tmp_path, tiny_checkpoint):
     with open(tmp_path / "plain-pickle.pt", "wb") as handle:
         pickle.dump({"a": 1}, handle)
     (tmp_path / "folder.pt").mkdir()
+    (tmp_path / "flipped.pt").write_bytes(_flip_inside_largest_member(raw))
     return marker
+
+
+def _flip_inside_largest_member(raw: bytes, n_bytes: int = 64) -> bytes:
+    """The archive with `n_bytes` XOR-ed in the middle of its largest member's data (the weights): still a
+    valid zip and a valid pickle, so only the member's CRC-32 can tell."""
+    import io
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+        info = max(archive.infolist(), key=lambda i: i.file_size)
+    name_length, extra_length = struct.unpack("<HH", raw[info.header_offset + 26:info.header_offset + 30])
+    start = info.header_offset + 30 + name_length + extra_length + info.file_size // 2 - n_bytes // 2
+    damaged = bytearray(raw)
+    for offset in range(start, start + n_bytes):
+        damaged[offset] ^= 0x5A
+    return bytes(damaged)
 
 
 CASES = {"missing.pt": "no such checkpoint", "evil.pt": "refused to load: it asks to import", "truncated.pt": "truncated",
          "other.pt": "not a softmax-bottleneck checkpoint", "text.pt": "truncated or not a torch checkpoint",
          "plain-pickle.pt": "not a torch checkpoint", "short-text.pt": "truncated or not a torch checkpoint",
-         "pickle-header.pt": "truncated or not a torch checkpoint", "folder.pt": "is a folder, not a checkpoint file"}
+         "pickle-header.pt": "truncated or not a torch checkpoint", "folder.pt": "is a folder, not a checkpoint file",
+         "flipped.pt": "fails its checksum"}
 
 
 def test_long_messages_are_cut_at_a_word_not_inside_one():
@@ -89,6 +108,19 @@ def test_the_crafted_pickle_really_would_run_code(tmp_path, tiny_checkpoint):
     marker = _bad_files(tmp_path, tiny_checkpoint)
     torch.load(tmp_path / "evil.pt", weights_only=False)
     assert marker.exists()
+
+
+def test_a_killed_writers_temporary_is_removed_by_the_next_write(tmp_path, tiny_checkpoint):
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer runs
+    stale = tmp_path / f".model.pt.tmp-{dead.pid}-0123abcd.pt"
+    stale.write_bytes(b"")  # what SIGKILL during torch.save leaves
+    mine = tmp_path / f".model.pt.tmp-{os.getpid()}-0123abcd.pt"
+    mine.write_bytes(b"")  # a live writer's: kept
+    save_checkpoint(load_checkpoint(tiny_checkpoint), tmp_path / "model.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model.pt", mine.name])
 
 
 KILLED_WRITER = r"""

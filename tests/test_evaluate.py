@@ -55,7 +55,7 @@ def test_planted_ties_rank_exactly_by_the_tie_rule(tiny_checkpoint, tmp_path, ca
     assert pd.read_csv(tmp_path / "conservative.csv")["rank"].eq(n_items).all()
     assert pd.read_csv(tmp_path / "standard.csv")["rank"].eq(1).all()
     assert (runs["conservative"]["recall@20"], runs["conservative"]["mrr@20"], runs["conservative"]["recall@50"],
-            runs["conservative"]["mrr@50"]) == (0.0, 0.0, 1.0, 1 / 50)
+            runs["conservative"]["mrr@50"]) == pytest.approx((0.0, 0.0, 1.0, 1 / 50), rel=1e-12)  # a mean of 1/50s
     assert runs["standard"]["recall@1"] == runs["standard"]["mrr@20"] == runs["standard"]["ndcg@20"] == 1.0
     assert runs["standard"]["log_likelihood"] == pytest.approx(-np.log(n_items), rel=1e-6)
 
@@ -73,6 +73,19 @@ def test_per_event_output(tiny_checkpoint, tiny_synthetic, tmp_path, capsys):
     assert (frame["rank"] >= 1).all() and (frame["rank"] <= tiny_synthetic.n_items).all()
 
 
+def test_per_event_never_overwrites_a_file_unless_forced(tiny_checkpoint, tmp_path, capsys):
+    victim = tmp_path / "model.pt"
+    victim.write_bytes(tiny_checkpoint.read_bytes())
+    status, _, err = run_cli(main, ["--checkpoint", victim, "--per-event", victim, "--json"], capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and "exists; pass --force" in err
+    assert victim.read_bytes() == tiny_checkpoint.read_bytes()
+    status, _, err = run_cli(main, ["--checkpoint", victim, "--per-event", tmp_path / "r.csv", "--json"], capsys)
+    assert status == 0
+    status, _, err = run_cli(main, ["--checkpoint", victim, "--per-event", tmp_path / "r.csv", "--json", "--force"],
+                             capsys)
+    assert status == 0 and (tmp_path / "r.csv").read_text().startswith("session,")
+
+
 def test_changed_data_is_refused_and_data_overrides_with_a_warning(tiny_synthetic, tmp_path, capsys):
     data = tmp_path / "data"
     shutil.copytree(tiny_synthetic.path, data)
@@ -87,6 +100,9 @@ def test_changed_data_is_refused_and_data_overrides_with_a_warning(tiny_syntheti
     assert status == 2 and len(err.strip().splitlines()) == 1
     assert tiny_synthetic.fingerprint[:19] in err and changed.fingerprint[:19] in err
     status, out, err = run_cli(main, ["--checkpoint", checkpoint, "--data", data, "--json"], capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and "--allow-other-data" in err
+    assert "may overlap the model's training data" in err
+    status, out, err = run_cli(main, ["--checkpoint", checkpoint, "--data", data, "--json", "--allow-other-data"], capsys)
     assert status == 0 and err.startswith("warning:") and changed.fingerprint[:19] in err
     assert json.loads(out)["n_events"] == fewer.n_transitions
 

@@ -53,9 +53,12 @@ def test_true_log_prob_matrix_rank_is_near_n_items():
 
 
 def test_prepared_sessions_are_the_generated_sessions():
-    # 1-hour gap recovers the generated sessions exactly: nothing merged, split or filtered
+    # 1-hour gap recovers the generated sessions exactly: nothing merged, split or filtered; only the
+    # few sessions running across a split boundary are cut there (their pieces of one event dropped)
     dataset = prepare_synthetic(SMALL)
-    assert sum(dataset.splits[n].n_sessions for n in dataset.splits) == SMALL.n_sessions
+    moved = dataset.meta["split"]["events_moved_to_a_later_split"]
+    assert 0 < moved < 0.01 * sum(dataset.splits[n].n_events for n in dataset.splits)
+    assert SMALL.n_sessions <= sum(dataset.splits[n].n_sessions for n in dataset.splits) <= SMALL.n_sessions + moved
     assert [s["stage"] for s in dataset.meta["stages"]][:2] == ["loaded", "sessionised"]
     assert dataset.meta["stages"][1]["sessions"] == SMALL.n_sessions
     assert dataset.meta["prepare_config"]["remove_consecutive_duplicates"] is False

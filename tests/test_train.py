@@ -105,6 +105,33 @@ def test_existing_checkpoint_is_not_overwritten_without_resume(tmp_path, tiny_sy
     assert path.read_bytes() == tiny_checkpoint.read_bytes()
 
 
+def test_a_second_run_on_the_same_out_is_refused_while_the_first_holds_it(tmp_path, tiny_synthetic, capsys):
+    from softmax_bottleneck.atomic import destination_lock
+
+    path = tmp_path / "busy.pt"
+    with destination_lock(path):  # what a first `train --out busy.pt` holds until it ends
+        status, _, err = run_cli(main, ["--data", tiny_synthetic.path, "--out", path, *TINY_MODEL], capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and "another training run is writing it" in err
+    assert not path.exists()
+    status, _, err = run_cli(main, ["--data", tiny_synthetic.path, "--out", path, *TINY_MODEL, "--epochs", "1"], capsys)
+    assert status == 0 and path.exists()  # the lock ends with the run that held it
+
+
+def test_ctrl_c_says_how_to_go_on(tmp_path, tiny_synthetic, tiny_checkpoint, capsys, monkeypatch):
+    from softmax_bottleneck import training
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "train", interrupted)
+    status, _, err = run_cli(main, ["--data", tiny_synthetic.path, "--out", tmp_path / "new.pt", *TINY_MODEL], capsys)
+    assert status == 130 and "no epoch finished" in err
+    path = tmp_path / "old.pt"
+    path.write_bytes(tiny_checkpoint.read_bytes())
+    status, _, err = run_cli(main, ["--data", tiny_synthetic.path, "--out", path, *TINY_MODEL, "--resume"], capsys)
+    assert status == 130 and "--resume" in err and "holds the last finished epoch" in err
+
+
 def test_missing_data_folder(tmp_path, capsys):
     status, _, err = run_cli(main, ["--data", tmp_path / "nope", "--out", tmp_path / "x.pt"], capsys)
     assert status == 2 and "no such prepared dataset" in err
