@@ -23,6 +23,7 @@ rtol=None)`` accept a NumPy array (or a block source) and choose an engine;
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -32,6 +33,17 @@ from softmax_bottleneck.errors import InputError
 from .outputs import run_analysis
 
 ENGINES = ("auto", "factored", "direct", "gram")  # analysis.engines.ENGINES, named here without importing it
+
+
+def check_threshold(tol: float | None = None, rtol: float | None = None) -> None:
+    """A rank threshold that means something: `tol` a finite number ≥ 0, `rtol` in [0, 1) (at 1 or above
+    no singular value passes and every matrix has rank 0; a negative one counts every σ)."""
+    if tol is not None and rtol is not None:
+        raise InputError("give {tol} or {rtol}, not both", "tol", "rtol")
+    if tol is not None and not (math.isfinite(tol) and tol >= 0):
+        raise InputError(f"{{tol}} must be a finite number >= 0, got {tol}", "tol")
+    if rtol is not None and not (math.isfinite(rtol) and 0 <= rtol < 1):
+        raise InputError(f"{{rtol}} must be in [0, 1), got {rtol}", "rtol")
 
 
 # The rank-analysis contract (DESIGN.md): analysis.rank.singular_values and numerical_rank. They are
@@ -88,8 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def check() -> None:
-        if args.tol is not None and args.rtol is not None:
-            raise InputError("give --tol or --rtol, not both")
+        check_threshold(args.tol, args.rtol)
         if args.max_contexts is not None and args.max_contexts < 1:
             raise InputError(f"--max-contexts must be >= 1, got {args.max_contexts}")
         if args.block_size < 1:

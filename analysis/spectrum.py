@@ -63,8 +63,9 @@ class Spectrum:
 def rank_threshold(values: np.ndarray, shape: tuple[int, int], tol: float | None = None,
                    rtol: float | None = None) -> float:
     """The cut-off ``np.linalg.matrix_rank`` uses: `tol`, else σ_max·`rtol`, else σ_max·max(N, M)·eps."""
-    if tol is not None and rtol is not None:
-        raise ValueError("give tol or rtol, not both")
+    from .rank import check_threshold  # the flags' check, light enough for the command to run it first
+
+    check_threshold(tol, rtol)
     if tol is not None:
         return float(tol)
     if rtol is None:

@@ -8,6 +8,7 @@ inside checkpoints. ``HEADS`` names the output heads; their code is in :mod:`sof
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 
 HEADS = ("softmax", "mos", "sigsoftmax", "mol")
@@ -36,6 +37,22 @@ def variant_settings(variant: str) -> dict:
         raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
     head = variant.removesuffix(DECOUPLED)
     return {"head": head, "embedding": "separate" if variant != head else "constrained"}
+
+
+def check_finite(config) -> None:
+    """Every float field of a config dataclass must be a finite number: NaN passes most range checks
+    (every comparison with it is False) and inf trains for an epoch before it fails.
+
+    >>> check_finite(TrainConfig(lr=0.1))
+    >>> check_finite(TrainConfig(lr=float("inf")))
+    Traceback (most recent call last):
+    ...
+    ValueError: lr must be a finite number, got inf
+    """
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{field.name} must be a finite number, got {value}")
 
 
 IDENTITY = ("head", "variant", "hidden_dim", "n_experts")
@@ -79,6 +96,7 @@ class ModelConfig:
         "help": "MoL: the component dot products are of l2-normalised embeddings, divided by this", "metavar": "T"})
 
     def __post_init__(self):
+        check_finite(self)
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}")
         if self.n_experts is None:
@@ -140,6 +158,7 @@ class TrainConfig:
         "help": "stop after N epochs without a better validation metric (0: never)", "metavar": "N"})
 
     def __post_init__(self):
+        check_finite(self)
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -147,8 +166,8 @@ class TrainConfig:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.momentum < 0:
-            raise ValueError(f"momentum must be >= 0, got {self.momentum}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
         for name in ("n_sample", "sample_alpha", "logq"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -35,6 +35,7 @@ import math
 
 import numpy as np
 
+from .config import check_finite
 from .data.loaders import Interactions
 from .data.preprocess import PrepareConfig, prepare
 from .data.prepared import PreparedDataset
@@ -71,6 +72,7 @@ class SyntheticConfig:
     seed: int = dataclasses.field(default=0, metadata={"help": "seed of the world and the sample"})
 
     def __post_init__(self):
+        check_finite(self)
         if self.n_items < 3:
             raise ValueError(f"n_items must be >= 3, got {self.n_items}")
         if not 1 <= self.n_successors < self.n_items:

@@ -43,6 +43,7 @@ import contextlib
 import dataclasses
 import fcntl
 import json
+import math
 import os
 import socket
 import sys
@@ -488,7 +489,7 @@ def settings_from_args(args) -> TuneSettings:
                              ("--max-epochs", args.max_epochs, 1), ("--patience", args.patience, 0)):
         if value < low:
             raise InputError(f"{flag} must be >= {low}, got {value}")
-    if args.timeout is not None and args.timeout <= 0:
+    if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
         raise InputError(f"--timeout must be > 0, got {args.timeout}")
     if args.threads is not None and args.threads < 1:
         raise InputError(f"--threads must be >= 1, got {args.threads}")

@@ -48,3 +48,37 @@ def test_library_messages_do_not_name_flags():
     with _pytest.raises(InputError) as raised:
         sample_contexts(contexts, 9, seed=0)
     assert str(raised.value).startswith("max_contexts 9 is more than the 3 contexts") and "--" not in str(raised.value)
+
+
+BAD_FLOATS = {  # what got through before: a rank of 1,339 for a model capped at 66, rank 0, a world of NaNs
+    "rank --tol -1": ("analysis.rank", ["--checkpoint", "{ckpt}", "--tol", "-1"], "--tol must be a finite number >= 0"),
+    "rank --tol nan": ("analysis.rank", ["--checkpoint", "{ckpt}", "--tol", "nan"], "--tol must be a finite number"),
+    "rank --rtol inf": ("analysis.rank", ["--checkpoint", "{ckpt}", "--rtol", "inf"], "--rtol must be in [0, 1)"),
+    "rank --rtol 5": ("analysis.rank", ["--checkpoint", "{ckpt}", "--rtol", "5"], "--rtol must be in [0, 1)"),
+    "prepare --zipf-exponent nan": ("softmax_bottleneck.prepare", ["--synthetic", "--out", "{tmp}/w",
+                                                                   "--zipf-exponent", "nan"],
+                                    "--zipf-exponent must be a finite number, got nan"),
+    "train --lr inf": ("softmax_bottleneck.train", ["--data", "{data}", "--out", "{tmp}/m.pt", "--lr", "inf"],
+                       "--lr must be a finite number, got inf"),
+    "train --momentum 2": ("softmax_bottleneck.train", ["--data", "{data}", "--out", "{tmp}/m.pt", "--momentum", "2"],
+                           "--momentum must be in [0, 1), got 2.0"),
+    "train --dropout-hidden nan": ("softmax_bottleneck.train", ["--data", "{data}", "--out", "{tmp}/m.pt",
+                                                                "--dropout-hidden", "nan"], "must be a finite number"),
+    "compare --ci-level nan": ("analysis.compare", ["--checkpoint", "{ckpt}", "{ckpt}", "--ci-level", "nan"],
+                               "--ci-level must be between 0 and 1"),
+    "tune --timeout nan": ("softmax_bottleneck.tune", ["--data", "{data}", "--head", "softmax", "--n-trials", "1",
+                                                       "--timeout", "nan", "--out", "{tmp}/t"], "--timeout must be > 0"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FLOATS))
+def test_non_finite_and_out_of_range_floats_are_refused_before_any_work(case, tiny_checkpoint, tiny_synthetic,
+                                                                       tmp_path, capsys):
+    import importlib
+
+    module, argv, needle = BAD_FLOATS[case]
+    fill = {"{ckpt}": str(tiny_checkpoint), "{data}": str(tiny_synthetic.path), "{tmp}": str(tmp_path)}
+    argv = [fill.get(a, a.replace("{tmp}", str(tmp_path))) for a in argv]
+    status, out, err = run_cli(importlib.import_module(module).main, argv, capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
+    assert list(tmp_path.iterdir()) == []  # nothing written

@@ -27,6 +27,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..provenance import library_version
+from ..config import check_finite
 from ..errors import InputError
 from .loaders import Interactions
 from .prepared import FORMAT_NAME, FORMAT_VERSION, SPLITS, PreparedDataset, SessionSplit, content_fingerprint
@@ -56,6 +57,7 @@ class PrepareConfig:
         "help": "keep only events rated at least this (MovieLens/RecBole); default keeps all", "metavar": "R"})
 
     def __post_init__(self):
+        check_finite(self)
         if self.session_gap is not None and not self.session_gap > 0:
             raise ValueError(f"session_gap must be > 0 seconds or None, got {self.session_gap}")
         if self.min_item_support < 1:
