@@ -44,7 +44,7 @@ import json
 import sys
 from pathlib import Path
 
-from .cli import (ArgumentParser, InputError, add_config_arguments, add_device_argument, add_threads_argument,
+from .cli import (ArgumentParser, InputError, add_config_arguments, add_device_argument, add_threads_argument, flag,
                   check_output_file, check_threads, config_from_args, read_json_file, resolve_device, run_main, set_threads)
 from .config import ModelConfig, TrainConfig
 
@@ -91,7 +91,7 @@ def parse_args(argv: list[str] | None = None):
         try:
             values = load_config_file(args.config)
         except InputError as err:
-            parser.exit(2, f"error: {err}\n")
+            parser.exit(2, f"error: {err.render(flag)}\n")
         parser.set_defaults(**values)
         args = parser.parse_args(argv)
     return args

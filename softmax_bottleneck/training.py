@@ -228,8 +228,8 @@ def train(dataset: PreparedDataset, model_config: ModelConfig, config: TrainConf
 def _train(dataset, model_config, config, out: Path, *, device, resume, progress, log, on_epoch, tuning) -> dict:
     model_config = dataclasses.replace(model_config, n_items=dataset.n_items)
     if config.select_cutoff > dataset.n_items:
-        raise InputError(f"select_metric {config.select_metric}: K is larger than the catalogue "
-                         f"({dataset.n_items} items)")
+        raise InputError(f"{{select_metric}} {config.select_metric}: K is larger than the catalogue "
+                         f"({dataset.n_items} items)", "select_metric")
     model, optimizer, sampler, sampler_generator, log_support = build_training(dataset, model_config, config, device)
     history: list[dict] = []
     selection = _Selection(config.select_metric, config.patience)
@@ -299,7 +299,8 @@ def _resume(out: Path, model: GRU4Rec, optimizer, sampler_generator, dataset: Pr
         raise InputError(f"{out}: nothing to do: training stopped early at epoch {done} (patience "
                          f"{recorded['patience']}; best epoch {recorded['best_epoch']})")
     if config.epochs <= done:
-        raise InputError(f"{out}: nothing to do: it already holds {done} epochs and epochs is {config.epochs}")
+        raise InputError(f"{out}: nothing to do: it already holds {done} epochs and {{epochs}} is {config.epochs}; "
+                         "raise {epochs} to train on", "epochs")
     model.load_state_dict(checkpoint.get("last_state_dict") or checkpoint["state_dict"])
     optimizer.load_state_dict(checkpoint["optimizer"])
     _set_rng_state(checkpoint["rng"], sampler_generator)

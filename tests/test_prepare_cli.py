@@ -59,7 +59,7 @@ BAD = {
     "NaN timestamp": (["--input", "{tmp}/nan.tsv", "--format", "gru4rec"], "NaN"),
     "format mismatch": (["--input", "{tmp}/nan.tsv", "--format", "recbole"], "does not look like --format recbole"),
     "filters empty a split": (["--input", "{tmp}/ok.csv", "--format", "movielens", "--min-item-support", "1000"],
-                              "support filter"),
+                              "support filter (--min-item-support 1000, --min-session-length 2)"),
     "no source": ([], "--synthetic"),
     "bad config": (TINY_SYNTHETIC + ["--test-fraction", "0.7"], "--test-fraction must be"),
     "bad flag value": (["--synthetic", "--n-items", "many"], "invalid int value"),

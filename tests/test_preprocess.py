@@ -177,7 +177,7 @@ def test_empty_split_names_the_filter():
         prepare(interactions(rows), PrepareConfig(min_item_support=100))
     with pytest.raises(InputError, match="test split empty; raise test_fraction"):
         prepare(interactions(rows), PrepareConfig(min_item_support=1, test_fraction=0.05))
-    with pytest.raises(InputError, match=r"train split empty .*test_days=300: the last 300 days") as raised:
+    with pytest.raises(InputError, match=r"train split empty .*test_days 300: the last 300 days") as raised:
         prepare(interactions(rows), PrepareConfig(min_item_support=1, test_days=300))
     assert "test_fraction" not in str(raised.value)  # the rule in force, not the other one
 

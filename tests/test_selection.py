@@ -86,7 +86,7 @@ def test_resume_that_adds_no_epoch_is_refused_and_names_the_differing_setting(tm
     path.write_bytes(tiny_checkpoint.read_bytes())
     status, _, err = run_cli(main, ["--data", tiny_synthetic.path, "--out", path, *TINY_MODEL, "--epochs", "1",
                                     "--resume"], capsys)
-    assert status == 2 and "nothing to do" in err and "already holds 2 epochs" in err
+    assert status == 2 and "nothing to do" in err and "already holds 2 epochs and --epochs is" in err
     status, _, err = run_cli(main, ["--data", tiny_synthetic.path, "--out", path, *TINY_MODEL, "--epochs", "3",
                                     "--batch-size", "8", "--resume"], capsys)
     assert status == 2 and "batch_size 16 → 8" in err
@@ -113,6 +113,7 @@ def test_bad_config_file_one_line_exit_2(tmp_path, tiny_synthetic, capsys, conte
     status, _, err = run_cli(main, ["--data", tiny_synthetic.path, "--out", tmp_path / "x.pt", "--config",
                                     tmp_path / "bad.json"], capsys)
     assert status == 2 and len(err.strip().splitlines()) == 1 and needle in err
+    assert err.startswith(f"error: --config {tmp_path / 'bad.json'}")  # the flag the user typed, not a field
     assert not (tmp_path / "x.pt").exists()
 
 

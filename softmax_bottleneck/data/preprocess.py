@@ -141,8 +141,8 @@ def _split_labels(start: np.ndarray, order: np.ndarray, t_max: float, config: Pr
     # round half up: 10 % of 2,195 sessions is 220 test sessions (the reference protocol)
     n_test = int(np.floor(len(start) * config.test_fraction + 0.5))
     if n_test < 1:
-        raise InputError(f"test_fraction={config.test_fraction} of {len(start)} sessions leaves the test "
-                         "split empty; raise test_fraction")
+        raise InputError(f"{{test_fraction}} {config.test_fraction} of {len(start)} sessions leaves the test "
+                         "split empty; raise {test_fraction}", "test_fraction")
     labels[order[len(order) - 2 * n_test:]] = 1
     labels[order[len(order) - n_test:]] = 2
     return labels
@@ -233,8 +233,9 @@ def prepare(interactions: Interactions, config: PrepareConfig, *,
     user, item, timestamp, row, session = _take_(keep, columns)
     del columns
     if len(item) == 0:
-        raise InputError(f"the support filter (min_item_support={config.min_item_support}, min_session_length="
-                         f"{config.min_session_length}) removed every event; lower them")
+        raise InputError(f"the support filter ({{min_item_support}} {config.min_item_support}, {{min_session_length}} "
+                         f"{config.min_session_length}) removed every event; lower them",
+                         "min_item_support", "min_session_length")
     first = np.flatnonzero(np.r_[True, session[1:] != session[:-1]])
     del session
     lengths = np.diff(np.r_[first, len(item)])
@@ -245,10 +246,11 @@ def prepare(interactions: Interactions, config: PrepareConfig, *,
     labels = _split_labels(start, temporal, float(timestamp.max()), config)
     for code, name in enumerate(SPLITS):
         if not np.any(labels == code):
-            rule = (f"test_days={config.test_days}: the last {config.test_days:g} days are test and the "
+            rule = (f"{{test_days}} {config.test_days:g}: the last {config.test_days:g} days are test and the "
                     f"{config.test_days:g} before them valid" if config.test_days is not None
-                    else f"test_fraction={config.test_fraction}")
-            raise InputError(f"the temporal split leaves the {name} split empty ({len(first)} sessions; {rule})")
+                    else f"{{test_fraction}} {config.test_fraction}")
+            raise InputError(f"the temporal split leaves the {name} split empty ({len(first)} sessions; {rule})",
+                             "test_days", "test_fraction")
     pieces, boundaries, moved = cut_at_boundaries(labels, temporal, first, lengths, timestamp)
     del labels, temporal, start
     parts = {}
