@@ -1,4 +1,4 @@
-"""What a head cannot express vs what training did not learn: ``python -m analysis.capacity``.
+"""What a head cannot express, and what else a trained model misses: ``python -m analysis.capacity``.
 
 On the synthetic world the truth is known, so the gap of a trained model to the oracle splits in
 two. **Capacity**: the best head of the family (softmax, or MoS with K experts) at hidden size d,
@@ -17,12 +17,16 @@ softmax the MoS fit reached 0.014). (Adam, not L-BFGS: on 1,024 contexts × 500 
 3,000 Adam steps reached KL 0.0064 for MoS K=4 where 1,500 L-BFGS iterations stopped at 0.0217,
 and were level for softmax; see benchmarks/capacity_speed.py.) A fit finds a
 head, not the best one, so its KL is an **upper bound** on the family's best achievable KL.
-**Learning**: how much further a trained model (``--checkpoint``) falls on the same contexts.
+**Residual**: how much further a trained model (``--checkpoint``) falls on the same contexts. It is
+not all learning: it also holds what the GRU encoder cannot represent (the fit's states are free,
+a GRU's are a function of the prefix), finite data (the model saw samples, not the truth) and the
+sampled training loss. A checkpoint must belong to the fitted family (head, d, K, item bias, MoL's
+sizes): another family's gaps would compare it with a fit it is not part of, so it is refused.
 
 Per row (oracle | best-fit head | each checkpoint): KL(truth ‖ model); the expected Recall@K and
 MRR@K under the true distribution (the true probability mass of the model's top K, and the mass
 weighted by 1/rank); the numerical rank of its log-prob matrix. For a checkpoint: the capacity
-gap (the fit's KL) and the learning gap (its KL minus the fit's).
+gap (the fit's KL) and the residual gap (its KL minus the fit's).
 
 The world is first-order (the truth depends on the previous item only), so contexts with the same
 previous item share one fitted state: the best any head could do with a state per context.
@@ -31,6 +35,8 @@ Examples::
 
     python -m softmax_bottleneck.prepare --synthetic --low-rank 8 --sparse-weight 2 --out prepared/dial
     python -m analysis.capacity --data prepared/dial --head softmax --hidden-dim 8 --json
+    python -m softmax_bottleneck.train --data prepared/dial --head mos --n-experts 4 --hidden-dim 8 --epochs 3 \\
+        --out runs/mos-d8.pt
     python -m analysis.capacity --data prepared/dial --head mos --n-experts 4 --hidden-dim 8 \\
         --checkpoint runs/mos-d8.pt --out results/capacity
 """
@@ -41,7 +47,7 @@ import sys
 from pathlib import Path
 
 from softmax_bottleneck.cli import (ArgumentParser, add_cutoffs_argument, add_heldout_arguments, check_cutoffs,
-                                    checkpoint_sources, resolve_device)
+                                    checkpoint_sources, fields_as_flags, resolve_device)
 from softmax_bottleneck.config import HEADS, ModelConfig
 from softmax_bottleneck.errors import InputError
 
@@ -60,9 +66,9 @@ def print_summary(summary: dict) -> None:
     print(f"{summary['n_contexts']:,} {summary['split']} contexts ({summary['n_distinct_contexts']} distinct previous "
           f"items) × {summary['n_items']:,} items; the fit's KL is {UPPER_BOUND}")
     print(f"{'model':28s} {'KL(truth‖model)':>15s} {'E[recall@' + str(k) + ']':>15s} {'E[mrr@' + str(k) + ']':>12s} "
-          f"{'rank':>6s} {'capacity gap':>13s} {'learning gap':>13s}")
+          f"{'rank':>6s} {'capacity gap':>13s} {'residual gap':>13s}")
     for r in summary["rows"]:
-        gaps = (f"{r['capacity_gap']:13.4f} {r['learning_gap']:13.4f}" if "capacity_gap" in r else "")
+        gaps = (f"{r['capacity_gap']:13.4f} {r['residual_gap']:13.4f}" if "capacity_gap" in r else "")
         print(f"{r['model']:28s} {r['kl']:15.4f} {r[f'expected_recall@{k}']:15.4f} {r[f'expected_mrr@{k}']:12.4f} "
               f"{r['rank']:6d} {gaps}")
 
@@ -73,8 +79,12 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--hidden-dim", type=int, required=True, metavar="D", help="its size d")
     parser.add_argument("--n-experts", type=int, metavar="K", help="MoS experts (default 4; softmax: 1)")
     parser.add_argument("--no-item-bias", action="store_true", help="fit the head without an item bias")
+    mol = parser.add_argument_group("MoL's sizes (default: train's defaults)")
+    for name, kind in (("mol_context_components", int), ("mol_item_components", int), ("mol_dim", int),
+                       ("mol_temperature", float)):
+        mol.add_argument("--" + name.replace("_", "-"), type=kind, metavar="X")
     parser.add_argument("--checkpoint", type=Path, action="extend", nargs="+", default=[], metavar="CKPT",
-                        help="trained models to split into capacity and learning gaps (same data)")
+                        help="trained models to split into capacity and residual gaps (same data)")
     parser.add_argument("--max-contexts", type=int, default=1024, help="held-out contexts sampled (default: 1024)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the context sample and the fit's starts")
     parser.add_argument("--restarts", type=int, default=2, help="seeded starts of the fit; the best is kept (default: 2)")
@@ -94,10 +104,14 @@ def main(argv: list[str] | None = None) -> int:
             if value < least:
                 raise InputError(f"{flag} must be >= {least}, got {value}")
         try:
+            mol = {name: getattr(args, name) for name in ("mol_context_components", "mol_item_components", "mol_dim",
+                                                          "mol_temperature") if getattr(args, name) is not None}
+            if mol and args.head != "mol":
+                raise InputError(f"--{next(iter(mol)).replace('_', '-')} is for --head mol")
             config = ModelConfig(head=args.head, hidden_dim=args.hidden_dim, n_experts=args.n_experts,
-                                 item_bias=not args.no_item_bias)
+                                 item_bias=not args.no_item_bias, **mol)
         except ValueError as err:
-            raise InputError(str(err)) from None
+            raise InputError(fields_as_flags(str(err), list(mol) + ["n_experts", "hidden_dim"])) from None
         return config, check_cutoffs(args.k)
 
     def compute(checked: tuple[ModelConfig, tuple[int, ...]]) -> dict:

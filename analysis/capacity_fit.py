@@ -3,7 +3,7 @@
 :func:`fit_head` fits a head of a family and size, with a free state per context, to the true
 next-item distributions (:func:`truth_contexts`); :func:`capacity` puts the oracle, the fit and
 each checkpoint on the same contexts and splits each checkpoint's KL into a capacity gap and a
-learning gap; :func:`write_outputs` writes capacity.json, capacity.csv and capacity.png.
+residual gap; :func:`write_outputs` writes capacity.json, capacity.csv and capacity.png.
 The fit's KL is an upper bound on the family's best achievable KL (a fit, not a proof).
 """
 
@@ -33,6 +33,31 @@ from .logprobs import LogProbMatrix, collect_contexts, sample_contexts, sample_o
 from .outputs import write_files
 
 UPPER_BOUND = "an upper bound on the best KL this head family reaches at this size (a fit, not a proof)"
+
+
+FAMILY = ("head", "hidden_dim", "n_experts", "item_bias")  # what makes a head family and size, for every head
+MOL_FAMILY = ("mol_context_components", "mol_item_components", "mol_dim", "mol_temperature")  # and for MoL
+
+
+def family_fields(config) -> dict:
+    """The fields of a model config (dataclass or dict) that define the head family the fit explores."""
+    config = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
+    names = FAMILY + (MOL_FAMILY if config["head"] == "mol" else ())
+    return {name: config.get(name) for name in names}
+
+
+def family_config(model_config: dict) -> ModelConfig:
+    """The family a trained model belongs to, as a config to fit (its input embedding does not enter: states are free)."""
+    return ModelConfig(**family_fields(model_config))
+
+
+def check_family(config: ModelConfig, checkpoint: dict, path) -> None:
+    """A checkpoint's gaps are measured against the fit of its own family: refuse one outside it."""
+    wanted, got = family_fields(config), family_fields(checkpoint["model_config"])
+    differ = [f"{name} {got[name]} (the fit: {wanted[name]})" for name in wanted if got.get(name) != wanted[name]]
+    if differ:
+        raise InputError(f"{path}: not of the fitted head family ({'; '.join(differ)}); its capacity and residual "
+                         "gaps would compare it with another family's fit: fit its own, or leave it out")
 
 
 @dataclasses.dataclass
@@ -222,6 +247,8 @@ def capacity(config: ModelConfig, *, data: Path | None = None, checkpoints: list
         raise InputError("give {data} (a prepared synthetic world) or {checkpoint}", "data", "checkpoint")
     ks = check_cutoffs(ks, dataset.n_items)
     config = dataclasses.replace(config, n_items=dataset.n_items)
+    for path, checkpoint in zip(checkpoints, loaded):
+        check_family(config, checkpoint, path)
     contexts = truth_contexts(dataset, split, max_contexts, seed)
     softmax = None
     if config.head == "mos":  # a mixture's bound is never looser than the softmax's it contains (see fit_head)
@@ -238,7 +265,7 @@ def capacity(config: ModelConfig, *, data: Path | None = None, checkpoints: list
     for path, checkpoint, name in zip(checkpoints, loaded, labels):
         row = _checkpoint_row(path, checkpoint, name, dataset, split, contexts, ks, seed, device)
         best_kl = rows[1]["kl"]  # the fitted head's KL as every row's is measured (the fit's own differs in the last bits)
-        row["capacity_gap"], row["learning_gap"] = best_kl, row["kl"] - best_kl
+        row["capacity_gap"], row["residual_gap"] = best_kl, row["kl"] - best_kl
         rows.append(row)
     world = dataset.meta.get("source", {}).get("config", {})
     summary = {"library_version": library_version(), "threads": torch.get_num_threads(), "data": str(dataset.path),
@@ -255,7 +282,7 @@ def capacity(config: ModelConfig, *, data: Path | None = None, checkpoints: list
 
 def tidy(summary: dict) -> pd.DataFrame:
     """capacity.csv: one row per model × measure."""
-    measures = ["kl", "rank", "capacity_gap", "learning_gap"] + [f"expected_{m}@{k}" for m in ("recall", "mrr")
+    measures = ["kl", "rank", "capacity_gap", "residual_gap"] + [f"expected_{m}@{k}" for m in ("recall", "mrr")
                                                                   for k in summary["ks"]]
     return pd.DataFrame([{"model": r["model"], "kind": r["kind"], "measure": m, "value": r[m]}
                          for r in summary["rows"] for m in measures if m in r])
@@ -285,7 +312,7 @@ def sweep_rows(summaries: list[dict], k: int = 20) -> list[dict]:
                      "trained_kl_min": float(kls.min()) if len(kls) else None,
                      "trained_kl_max": float(kls.max()) if len(kls) else None,
                      f"trained_expected_recall@{k}_mean": float(recalls.mean()) if len(recalls) else None,
-                     "learning_gap_mean": float(kls.mean() - fit["kl"]) if len(kls) else None,
+                     "residual_gap_mean": float(kls.mean() - fit["kl"]) if len(kls) else None,
                      "fit_restarts": summary["fit"]["restarts"], "fit_steps": summary["fit"]["steps"]})
     return rows
 

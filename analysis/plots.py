@@ -430,7 +430,7 @@ def plot_unreachable_vs_dim(models, ax=None, *, experts: int | None = None, n_it
 
 def plot_capacity(rows, ax=None):
     """KL(truth ‖ model) per row of analysis.capacity: the oracle (0), the best-fit head, and each
-    trained model split into its capacity gap (the fit's KL) and its learning gap (the rest)."""
+    trained model split into its capacity gap (the fit's KL) and its residual gap (the rest)."""
     ax = axes_or_new(ax)
     labels = [r["model"] for r in rows]
     y = np.arange(len(rows))
@@ -439,7 +439,7 @@ def plot_capacity(rows, ax=None):
         if r["kind"] == "trained" and fit is not None:
             ax.barh(yi, min(fit, r["kl"]), color="C0", alpha=0.85, label="capacity gap (best-fit head's KL)"
                     if yi == next(i for i, q in enumerate(rows) if q["kind"] == "trained") else None)
-            ax.barh(yi, max(r["kl"] - fit, 0.0), left=fit, color="C1", alpha=0.85, label="learning gap"
+            ax.barh(yi, max(r["kl"] - fit, 0.0), left=fit, color="C1", alpha=0.85, label="residual gap"
                     if yi == next(i for i, q in enumerate(rows) if q["kind"] == "trained") else None)
         else:
             ax.barh(yi, r["kl"], color="0.45" if r["kind"] == "oracle" else "C0", alpha=0.85)
@@ -457,15 +457,15 @@ def plot_capacity_sweep(rows, ax=None, *, x: str = "hidden_dim", experts: int | 
     """KL(truth ‖ model) against d (``x="hidden_dim"``: softmax, and MoS with `experts` experts) or
     against K (``x="n_experts"``: MoS at `hidden_dim`), from analysis.capacity_fit.sweep_rows: the
     best-fit head (solid; its KL is the capacity gap, an upper bound) and the trained models (dashed,
-    mean over seeds, bars from the best to the worst seed); the band between them is the learning gap."""
+    mean over seeds, bars from the best to the worst seed); the band between them is the residual gap."""
     ax = axes_or_new(ax)
     if x == "hidden_dim":
         families = size_sweep_families(rows, experts)
-        xlabel, title = "hidden size d", "Capacity and learning gaps vs hidden size"
+        xlabel, title = "hidden size d", "Capacity and residual gaps vs hidden size"
     else:
         chosen = [r for r in rows if r["head"] == "mos" and r["hidden_dim"] == hidden_dim]
         families = [("mos", f"MoS d={hidden_dim}", sorted(chosen, key=lambda r: r[x]))] if chosen else []
-        xlabel, title = "experts K", f"Capacity and learning gaps vs experts (d = {hidden_dim})"
+        xlabel, title = "experts K", f"Capacity and residual gaps vs experts (d = {hidden_dim})"
     for name, label, chosen in families:
         style = _head_style(name)
         xs = [r[x] for r in chosen]
@@ -476,7 +476,7 @@ def plot_capacity_sweep(rows, ax=None, *, x: str = "hidden_dim", experts: int | 
         if trained:
             tx, mean, low, high = map(np.array, zip(*trained))
             ax.errorbar(tx, mean, yerr=[mean - low, high - mean], ls="--", lw=1.4, capsize=3, color=style["color"],
-                        marker=style["marker"], mfc="white", label=f"{label}: trained (learning gap above the fit)")
+                        marker=style["marker"], mfc="white", label=f"{label}: trained (residual gap above the fit)")
             ax.fill_between(tx, [f for xv, f in zip(xs, fit) if xv in set(tx)], mean, color=style["color"], alpha=0.12)
     if x == "hidden_dim":
         ax.set_xscale("log", base=2)

@@ -1,5 +1,5 @@
 """What the head cannot express vs what training did not learn: the best-fit head's KL to the truth
-(the capacity gap) and the trained models' (the learning gap above it), against d and against K.
+(the capacity gap) and the trained models' (the residual gap above it), against d and against K.
 Drawn on the synthetic world only: the fit needs a known truth."""
 
 from __future__ import annotations

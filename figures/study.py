@@ -269,9 +269,7 @@ def run_analyses(profile: Profile, results: Path, runs: list[Run], paths: list[P
         summaries = []
         set_threads(CAPACITY_THREADS)  # many small steps: one thread holds its speed beside other work
         for (variant, hidden_dim, n_experts), group in groups.items():
-            bias = load_checkpoint(group[0])["model_config"]["item_bias"]  # fit the family the models belong to
-            config = ModelConfig(**variant_settings(variant), hidden_dim=hidden_dim, n_experts=n_experts,
-                                 item_bias=bias)
+            config = capacity_fit.family_config(load_checkpoint(group[0])["model_config"])  # the models' own family
             summaries.append(capacity_fit.capacity(config, data=data, checkpoints=group, split=profile.split,
                                                    max_contexts=n_contexts, seed=0, restarts=profile.capacity_restarts,
                                                    steps=profile.capacity_steps, ks=(20,), device=device))

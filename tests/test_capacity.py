@@ -154,9 +154,17 @@ def test_cli_splits_a_trained_models_gap_and_writes_tidy_outputs(exact_softmax_w
     assert [r["kind"] for r in summary["rows"]] == ["oracle", "best fit", "trained"]
     assert oracle["kl"] == 0.0 and oracle["expected_recall@20"] >= fit["expected_recall@20"] - 1e-9
     assert trained["capacity_gap"] == fit["kl"]
-    assert trained["capacity_gap"] + trained["learning_gap"] == pytest.approx(trained["kl"], rel=1e-12)
+    assert trained["capacity_gap"] + trained["residual_gap"] == pytest.approx(trained["kl"], rel=1e-12)
     assert trained["kl"] > fit["kl"]  # one epoch of training does not reach the best head
     assert {p.name for p in (tmp_path / "cap").iterdir()} == {"capacity.json", "capacity.csv", "capacity.png"}
+    # a model outside the fitted family (softmax d = 8 against a softmax d = 2 fit, or a MoS fit) is refused
+    for family, needle in ((["--head", "softmax", "--hidden-dim", "2"], "hidden_dim 8 (the fit: 2)"),
+                           (["--head", "mos", "--hidden-dim", "8"], "head softmax (the fit: mos)"),
+                           (["--head", "softmax", "--hidden-dim", "8", "--no-item-bias"], "item_bias True (the fit: False)")):
+        status, out, err = run_cli(main, ["--data", exact_softmax_world, *family, "--checkpoint", checkpoint,
+                                          "--steps", "10", "--restarts", "1", "--out", tmp_path / "other"], capsys)
+        assert status == 2 and len(err.strip().splitlines()) == 1 and "not of the fitted head family" in err, err
+        assert needle in err and not (tmp_path / "other").exists()
 
 
 @pytest.mark.parametrize("argv, needle", [

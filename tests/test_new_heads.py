@@ -52,4 +52,4 @@ def test_capacity_fits_both_new_families(new_heads, capsys):
                                         "--checkpoint", str(new_heads / f"{head}.pt"), "--max-contexts", "128",
                                         "--restarts", "1", "--steps", "100"], capsys)
         oracle, fit, trained = summary["rows"]
-        assert fit["kind"] == "best fit" and fit["head"] == head and trained["learning_gap"] == trained["kl"] - fit["kl"]
+        assert fit["kind"] == "best fit" and fit["head"] == head and trained["residual_gap"] == trained["kl"] - fit["kl"]

@@ -128,7 +128,7 @@ def test_the_capacity_sweep_draws_each_familys_fit_below_its_trained_models():
     summaries += [summary("mos", 4, k, 0.5 / k, [1.0 / k]) for k in (1, 2)]
     summaries += [summary(v, d, 1, 0.7 / d, [1.9 / d]) for v in ("softmax-dd", "mol") for d in (2, 4)]
     rows = sweep_rows(summaries)
-    assert rows[0]["trained_kl_mean"] == 2.25 / 2 and rows[0]["learning_gap_mean"] == 2.25 / 2 - 0.5
+    assert rows[0]["trained_kl_mean"] == 2.25 / 2 and rows[0]["residual_gap_mean"] == 2.25 / 2 - 0.5
     ax = plots.plot_capacity_sweep(rows, x="hidden_dim", experts=4)
     fits = [line for line in ax.get_lines() if "best fit" in line.get_label()]
     assert [line.get_label() for line in fits] == ["softmax: best fit (capacity gap)", "MoS K=4: best fit (capacity gap)",
