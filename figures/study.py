@@ -99,6 +99,15 @@ def study_runs(profile: Profile) -> list[Run]:
     return runs
 
 
+def package_versions() -> dict:
+    """Python's and the libraries' versions that the numbers and pictures depend on (study.json)."""
+    import platform
+    from importlib.metadata import version
+
+    return {"python": platform.python_version(),
+            **{name: version(name) for name in ("torch", "numpy", "scipy", "pandas", "matplotlib", "optuna")}}
+
+
 def _digest(payload) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -174,12 +183,19 @@ def ensure_tuned(run: Run, profile: Profile, profile_name: str, dataset: Prepare
     return record, folder / "best.json"
 
 
+def training_key(dataset: PreparedDataset, model_config: ModelConfig, train_config: TrainConfig) -> str:
+    """Cache key of one trained model: its data, its settings, and the code that trains it (the library's
+    source hash), so that a change to the training code retrains instead of reusing an older model."""
+    return _digest([dataset.fingerprint, dataclasses.asdict(model_config), dataclasses.asdict(train_config),
+                    source_hash("softmax_bottleneck")])
+
+
 def ensure_checkpoint(run: Run, tuned: tuple[dict, Path], dataset: PreparedDataset, runs_dir: Path, device,
                       log: Callable[[str], None]) -> Path:
     """The run's checkpoint, trained (or resumed) with its tuned settings unless a finished one is there."""
     record, tuned_path = tuned
     model_config, train_config = run.configs(record, dataset)
-    key = _digest([dataset.fingerprint, dataclasses.asdict(model_config), dataclasses.asdict(train_config)])
+    key = training_key(dataset, model_config, train_config)
     path = runs_dir / f"{run.label.replace(' ', '_').replace('=', '')}-s{run.seed}-{key[:12]}.pt"
     resume = False
     if path.exists():
@@ -320,7 +336,8 @@ def run_study(profile: str | Profile, results: Path, data: Path | None = None, d
     paths = [ensure_checkpoint(r, tuned[r.slug], dataset, results / "runs", device, log) for r in runs]
     set_threads(None)  # the rank report, comparison and audit are large GEMMs and LAPACK calls: every core
     keys, timings = run_analyses(profile, results, runs, paths, dataset, device, log)
-    record = {"library_version": library_version(), "profile": profile_name, "settings": dataclasses.asdict(profile),
+    record = {"library_version": library_version(), "versions": package_versions(), "threads": 1,
+              "profile": profile_name, "settings": dataclasses.asdict(profile),
               "data": str(dataset.path), "fingerprint": dataset.fingerprint, "n_items": dataset.n_items,
               "runs": [{**dataclasses.asdict(r), "head": r.head, "label": r.label, "checkpoint": str(p),
                         "tuned": _tuned_summary(*tuned[r.slug])} for r, p in zip(runs, paths)],

@@ -107,6 +107,32 @@ def test_second_run_retrains_and_reanalyses_nothing(tiny_results, monkeypatch):
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
 
+def test_a_change_to_the_training_code_retrains_instead_of_reusing_a_model(tiny_results, tmp_path, monkeypatch):
+    """Checkpoints trained before MoL's temperature changed were reused by a study: the key holds the code."""
+    folder = _copy_results(tiny_results, tmp_path, "data", "runs", "tuned", "study.json")
+    real = study_module.source_hash
+
+    class Retrained(Exception):
+        pass
+
+    def train(*args, **kwargs):
+        raise Retrained
+
+    monkeypatch.setattr(study_module, "train", train)
+    monkeypatch.setattr(study_module, "source_hash", lambda *packages: "changed" + real(*packages))
+    with pytest.raises(Retrained):
+        run_study(TINY, folder, log=lambda message: None)
+
+
+def test_study_json_records_the_versions_the_numbers_depend_on(tiny_results):
+    from importlib.metadata import version
+
+    folder, _ = tiny_results
+    recorded = json.loads((folder / "study.json").read_text())["versions"]
+    assert recorded["torch"] == version("torch") and recorded["matplotlib"] == version("matplotlib")
+    assert {"python", "numpy", "pandas", "scipy", "optuna"} <= set(recorded)
+
+
 def test_changed_settings_retrain_only_what_changed(tiny_results, tmp_path, monkeypatch):
     folder = _copy_results(tiny_results, tmp_path, "data", "runs", "tuned", "study.json")
     monkeypatch.setattr(study_module, "run_analyses", lambda *a, **k: ({}, {}))  # training is what this test is about
