@@ -1,7 +1,7 @@
 """What a head cannot express, and what else a trained model misses: ``python -m analysis.capacity``.
 
 On the synthetic world the truth is known, so the gap of a trained model to the oracle splits in
-two. **Capacity**: the best head of the family (softmax, or MoS with K experts) at hidden size d,
+two. **Capacity**: the best head of the family (softmax, MoS with K experts, sigsoftmax or MoL) at size d,
 fitted to the true next-item distributions of the held-out contexts themselves — no GRU, no
 sampled data: every context gets a free state vector h, and the head's own parameters (item
 factors, bias; for MoS the prior and the projections) are free too. (A GRU's output lies in the

@@ -35,8 +35,27 @@ def read(folder: Path) -> tuple:
     if missing:
         raise InputError(f"{{out}} {folder}: no {', '.join(missing)}; run python -m softmax_bottleneck.tune --out "
                          f"{folder} first", "out")
-    return (pd.read_csv(folder / "trials.csv"), pd.read_csv(folder / "importance.csv"),
-            json.loads((folder / "best.json").read_text()))
+    columns = {"trials.csv": {"number", "state", "value"}, "importance.csv": {"parameter", "importance"}}
+    tables = {}
+    for name, needed in columns.items():
+        try:
+            tables[name] = pd.read_csv(folder / name)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+            raise InputError(f"{folder / name}: not a tuner's table ({type(err).__name__}: "
+                             f"{str(err).splitlines()[0] if str(err) else ''})") from None
+        lacking = needed - set(tables[name].columns)
+        if lacking:
+            raise InputError(f"{folder / name}: not a tuner's table (no column {', '.join(sorted(lacking))})")
+    if not pd.api.types.is_numeric_dtype(tables["trials.csv"]["value"]) or \
+            not pd.api.types.is_numeric_dtype(tables["importance.csv"]["importance"]):
+        raise InputError(f"{folder}: trials.csv's value and importance.csv's importance must be numbers")
+    try:
+        best = json.loads((folder / "best.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{folder / 'best.json'}: unreadable JSON ({err})") from None
+    if not isinstance(best, dict) or not isinstance(best.get("metric"), str):
+        raise InputError(f"{folder / 'best.json'}: not a tuner's best.json (no metric)")
+    return tables["trials.csv"], tables["importance.csv"], best
 
 
 def write_plots(folder: Path) -> list[str]:

@@ -90,13 +90,18 @@ def main(argv: list[str] | None = None) -> int:
         for flag, folder in (("--results", results), ("--out", out)):
             if folder.exists() and not folder.is_dir():
                 raise InputError(f"{flag} {folder}: exists and is not a folder")
-        if args.only and not (results / "study.json").is_file():
-            raise InputError(f"--only draws from a finished study, and {results.resolve()} holds none; run "
-                             "python -m figures without --only first, or pass --results to the study's folder")
-        from .study import run_study  # torch: imported once the flags are checked
+        if args.only:  # redraw from the finished study as it is: nothing is trained or analysed
+            if not (results / "study.json").is_file():
+                raise InputError(f"--only draws from a finished study, and {results.resolve()} holds none; run "
+                                 "python -m figures without --only first, or pass --results to the study's folder")
+            from .results import study
 
-        run_study(args.profile, results, args.data, device=resolve_device(args.device),
-                  committed_tuning=not args.retune)
+            study(results)
+        else:
+            from .study import run_study  # torch: imported once the flags are checked
+
+            run_study(args.profile, results, args.data, device=resolve_device(args.device),
+                      committed_tuning=not args.retune)
         written = draw(results, out, args.only)
         if args.json:
             print(json.dumps({"results": str(results.resolve()), "written": [str(p) for p in written]}))

@@ -17,7 +17,17 @@ def _need(path: Path) -> Path:
 
 
 def study(results_dir) -> dict:
-    return json.loads(_need(Path(results_dir) / "study.json").read_text())
+    """study.json, checked: a finished study records its profile's settings, its runs and its analyses."""
+    path = _need(Path(results_dir) / "study.json")
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: not a study record (unreadable JSON: {err}); run `python -m figures` again") from None
+    if not (isinstance(record, dict) and isinstance(record.get("runs"), list) and record["runs"]
+            and isinstance(record.get("analyses"), dict) and isinstance(record.get("settings"), dict)):
+        raise InputError(f"{path}: not the record of a finished study (no runs, settings or analyses); run "
+                         "`python -m figures` without --only")
+    return record
 
 
 def rank(results_dir) -> dict:

@@ -1,4 +1,5 @@
-"""Train GRU4Rec with a softmax or Mixture-of-Softmaxes head on a prepared dataset.
+"""Train GRU4Rec with any of its heads (softmax, MoS, sigsoftmax, MoL; softmax-dd is a softmax with a separate
+input embedding) on a prepared dataset.
 
 Examples::
 

@@ -175,11 +175,18 @@ def test_cli_bad_inputs(tmp_path, capsys):
     status, _, err = run_cli(main, ["--only", "spectra", "--results", tmp_path / "empty"], capsys)
     assert status == 2 and "holds none" in err and str((tmp_path / "empty").resolve()) in err
     assert not (tmp_path / "empty").exists()  # no study started
+    for content, needle in (("{}", "not the record of a finished study"), ("{garbage", "unreadable JSON"),
+                            ("[]", "not the record of a finished study")):
+        (tmp_path / "bad").mkdir(exist_ok=True)
+        (tmp_path / "bad" / "study.json").write_text(content)
+        status, _, err = run_cli(main, ["--only", "spectra", "--results", tmp_path / "bad"], capsys)
+        assert status == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
+        assert sorted(p.name for p in (tmp_path / "bad").iterdir()) == ["study.json"]  # nothing trained or drawn
 
 
 def test_cli_json_lists_the_files(tiny_results, tmp_path, capsys, monkeypatch):
     folder, _ = tiny_results
-    monkeypatch.setattr("figures.study.run_study", lambda *a, **k: None)  # the study is the fixture's
+    monkeypatch.setattr("figures.study.run_study", lambda *a, **k: pytest.fail("--only ran the study"))
     status, out, err = run_cli(main, ["--results", folder, "--out", tmp_path / "f", "--only", "spectra", "--json"],
                                capsys)
     assert status == 0, err

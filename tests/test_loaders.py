@@ -108,3 +108,12 @@ def test_a_compressed_file_says_to_decompress_it(tmp_path):
     path.write_bytes(gzip.compress(_movielens_csv(tmp_path).read_bytes()))
     with pytest.raises(InputError, match=r"is gzip-compressed; decompress it first \(gunzip ratings.csv.gz\)"):
         load_interactions(path, "movielens")
+
+
+def test_a_fifo_is_refused_instead_of_blocking_forever(tmp_path):
+    import os
+
+    fifo = tmp_path / "ratings.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="not a regular file"):
+        load_interactions(fifo, "movielens")

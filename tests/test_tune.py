@@ -182,6 +182,17 @@ def test_analysis_tuning_draws_the_history_and_the_importances(tmp_path, tiny_sy
     status, out, err = run_cli(plots_main, ["--out", tmp_path / "p"], capsys)
     assert status == 0, err
     assert (tmp_path / "p" / "history.png").stat().st_size > 0 and (tmp_path / "p" / "importance.png").stat().st_size > 0
+    import shutil
+
+    for name, content, needle in (("trials.csv", "a,b\n1,2\n", "no column number, state, value"),
+                                  ("trials.csv", '"\n', "not a tuner's table"),
+                                  ("importance.csv", "parameter,importance\nlr,high\n", "must be numbers"),
+                                  ("best.json", "{", "unreadable JSON"), ("best.json", "[1]", "no metric")):
+        broken = tmp_path / f"broken-{name}-{len(content)}"
+        shutil.copytree(tmp_path / "p", broken)
+        (broken / name).write_text(content)
+        status, _, err = run_cli(plots_main, ["--out", broken], capsys)
+        assert status == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
 
 
 def test_a_trial_that_ends_anyway_is_complete_not_pruned(tmp_path, tiny_synthetic, space, capsys, monkeypatch):

@@ -100,6 +100,8 @@ def _check_path(path: Path) -> None:
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, expected an interaction file")
+    if not path.is_file():  # a FIFO would block the first read forever, and the file is read more than once
+        raise InputError(f"{path}: not a regular file (a pipe or device); write the interactions to a file first")
     with open(path, "rb") as handle:
         magic = handle.read(6)
     for prefix, kind, tool in ((b"\x1f\x8b", "gzip", "gunzip"), (b"PK\x03\x04", "zip", "unzip"),
