@@ -277,19 +277,16 @@ def run_analyses(profile: Profile, results: Path, runs: list[Run], paths: list[P
 
     def capacity() -> None:
         from analysis import capacity_fit
-        from analysis.capacity import CAPACITY_THREADS
 
         groups: dict[tuple, list[Path]] = {}
         for run, path in zip(runs, paths):
             groups.setdefault((run.variant, run.hidden_dim, run.n_experts), []).append(path)
         summaries = []
-        set_threads(CAPACITY_THREADS)  # many small steps: one thread holds its speed beside other work
         for (variant, hidden_dim, n_experts), group in groups.items():
             config = capacity_fit.family_config(load_checkpoint(group[0])["model_config"])  # the models' own family
             summaries.append(capacity_fit.capacity(config, data=data, checkpoints=group, split=profile.split,
                                                    max_contexts=n_contexts, seed=0, restarts=profile.capacity_restarts,
                                                    steps=profile.capacity_steps, ks=(20,), device=device))
-        set_threads(None)
         capacity_fit.write_sweep(results / "capacity", summaries)
 
     keys = {
@@ -334,7 +331,7 @@ def run_study(profile: str | Profile, results: Path, data: Path | None = None, d
             tuned[run.slug] = ensure_tuned(run, profile, profile_name, dataset, results, device, log,
                                            committed_tuning)
     paths = [ensure_checkpoint(r, tuned[r.slug], dataset, results / "runs", device, log) for r in runs]
-    set_threads(None)  # the rank report, comparison and audit are large GEMMs and LAPACK calls: every core
+    set_threads(1)  # the analyses too: one thread holds its speed beside other work (cli.HELDOUT_THREADS)
     keys, timings = run_analyses(profile, results, runs, paths, dataset, device, log)
     record = {"library_version": library_version(), "versions": package_versions(), "threads": 1,
               "profile": profile_name, "settings": dataclasses.asdict(profile),

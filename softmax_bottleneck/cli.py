@@ -221,7 +221,13 @@ def _check_writable_parent(path, flag: str, shown=None) -> None:
         raise InputError(f"{flag} {shown}: cannot write in {existing} ({err.strerror or type(err).__name__})") from None
 
 
-def add_heldout_arguments(parser: argparse.ArgumentParser, threads: int | None = None) -> None:
+# Evaluation and the analyses default to one thread, as training does: on ML-100K, evaluate ran 2.2–4.0k
+# events/s on all (two) cores beside one busy process against 12.7k on one, and beside two busy processes
+# 23–31k on one against 16–20k on two (README, "Threads and reproducibility"). --threads 2 on an idle machine.
+HELDOUT_THREADS = 1
+
+
+def add_heldout_arguments(parser: argparse.ArgumentParser, threads: int | None = HELDOUT_THREADS) -> None:
     """--data, --split, --json, --device and --threads (default `threads`, None: all cores): what every
     tool reading held-out data takes."""
     parser.add_argument("--data", type=_path, help="prepared dataset (default: the one the checkpoint records; "

@@ -81,3 +81,12 @@ def new_heads(twins):
     for head in ("sigsoftmax", "mol"):
         assert train_main(common + ["--out", str(twins / f"{head}.pt"), "--head", head]) == 0
     return twins
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tests that call the library directly run on one thread, as every command does by default: the suite
+    then keeps its pace beside other work (on all cores it took 53 minutes under a load of 5–9)."""
+    import torch
+
+    torch.set_num_threads(1)
