@@ -2,8 +2,11 @@
 
 Top-1 verdicts for a softmax head come from :mod:`analysis.argmax` (a witness state in the box
 of GRU outputs, or a certificate that no state there ranks the item first). "Reachable" means
-reachable somewhere in the box; whether the trained GRU ever produces such a state is what the
-empirical audit measures: for every held-out context, which items are in the top k (``--k``,
+reachable somewhere in the box, which is necessary, not sufficient: an item is rankable first by
+the trained model *only if* it is reachable in the box. The count is split by witness: a held-out
+context (a state the trained GRU did produce) or a box state only (a corner, a random or searched
+state, an LP point: no session may ever reach it). Whether the GRU produces such states is what
+the empirical audit measures: for every held-out context, which items are in the top k (``--k``,
 default 1 5 10 20; ties conservative, an item tied at the boundary is out).
 
 Mixture of softmaxes. A mixture can rank first an item that no expert ranks first (see the
@@ -35,10 +38,12 @@ def print_summary(summary: dict) -> None:
     ks = summary["ks"]
     print(f"{summary['n_items']:,} items, {summary['n_contexts']:,} {summary['split']} contexts, "
           f"{summary['n_random']:,} random box states")
-    print(f"{'model':18s} {'reachable':>9s} {'unreach.':>8s} {'tie':>4s} {'undecided':>9s} {'in top-10% supp.':>16s}  "
-          + "  ".join(f"{'cov@' + str(k):>7s}" for k in ks) + "   LP items  time")
+    print(f"{'model':18s} {'reachable (context/box only)':>28s} {'unreach.':>8s} {'tie':>4s} {'undecided':>9s} "
+          f"{'in top-10% supp.':>16s}  " + "  ".join(f"{'cov@' + str(k):>7s}" for k in ks) + "   LP items  time")
     for m in summary["models"]:
-        print(f"{m['label']:18s} {m.get('reachable', 0):9d} {m.get('unreachable', 0):8d} {m.get('tie', 0):4d} {m.get('undecided', 0):9d} "
+        reachable = (f"{m.get('reachable', 0)} ({m['reachable_by_a_held_out_context']}/"
+                     f"{m['reachable_by_a_box_state_only']})")
+        print(f"{m['label']:18s} {reachable:>28s} {m.get('unreachable', 0):8d} {m.get('tie', 0):4d} {m.get('undecided', 0):9d} "
               f"{m['unreachable_in_top_decile_support']:16d}  " + "  ".join(f"{m['coverage'][str(k)]:7.3f}" for k in ks)
               + (f"   {m['lp_items']:8d}" if m["certificate"] else f"   {'-':>8s}")
               + f"  {(m['certificate_seconds'] or 0) + m['scan_seconds']:.1f} s")

@@ -119,6 +119,10 @@ def _model_summary(label, path, config, frame, frequent, hits, ks, reach, scan_s
         "n_items": len(frame), **{k: int(v) for k, v in frame["status"].value_counts().items()},
         "methods": {f"{s}:{m}" if m else s: int(n) for (s, m), n in frame.groupby(["status", "method"]).size().items()},
         "unreachable_items": int(len(unreachable)),
+        # a held-out context is a state the trained GRU produced; a box corner, a random or searched state or an
+        # LP point is a state of the box that no session may ever reach: "reachable" then says only "not excluded"
+        "reachable_by_a_held_out_context": int(((frame["status"] == "reachable") & (frame["method"] == "context")).sum()),
+        "reachable_by_a_box_state_only": int(((frame["status"] == "reachable") & (frame["method"] != "context")).sum()),
         "unreachable_in_top_decile_support": int(frequent[unreachable["item_index"]].sum()),
         "unreachable_support_median": float(unreachable["support"].median()) if len(unreachable) else None,
         "most_frequent_unreachable": [{"item": str(r.item), "support": int(r.support), "support_rank": int(r.support_rank)}

@@ -227,6 +227,11 @@ def test_cli_audits_softmax_and_mos_on_the_same_contexts(twins, tmp_path, capsys
         assert (part["hits@1"] <= part["hits@5"]).all() and (part["hits@10"] <= part["hits@20"]).all()
         assert (part["hits@1"].sum()) <= summary["n_contexts"]  # at most one strict winner per context
         assert (part.loc[part["status"] == "unreachable", "hits@1"] == 0).all()
+        # the reachable count splits by witness: a state the GRU produced, or a box state only
+        reachable = part[part["status"] == "reachable"]
+        assert model["reachable_by_a_held_out_context"] == (reachable["method"] == "context").sum()
+        assert model["reachable_by_a_held_out_context"] + model["reachable_by_a_box_state_only"] == len(reachable)
+        assert model["reachable_by_a_held_out_context"] >= (part["hits@1"] > 0).sum()
     # d = 4 with 80 items: the softmax cannot rank every item first
     assert summary["models"][0].get("unreachable", 0) + summary["models"][0].get("tie", 0) > 0
 
