@@ -6,20 +6,17 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from softmax_bottleneck.atomic import atomic_path
+from softmax_bottleneck.atomic import write_all_or_nothing
 from softmax_bottleneck.cli import check_output_dir, check_threads, run_main, set_threads
 from softmax_bottleneck.errors import InputError
 
 
 def write_files(out: Path, writers: dict[str, Callable[[Path], object]]) -> None:
-    """Create `out` if needed; for each name, write to a temporary sibling and rename it into place."""
+    """Create `out` if needed and write every named file into it, all or none (atomic.write_all_or_nothing)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"{{out}} {out}: exists and is not a folder", "out")
-    out.mkdir(parents=True, exist_ok=True)
-    for name, write in writers.items():
-        with atomic_path(out / name) as tmp:
-            write(tmp)
+    write_all_or_nothing(out, writers)
 
 
 def run_analysis(args, check: Callable[[], object], compute: Callable[[object], object], *,

@@ -36,15 +36,53 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
-    # the suffix stays last, so writers that infer a format from it (savefig, to_csv) still do
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
+    tmp = temporary_beside(path)
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:
+        raise _naming(err, tmp, path) from None
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _naming(err: OSError, tmp: Path | None, path: Path) -> OSError:
+    """The same error, naming the destination the user asked for instead of our temporary."""
+    if err.filename in (None, str(tmp)) or (tmp is not None and str(tmp.name) in str(err.filename)):
+        return type(err)(err.errno, err.strerror or str(err), str(path))
+    return err
+
+
+def temporary_beside(path: Path) -> Path:
+    """A fresh temporary name beside `path` (a killed writer's old ones are removed first); the suffix stays
+    last, so writers that infer a format from it (savefig, to_csv) still do."""
+    remove_stale_temporaries(path)
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
+
+
+def write_all_or_nothing(folder: str | os.PathLike, writers: dict) -> None:
+    """Write every file of `writers` ({name: write(path)}) into `folder`, all of them or none: each is written
+    to a temporary beside its destination first, and only when every one is whole are they renamed into place
+    (renames need no space). A failure (a full disk) removes the temporaries and leaves the folder's earlier
+    files as they were, so a rerun never mixes a new rank.json with an old spectrum.csv. Files of `folder`
+    that `writers` does not name are left alone."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    staged: dict[Path, Path] = {}
+    try:
+        for name, write in writers.items():
+            staged[folder / name] = temporary_beside(folder / name)
+            write(staged[folder / name])
+    except BaseException as err:
+        for tmp in staged.values():
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        if isinstance(err, OSError):
+            raise _naming(err, *next(((tmp, path) for path, tmp in reversed(staged.items())), (None, folder))) from None
+        raise
+    for path, tmp in staged.items():
+        os.replace(tmp, path)
 
 
 def remove_stale_temporaries(path: Path) -> None:

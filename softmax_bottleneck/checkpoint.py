@@ -12,6 +12,7 @@ or would run code when unpickled is refused with one line (InputError), never ex
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import re
@@ -58,8 +59,10 @@ def save_checkpoint(payload: dict, path: str | os.PathLike) -> Path:
     path = Path(path)
     payload = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "versions": versions(), **payload}
     _check_plain(payload)
+    buffer = io.BytesIO()  # torch's writer turns a full disk into an opaque RuntimeError; a plain write says ENOSPC
+    torch.save(payload, buffer)
     with atomic_open(path) as handle:
-        torch.save(payload, handle)
+        handle.write(buffer.getbuffer())
     return path
 
 

@@ -40,14 +40,19 @@ def run_main(body: Callable[[], int | None], interrupted: Callable[[], str] | No
     except InputError as err:
         print(f"error: {err.render(flag)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        hint = interrupted() if interrupted is not None else ""
-        print(f"\nerror: interrupted{'; ' + hint if hint else ''}", file=sys.stderr)  # not after a progress bar
-        return 130
     except BrokenPipeError:  # `... | head -1`: the reader is gone; stop quietly as Unix tools do
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+    except OSError as err:  # the disk is full, a folder went read-only, …: what was there before is kept
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"error: {where}{err.strerror or err} (writes are atomic: no half-written file was left, and "
+              "earlier results are as they were)", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        hint = interrupted() if interrupted is not None else ""
+        print(f"\nerror: interrupted{'; ' + hint if hint else ''}", file=sys.stderr)  # not after a progress bar
+        return 130
     return 0 if status is None else status
 
 

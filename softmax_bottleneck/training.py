@@ -225,12 +225,25 @@ def train(dataset: PreparedDataset, model_config: ModelConfig, config: TrainConf
                       progress=progress, log=log, on_epoch=on_epoch, tuning=tuning)
 
 
+def _check_room(out: Path, model: GRU4Rec) -> None:
+    """Refuse before the first epoch a destination whose disk cannot hold a checkpoint: the weights of the
+    best and the last epoch and the optimizer's state, about four times the parameters' bytes."""
+    import shutil
+
+    needed = 4 * sum(p.numel() * p.element_size() for p in model.parameters())
+    free = shutil.disk_usage(out.parent if out.parent.exists() else Path.cwd()).free
+    if free < needed:
+        raise InputError(f"{out}: its disk has {free / 2**20:.1f} MiB free and a checkpoint of this model needs about "
+                         f"{needed / 2**20:.1f} MiB; free some space or choose another {{out}}", "out")
+
+
 def _train(dataset, model_config, config, out: Path, *, device, resume, progress, log, on_epoch, tuning) -> dict:
     model_config = dataclasses.replace(model_config, n_items=dataset.n_items)
     if config.select_cutoff > dataset.n_items:
         raise InputError(f"{{select_metric}} {config.select_metric}: K is larger than the catalogue "
                          f"({dataset.n_items} items)", "select_metric")
     model, optimizer, sampler, sampler_generator, log_support = build_training(dataset, model_config, config, device)
+    _check_room(out, model)
     history: list[dict] = []
     selection = _Selection(config.select_metric, config.patience)
     start_epoch = 0
