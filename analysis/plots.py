@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -128,12 +129,14 @@ def metric_bars_figure(table):
     return figure
 
 
-def gain_limit(cells, min_events: int = 30) -> float:
-    """The colour scale's half-width ±limit of the heatmaps: the largest |relative gain| of any cell
-    with enough events (give every heatmap of one comparison the same, so colours compare)."""
+def gain_limit(cells, min_events: int = 30, quantile: float = 0.9) -> float:
+    """The colour scale's half-width ±limit of the heatmaps: the `quantile` of |relative gain| over the cells
+    with enough events (give every heatmap of one comparison the same, so colours compare). Not the largest:
+    a few +200 % cells of rare items would wash every other cell out; cells beyond it saturate, and their
+    printed value stays exact."""
     shown = cells[(cells["n_events"] >= min_events)]["relative_gain"].astype(float).abs()
     shown = shown[np.isfinite(shown)]
-    return float(shown.max()) if len(shown) and shown.max() > 0 else 1.0
+    return float(np.quantile(shown, quantile)) if len(shown) and shown.max() > 0 else 1.0
 
 
 def plot_gain_heatmap(cells, ax=None, *, min_events: int = 30, title: str = "", limit: float | None = None):
@@ -164,7 +167,8 @@ def plot_gain_heatmap(cells, ax=None, *, min_events: int = 30, title: str = "", 
     ax.set_ylabel("target item's training support (quantile bins)")
     ax.set_xlabel("context diversity 1 − cos(previous, target) (quantile bins)")
     ax.set_title(title, fontsize=9)
-    ax.figure.colorbar(image, ax=ax, label="relative gain vs baseline")
+    ax.figure.colorbar(image, ax=ax, label="relative gain vs baseline", extend="both",
+                       format=matplotlib.ticker.PercentFormatter(xmax=1.0, decimals=0))  # in %, as the cells
     return ax
 
 
@@ -275,11 +279,16 @@ def plot_rank_vs_dim(models, ax=None, *, experts: int | None = None, truth_rank:
     """Numerical rank against hidden size d, one line per head variant (MoS: with `experts` experts):
     the softmax next to its cap d+2 (d+1 without bias); the truth's rank and min(N, items) as horizontals."""
     ax = axes_or_new(ax)
-    for name, label, rows in size_sweep_families(models, experts):
-        ax.plot([m["hidden_dim"] for m in rows], [m["rank"] for m in rows], label=label, lw=1.8, **_head_style(name))
-        if name == "softmax":
-            ax.plot([m["hidden_dim"] for m in rows], [m["rank_cap"] for m in rows], ls="--", color="C0", lw=1,
+    families = size_sweep_families(models, experts)
+    for i, (name, label, rows) in enumerate(families):
+        if name == "softmax":  # a wide pale band under the lines: visible where softmax (and softmax-dd) sit on it
+            ax.plot([m["hidden_dim"] for m in rows], [m["rank_cap"] for m in rows], color="C0", lw=7, alpha=0.2,
+                    solid_capstyle="butt", zorder=1,
                     label="softmax cap d+2" if rows[0]["rank_cap"] == rows[0]["hidden_dim"] + 2 else "softmax cap")
+        shift = 1.06 ** (i - (len(families) - 1) / 2)  # each variant a little apart, so equal ranks stay visible
+        style = _head_style(name)
+        ax.plot([m["hidden_dim"] * shift for m in rows], [m["rank"] for m in rows], label=label, lw=1.6, zorder=3,
+                mfc="white" if i % 2 else style["color"], **style)
     _rank_references(ax, truth_rank, ceiling)
     finish(ax, "hidden size d", "numerical rank of the log-prob matrix", "Rank vs hidden size", legend_size=7)
     return ax
@@ -322,38 +331,52 @@ def _side_legend(matrices) -> dict:
     return {"legend_size": 7, "ncol": 1 + len(matrices) // 14, "loc": "upper left", "bbox_to_anchor": (1.01, 1.0)}
 
 
-def plot_rank_vs_contexts(matrices, ax=None):
-    """Rank of the first N contexts' rows as N grows, one line per matrix; N itself as the diagonal."""
+def _legend_settings(matrices, legend: str) -> dict:
+    return _side_legend(matrices) if legend == "side" else {"legend_size": 7, "loc": "lower right"}
+
+
+def _line_label(m, short: bool) -> str:
+    """A matrix's legend entry: its label, or in a panel of one head only its size ("d=8", "truth")."""
+    if not short or m["label"] == "truth" or not m.get("hidden_dim"):
+        return m["label"]
+    return f"d={m['hidden_dim']}" + (f" K={m['n_experts']}" if m.get("head") == "mos" else "")
+
+
+def plot_rank_vs_contexts(matrices, ax=None, *, title: str = "Rank vs number of contexts", legend: str = "side",
+                          short_labels: bool = False):
+    """Rank of the first N contexts' rows as N grows, one line per matrix; N itself as the diagonal.
+    `legend`: "side" (beside the axes, for many lines) or "inside" (a panel of one head's sizes)."""
     ax = axes_or_new(ax)
     smallest, largest = np.inf, 1
     for m, color in zip(matrices, _matrix_colors(matrices)):
         ns, ranks = [r["n"] for r in m["rank_vs_n"]], [r["rank"] for r in m["rank_vs_n"]]
         smallest, largest = min(smallest, min(ns)), max(largest, max(ns))
-        ax.plot(ns, ranks, label=m["label"], lw=1.6, marker=".", color=color,
+        ax.plot(ns, ranks, label=_line_label(m, short_labels), lw=1.6, marker=".", color=color,
                 ls="--" if m["label"] == "truth" else "-")
     ax.plot([smallest, largest], [smallest, largest], color="0.6", lw=0.8, ls=":", label="rank = N")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log", base=2)
-    finish(ax, "held-out contexts N", "numerical rank", "Rank vs number of contexts", **_side_legend(matrices))
+    finish(ax, "held-out contexts N", "numerical rank", title, **_legend_settings(matrices, legend))
     return ax
 
 
-def plot_rank_vs_threshold(matrices, ax=None):
+def plot_rank_vs_threshold(matrices, ax=None, *, title: str = "Rank vs threshold", legend: str = "side",
+                           short_labels: bool = False):
     """Rank at relative thresholds σ/σ_max = 1e-1 … 1e-14, one line per matrix; each matrix's default
     threshold (σ_max·max(N, M)·eps) as a marker."""
     ax = axes_or_new(ax)
     for m, color in zip(matrices, _matrix_colors(matrices)):
         rtols = sorted((float(r) for r in m["sweep"]), reverse=True)
         ranks = [m["sweep"][f"{r:.0e}"] for r in rtols]
-        (line,) = ax.plot(rtols, ranks, label=m["label"], lw=1.4, color=color,
+        (line,) = ax.plot(rtols, ranks, label=_line_label(m, short_labels), lw=1.4, color=color,
                           ls="--" if m["label"] == "truth" else "-")
         if m.get("sigma_max"):
             ax.plot([m["threshold"] / m["sigma_max"]], [m["rank"]], marker="o", color=line.get_color(), ms=5)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.invert_xaxis()
-    finish(ax, "relative threshold σ / σ_max (dots: the default, σ_max·max(N, M)·eps)",
-            "singular values above it", "Rank vs threshold", **_side_legend(matrices))
+    finish(ax, "relative threshold σ / σ_max (dots: the default)", "singular values above it", title,
+           **_legend_settings(matrices, legend))
     return ax
 
 
@@ -466,11 +489,15 @@ def plot_capacity_sweep(rows, ax=None, *, x: str = "hidden_dim", experts: int | 
         chosen = [r for r in rows if r["head"] == "mos" and r["hidden_dim"] == hidden_dim]
         families = [("mos", f"MoS d={hidden_dim}", sorted(chosen, key=lambda r: r[x]))] if chosen else []
         xlabel, title = "experts K", f"Capacity and residual gaps vs experts (d = {hidden_dim})"
+    from matplotlib.lines import Line2D
+
+    handles = []
     for name, label, chosen in families:
         style = _head_style(name)
         xs = [r[x] for r in chosen]
         fit = [r["fit_kl"] for r in chosen]
-        ax.plot(xs, fit, lw=1.8, label=f"{label}: best fit (capacity gap)", **style)
+        ax.plot(xs, fit, lw=1.8, label=f"{label}: best fit (capacity gap)", **style)  # labels for readers of
+        # the axes; the legend below is built from `handles`
         trained = [(r[x], r["trained_kl_mean"], r["trained_kl_min"], r["trained_kl_max"]) for r in chosen
                    if r["trained_kl_mean"] is not None]
         if trained:
@@ -478,11 +505,17 @@ def plot_capacity_sweep(rows, ax=None, *, x: str = "hidden_dim", experts: int | 
             ax.errorbar(tx, mean, yerr=[mean - low, high - mean], ls="--", lw=1.4, capsize=3, color=style["color"],
                         marker=style["marker"], mfc="white", label=f"{label}: trained (residual gap above the fit)")
             ax.fill_between(tx, [f for xv, f in zip(xs, fit) if xv in set(tx)], mean, color=style["color"], alpha=0.12)
+        handles.append(Line2D([], [], lw=1.8, label=label, **style))
+    # the legend below the axes, never over a curve: one entry per head, and what solid and dashed mean
+    handles += [Line2D([], [], color="0.3", lw=1.8, label="solid: best fit (capacity gap)"),
+                Line2D([], [], color="0.3", lw=1.4, ls="--", marker="o", mfc="white",
+                       label="dashed: trained (residual gap above the fit)")]
     if x == "hidden_dim":
         ax.set_xscale("log", base=2)
     ticks = sorted({r[x] for _, _, chosen in families for r in chosen})
     ax.set_xticks(ticks, [str(v) for v in ticks])
     ax.set_ylim(bottom=0)
-    finish(ax, xlabel, "KL(truth ‖ model), nats", title, legend_size=7)
+    finish(ax, xlabel, "KL(truth ‖ model), nats", title, legend_size=7, handles=handles, loc="upper center",
+           bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
     return ax
 

@@ -46,9 +46,10 @@ def read(folder: Path) -> tuple:
         lacking = needed - set(tables[name].columns)
         if lacking:
             raise InputError(f"{folder / name}: not a tuner's table (no column {', '.join(sorted(lacking))})")
-    if not pd.api.types.is_numeric_dtype(tables["trials.csv"]["value"]) or \
-            not pd.api.types.is_numeric_dtype(tables["importance.csv"]["importance"]):
-        raise InputError(f"{folder}: trials.csv's value and importance.csv's importance must be numbers")
+    for name, column in (("trials.csv", "value"), ("importance.csv", "importance")):
+        given = tables[name][column]
+        if pd.to_numeric(given, errors="coerce").isna().sum() > given.isna().sum():  # a word where a number goes
+            raise InputError(f"{folder / name}: its {column} column must hold numbers")
     try:
         best = json.loads((folder / "best.json").read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:

@@ -16,7 +16,7 @@ def available(results_dir) -> bool:
 def make(results_dir):
     rows = results.capacity_sweep(results_dir)
     settings = results.study(results_dir)["settings"]
-    figure, axes = plots.subplots(1, 2, figsize=(11, 4.2))
+    figure, axes = plots.subplots(1, 2, figsize=(11, 4.9))
     plots.plot_capacity_sweep(rows, axes[0], x="hidden_dim", experts=settings["experts"])
     plots.plot_capacity_sweep(rows, axes[1], x="n_experts", hidden_dim=settings["expert_dim"])
     return figure

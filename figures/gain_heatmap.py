@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
+
 from analysis import plots
 from softmax_bottleneck.errors import InputError
 
@@ -26,7 +28,7 @@ def make(results_dir):
     grid = grid[(grid["breakdown"] == "support×diversity") & (grid["metric"] == "recall")]
     grid = grid.astype({"support_index": int, "diversity_index": int, "n_events": int})
     cells = {label: grid[grid["model"] == label] for label in challengers}
-    limit = max(plots.gain_limit(c) for c in cells.values())
+    limit = plots.gain_limit(pd.concat(cells.values()))  # one scale, from every panel's cells together
     columns = min(COLUMNS, len(cells))
     rows = math.ceil(len(cells) / columns)
     figure, axes = plots.subplots(rows, columns, figsize=(7.5 * columns, 5.0 * rows), squeeze=False)

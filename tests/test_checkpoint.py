@@ -124,18 +124,23 @@ def test_a_killed_writers_temporary_is_removed_by_the_next_write(tmp_path, tiny_
 
 
 KILLED_WRITER = r"""
-import io, os, signal, sys, torch
+import contextlib, os, signal, sys
+from softmax_bottleneck import checkpoint as module
 from softmax_bottleneck.checkpoint import load_checkpoint, save_checkpoint
 path = sys.argv[1]
 checkpoint = load_checkpoint(path)
-real_save = torch.save
-def save_half_then_die(obj, handle):
-    buffer = io.BytesIO()
-    real_save(obj, buffer)
-    handle.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
-    handle.flush()
-    os.kill(os.getpid(), signal.SIGKILL)
-torch.save = save_half_then_die
+real_open = module.atomic_open
+@contextlib.contextmanager
+def open_then_die_half_way(target):
+    with real_open(target) as handle:
+        class HalfThenDie:
+            def write(self, data):
+                data = bytes(data)
+                handle.write(data[: len(data) // 2])
+                handle.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+        yield HalfThenDie()
+module.atomic_open = open_then_die_half_way
 checkpoint["epoch"] = 99
 save_checkpoint(checkpoint, path)
 """

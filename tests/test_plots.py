@@ -94,6 +94,19 @@ def test_the_heatmaps_of_one_comparison_share_one_colour_scale(tmp_path, monkeyp
     assert len(limits) == 2 and limits[0] == limits[1] == (-0.5, 0.5)
 
 
+def test_a_few_huge_gains_do_not_wash_out_the_heatmap_scale():
+    """A +200 % cell of rare items set the scale, and every MoS cell looked white: the scale is a high quantile,
+    the outlier saturates, and the colour bar reads in % as the cells do."""
+    gains = [0.02, -0.03, 0.05, -0.04, 0.01, 0.06, -0.02, 0.03, 0.04, 2.0]
+    cells = pd.DataFrame([{"support_bin": f"s{i // 5}", "support_index": i // 5, "diversity_bin": f"d{i % 5}",
+                           "diversity_index": i % 5, "n_events": 100, "relative_gain": g} for i, g in enumerate(gains)])
+    limit = plots.gain_limit(cells)
+    assert 0.05 <= limit < 0.3
+    ax = plots.plot_gain_heatmap(cells, limit=limit)
+    colorbar = ax.images[0].colorbar
+    assert colorbar.formatter(0.5, 0).endswith("%") and "+200.0%" in [t.get_text().split("\n")[0] for t in ax.texts]
+
+
 def test_bin_labels_are_readable_numbers():
     values = np.arange(1, 5001, dtype=float)
     _, labels = quantile_bins(values, 4)

@@ -186,7 +186,7 @@ def test_analysis_tuning_draws_the_history_and_the_importances(tmp_path, tiny_sy
 
     for name, content, needle in (("trials.csv", "a,b\n1,2\n", "no column number, state, value"),
                                   ("trials.csv", '"\n', "not a tuner's table"),
-                                  ("importance.csv", "parameter,importance\nlr,high\n", "must be numbers"),
+                                  ("importance.csv", "parameter,importance\nlr,high\n", "column must hold numbers"),
                                   ("best.json", "{", "unreadable JSON"), ("best.json", "[1]", "no metric")):
         broken = tmp_path / f"broken-{name}-{len(content)}"
         shutil.copytree(tmp_path / "p", broken)
