@@ -24,10 +24,22 @@ def event_bins(dataset, split, events: np.ndarray, baseline_model, n_bins: int) 
     embedding = (baseline_model.input_embedding.weight if baseline_model.input_embedding is not None
                  else baseline_model.head.item_weight).detach().double().cpu()
     cosine = torch.nn.functional.cosine_similarity(embedding[previous], embedding[targets], dim=1).numpy()
-    distinct = np.array([len(np.unique(split.session(s)[:p])) for s, p in zip(sessions, positions)])
+    distinct = distinct_in_prefix(split, sessions, positions)
     return {"support": quantile_bins(dataset.support[targets], n_bins),
             "diversity": quantile_bins(1.0 - cosine, n_bins),
             "distinct_items": quantile_bins(distinct, n_bins)}
+
+
+def distinct_in_prefix(split, sessions: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """The number of distinct items among each event's prefix (its session's first `position` items): one
+    ``np.unique`` per session, a running count of first occurrences, not one ``np.unique`` per event."""
+    first_seen = np.zeros(len(split.items), dtype=np.int64)
+    for session in np.unique(sessions):
+        _, first = np.unique(split.session(session), return_index=True)
+        first_seen[split.offsets[session] + first] = 1
+    running = np.concatenate([[0], np.cumsum(first_seen)])  # running[i]: first occurrences among items[:i]
+    starts = split.offsets[sessions]
+    return running[starts + positions] - running[starts]
 
 
 def _cell(groups: list[Group], inside: np.ndarray, metric: str, k: int, group: Group) -> tuple[float, float | None]:

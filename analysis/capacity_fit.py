@@ -229,9 +229,10 @@ def _checkpoint_row(path, checkpoint, label, dataset, split, contexts, ks, seed,
                            device=device)
     log_model = matrix.dense()
     config = checkpoint["model_config"]
+    ranked = matrix if matrix.has_factors else log_model  # a mixture's rank from the matrix made above, not made again
     return {"model": label, "kind": "trained", "checkpoint": str(path), **describe(config),
             **_measures(contexts.log_truth[contexts.inverse], log_model, np.ones(len(log_model)), ks,
-                        numerical_rank(matrix))}
+                        numerical_rank(ranked))}
 
 
 def capacity(config: ModelConfig, *, data: Path | None = None, checkpoints: list[Path] = (), split: str = "test",
@@ -256,11 +257,12 @@ def capacity(config: ModelConfig, *, data: Path | None = None, checkpoints: list
                            steps=steps)
     fit = fit_head(config, contexts, restarts=restarts, seed=seed, steps=steps, softmax=softmax)
     fitted = LogProbMatrix(fit.head, fit.states, name="fitted head")
+    fitted_dense = fitted.dense()  # once: its KL, expected metrics and (without a factorisation) its rank
     label = "best-fit " + model_label(config)
     rows = [{"model": "oracle", "kind": "oracle", **_measures(contexts.log_truth, contexts.log_truth, contexts.weights,
                                                               ks, numerical_rank(contexts.log_truth))},
-            {"model": label, "kind": "best fit", **describe(config), **_measures(contexts.log_truth, fitted.dense(), contexts.weights, ks,
-                                                          numerical_rank(fitted))}]
+            {"model": label, "kind": "best fit", **describe(config), **_measures(contexts.log_truth, fitted_dense, contexts.weights, ks,
+                                                          numerical_rank(fitted if fitted.has_factors else fitted_dense))}]
     labels = unique_labels([c["model_config"] for c in loaded], list(checkpoints))
     for path, checkpoint, name in zip(checkpoints, loaded, labels):
         row = _checkpoint_row(path, checkpoint, name, dataset, split, contexts, ks, seed, device)

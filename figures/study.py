@@ -214,6 +214,28 @@ def ensure_checkpoint(run: Run, tuned: tuple[dict, Path], dataset: PreparedDatas
     return path
 
 
+MODEL_COLUMNS = ("variant", "hidden_dim", "n_experts", "seed", "best_epoch", "epochs_trained", "valid_mrr@20",
+                 "valid_recall@20")
+
+
+def model_row(run: Run, checkpoint: dict) -> dict:
+    """One trained model as models.csv lists it: what it is, and the valid numbers of its kept epoch."""
+    best = checkpoint["metrics"][checkpoint["best_epoch"] - 1]
+    return {"variant": run.variant, "hidden_dim": run.hidden_dim, "n_experts": run.n_experts, "seed": run.seed,
+            "best_epoch": checkpoint["best_epoch"], "epochs_trained": checkpoint["epoch"],
+            "valid_mrr@20": best["valid_mrr@20"], "valid_recall@20": best["valid_recall@20"]}
+
+
+def write_models_table(path: Path, runs: list[Run], paths: list[Path]) -> None:
+    """models.csv: every model of the study, in the order trained (committed for the quick profile, so that a
+    fresh run can be checked against it: tests/test_figures.py)."""
+    lines = [",".join(MODEL_COLUMNS)]
+    for run, checkpoint_path in zip(runs, paths):
+        row = model_row(run, load_checkpoint(checkpoint_path))
+        lines.append(",".join(f"{row[c]:.17g}" if isinstance(row[c], float) else str(row[c]) for c in MODEL_COLUMNS))
+    write_text(path, "\n".join(lines) + "\n")
+
+
 def _tuned_summary(record: dict, path: Path) -> dict:
     """What study.json says of a run's settings: where they come from, how they were found, at what budget."""
     return {"file": str(path), "command": record.get("command"), "budget": record["budget"],
@@ -339,6 +361,7 @@ def run_study(profile: str | Profile, results: Path, data: Path | None = None, d
               "runs": [{**dataclasses.asdict(r), "head": r.head, "label": r.label, "checkpoint": str(p),
                         "tuned": _tuned_summary(*tuned[r.slug])} for r, p in zip(runs, paths)],
               "analyses": keys}
+    write_models_table(results / "models.csv", runs, paths)
     earlier = json.loads((results / "study.json").read_text()) if (results / "study.json").is_file() else {}
     record["analysis_seconds"] = {**earlier.get("analysis_seconds", {}), **{k: round(v, 1) for k, v in timings.items()}}
     write_text(results / "study.json", json.dumps(record, indent=2) + "\n")

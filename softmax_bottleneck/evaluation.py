@@ -134,17 +134,21 @@ def evaluate_ranks(model: GRU4Rec, split: SessionSplit, *, ties: str = "conserva
     done = 0
     start = time.perf_counter()
     bar = tqdm(total=split.n_transitions, unit="ev", disable=not progress, desc="evaluate", leave=False)
-    rows = max(1, CHUNK_SCORES // model.head.n_items)
+    rows = max(1, CHUNK_SCORES // getattr(model.head, "scores_per_row", model.head.n_items))  # MoS: K × n per row
     for whole in replay_split(model, split, batch_size=batch_size, device=device):
         for first in range(0, len(whole.targets), rows):
             block = whole.rows(first, first + rows)
             targets = torch.from_numpy(block.targets).to(device)
-            log_p = model.log_probs(block.output)  # (rows, n_items)
+            if health is not None and isinstance(model, GRU4Rec):  # (rows, n_items), a mixture's states made once
+                log_p, states = model.head.log_probs_and_states(block.output)
+            else:  # a foreign model's log_probs masks the items it does not know
+                log_p = model.log_probs(block.output)
+                states = model.head.mixture_states(block.output) if health is not None else None
             if not _finite(model, log_p):
                 raise InputError(f"the {model.config.head} head produced non-finite log-probabilities")
             ranks = target_ranks(log_p, targets, ties)
             if health is not None:
-                health.add(log_p, targets, model.head.mixture_states(block.output))
+                health.add(log_p, targets, states)
             for observe in observers:
                 observe(block, log_p)
             target_log_p = log_p.gather(1, targets[:, None])[:, 0]

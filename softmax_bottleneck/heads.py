@@ -110,6 +110,15 @@ class Head(nn.Module):
         """(log π (batch, K), expert states (batch, K, d)) of a mixture head, None for a single softmax."""
         return None
 
+    def log_probs_and_states(self, hidden: torch.Tensor):
+        """(log_probs(hidden), mixture_states(hidden)), the states computed once (evaluation's health needs both)."""
+        return self.log_probs(hidden), self.mixture_states(hidden)
+
+    @property
+    def scores_per_row(self) -> int:
+        """Scores a row's log-probabilities hold at their widest: n_items, times K for a mixture's experts."""
+        return self.n_items * getattr(self, "n_experts", 1)
+
     # The mixture form every head shares, for analysis of big log-prob matrices (analysis.logprobs):
     # log p(i | h) = logsumexp_k(log π_k(h) + s_k(h)·g_i − lse_k(h)), lse_k(h) = logsumexp_i s_k(h)·g_i.
     def item_factors(self) -> torch.Tensor:
@@ -298,14 +307,18 @@ class MixtureOfSoftmaxesHead(Head):
         states = torch.tanh(self.projection(hidden)).view(*hidden.shape[:-1], self.n_experts, self.hidden_dim)
         return log_prior, states
 
-    def candidate_log_probs(self, hidden, candidates=None, log_q=None):
+    def candidate_log_probs(self, hidden, candidates=None, log_q=None, states=None):
         weight, bias = self._output(candidates)
-        log_prior, states = self.expert_states(hidden)
+        log_prior, states = self.expert_states(hidden) if states is None else states
         expert_log_p = torch.log_softmax(_logits(states, weight, bias, log_q), dim=-1)  # (batch, K, n_cand)
         return log_mix(log_prior[..., None] + expert_log_p)
 
     def mixture_states(self, hidden):
         return self.expert_states(hidden)
+
+    def log_probs_and_states(self, hidden):
+        states = self.expert_states(hidden)
+        return self.candidate_log_probs(hidden, states=states), states
 
     def expert_factors(self, hidden):
         log_prior, states = self.expert_states(hidden)

@@ -204,3 +204,17 @@ def test_checkpoint_flag_takes_several_paths_and_repeats():
 
     args = build_parser().parse_args(["--checkpoint", "a.pt", "b.pt", "--checkpoint", "c.pt"])
     assert [str(p) for p in args.checkpoint] == ["a.pt", "b.pt", "c.pt"]
+
+
+def test_distinct_items_in_a_prefix_match_a_count_per_event():
+    from analysis.breakdown import distinct_in_prefix
+    from softmax_bottleneck.data import SessionSplit
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(2, 12, size=40)
+    items = rng.integers(0, 6, size=lengths.sum())
+    split = SessionSplit(items=items, offsets=np.r_[0, np.cumsum(lengths)], timestamps=np.arange(len(items), dtype=float))
+    sessions = np.repeat(np.arange(40), lengths - 1)
+    positions = np.concatenate([np.arange(1, n) for n in lengths])
+    expected = [len(np.unique(split.session(s)[:p])) for s, p in zip(sessions, positions)]
+    assert distinct_in_prefix(split, sessions, positions).tolist() == expected

@@ -214,6 +214,30 @@ def test_the_committed_quick_settings_match_the_quick_profile():
         assert record["command"].startswith("python -m softmax_bottleneck.tune") and record["budget"]["trials"] == 8
 
 
+def test_the_quick_studys_first_models_reproduce_the_committed_ones(tmp_path):
+    """The committed figures and numbers came from the models listed in figures/quick/models.csv: the first
+    of them, trained again from scratch with the committed settings, give the committed numbers (checkpoints
+    of older code once stood behind committed figures)."""
+    import pandas as pd
+
+    from softmax_bottleneck.checkpoint import load_checkpoint
+
+    committed = pd.read_csv(REPO / "figures" / "quick" / "models.csv")
+    profile = study_module.PROFILES["quick"]
+    runs = study_runs(profile)
+    assert [(r.variant, r.hidden_dim, r.n_experts, r.seed) for r in runs] == list(
+        committed[["variant", "hidden_dim", "n_experts", "seed"]].itertuples(index=False, name=None))
+    results = tmp_path / "results"
+    dataset = study_module.ensure_data(results, None, profile, log=lambda m: None)
+    for run, expected in zip(runs[:2], committed.to_dict("records")):
+        tuned = study_module.ensure_tuned(run, profile, "quick", dataset, results, "cpu", log=lambda m: None)
+        path = study_module.ensure_checkpoint(run, tuned, dataset, results / "runs", "cpu", log=lambda m: None)
+        row = study_module.model_row(run, load_checkpoint(path))
+        assert (row["best_epoch"], row["epochs_trained"]) == (expected["best_epoch"], expected["epochs_trained"])
+        for column in ("valid_mrr@20", "valid_recall@20"):
+            assert row[column] == pytest.approx(expected[column], rel=1e-9, abs=1e-12), (run, column)
+
+
 @pytest.mark.slow
 def test_quick_profile_end_to_end(tmp_path):
     """The README's main command: the quick profile from nothing, then a second run that only redraws."""

@@ -219,3 +219,15 @@ def test_expert_factors_give_the_log_probs_as_a_mixture(kind, bias):
     mixture = torch.logsumexp(log_prior.T[..., None] + torch.log_softmax(logits, dim=-1), dim=0)
     torch.testing.assert_close(mixture, head.log_probs(h), rtol=0, atol=1e-12)
     assert states.shape[0] == (3 if kind == "mos" else 1) and states.is_contiguous()
+
+
+@pytest.mark.parametrize("kind", HEADS)
+def test_log_probs_and_states_at_once_equal_them_apart(kind):
+    head = build_head(kind, 30, 4, True, 3 if kind == "mos" else 1).double()
+    head.reset_parameters(torch.Generator().manual_seed(0))
+    hidden = torch.randn(5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    log_p, states = head.log_probs_and_states(hidden)
+    torch.testing.assert_close(log_p, head.log_probs(hidden), rtol=0, atol=0)
+    apart = head.mixture_states(hidden)
+    assert (states is None) == (apart is None) and (states is None or all(torch.equal(a, b) for a, b in zip(states, apart)))
+    assert head.scores_per_row == 30 * (3 if kind == "mos" else 1)
