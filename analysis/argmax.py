@@ -157,24 +157,34 @@ def smoothed_search(items: np.ndarray, weight: np.ndarray, bias: np.ndarray, sta
             best_gap = torch.where(improved, gap, best_gap)
             norm = grad.abs().amax(dim=1, keepdim=True).clamp_min(1e-30)
             h = (h - (0.5 * 0.95 ** step) * grad / norm).clamp_(-1.0, 1.0)
-        for row, item in enumerate(ids.tolist()):
-            out.append(_verify_search(item, weight, bias, best_h[row].double().numpy(),
-                                      (dual_rivals[row].numpy(), dual_lam[row].double().numpy()), tol))
+        out += _verify_search(ids.numpy(), weight, bias, best_h.double().numpy(), dual_rivals.numpy(),
+                              dual_lam.double().numpy(), tol)
     return out
 
 
-def _verify_search(item, weight, bias, witness, dual, tol) -> tuple:
-    """float64 checks of a search's best witness state and best dual candidate."""
-    logits = weight @ witness + bias
-    lead = logits[item]
-    logits[item] = -np.inf
-    if lead - logits.max() > tol:
-        return "reachable", float(lead - logits.max()), witness
-    if dual[1].sum() > 0:
-        gap = certificate_gap(item, dual[0], dual[1], weight, bias)
-        if gap > tol:
-            return "unreachable", -gap, None
-    return None, float("nan"), witness
+def _verify_search(items, weight, bias, witnesses, rivals, lams, tol) -> list[tuple]:
+    """float64 checks of a chunk's best witness states (one GEMM over the whole catalogue) and, where no
+    witness holds, of its best dual candidates."""
+    margins = np.empty(len(items))
+    step = max(1, (1 << 22) // len(weight))  # rows per GEMM: at most 32 MB of float64 logits
+    for first in range(0, len(items), step):
+        logits = witnesses[first:first + step] @ weight.T + bias  # (rows, n_items)
+        rows, chosen = np.arange(len(logits)), items[first:first + step]
+        leads = logits[rows, chosen].copy()
+        logits[rows, chosen] = -np.inf
+        margins[first:first + step] = leads - logits.max(axis=1)
+    out = []
+    for row, item in enumerate(items):
+        if margins[row] > tol:
+            out.append(("reachable", float(margins[row]), witnesses[row]))
+            continue
+        if lams[row].sum() > 0:
+            gap = certificate_gap(int(item), rivals[row], lams[row], weight, bias)
+            if gap > tol:
+                out.append(("unreachable", -gap, None))
+                continue
+        out.append((None, float("nan"), witnesses[row]))
+    return out
 
 
 def solve_top1_lp(item: int, weight: np.ndarray, bias: np.ndarray, start: np.ndarray, *, tol: float,

@@ -58,8 +58,12 @@ def scan_top_k(matrix: LogProbMatrix, ks, *, block: int = 1024) -> tuple[np.ndar
 
 # --------------------------------------------------------------------------------------------- audit
 
-def top1_verdicts(head, contexts, *, n_random: int, seed: int, device="cpu", progress: bool = False):
+def top1_verdicts(head, contexts, *, n_random: int, seed: int, device="cpu", progress: bool = False,
+                  context_scan: tuple[np.ndarray, np.ndarray] | None = None):
     """(status, method, margin, Top1Reach) per item of a head, with `contexts` the held-out states.
+
+    `context_scan`: (winner, lead) per context from a :func:`scan_top_k` of the contexts' matrix already made,
+    so that a mixture's matrix is not built and scanned a second time.
 
     Softmax and sigsoftmax: :func:`analysis.argmax.certify_top1` (the same certificate: see below). Mixture
     of logits: witnesses only (status reachable or undecided). A mixture of softmaxes: the shared-W certificate for
@@ -85,7 +89,10 @@ def top1_verdicts(head, contexts, *, n_random: int, seed: int, device="cpu", pro
     for how, states in (("context", contexts.hidden), ("random", box_states(n_random, head.hidden_dim, seed))):
         if len(states) == 0:
             continue
-        _, top, lead = scan_top_k(LogProbMatrix(head, states, device=device), (1,))
+        if how == "context" and context_scan is not None:
+            top, lead = context_scan
+        else:
+            _, top, lead = scan_top_k(LogProbMatrix(head, states, device=device), (1,))
         for row in np.flatnonzero(lead > tol):
             item = top[row]
             if status[item] == "unreachable":
@@ -158,10 +165,11 @@ def audit(paths: list[Path], *, data=None, split: str = "test", ks=DEFAULT_KS, m
         contexts = sample_contexts(collect_contexts(model, held_out, device=device), max_contexts, seed)
         began = time.perf_counter()
         matrix = LogProbMatrix(model.head, contexts.hidden, name=f"{config['head']} head of {path}", device=device)
-        hits, _, _ = scan_top_k(matrix, ks)
+        hits, winners, leads = scan_top_k(matrix, ks)
         scan_seconds = time.perf_counter() - began
         status, method, margin, reach = top1_verdicts(model.head, contexts, n_random=n_random, seed=seed,
-                                                      device=device, progress=progress)
+                                                      device=device, progress=progress,
+                                                      context_scan=(winners, leads))
         frames.append(_item_table(label, dataset, support_rank, status, method, margin, hits, ks))
         models.append(_model_summary(label, path, config, frames[-1], frequent, hits, ks, reach, scan_seconds))
         if checkpoint.get("foreign"):
