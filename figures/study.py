@@ -233,7 +233,9 @@ def write_models_table(path: Path, runs: list[Run], paths: list[Path]) -> None:
     for run, checkpoint_path in zip(runs, paths):
         row = model_row(run, load_checkpoint(checkpoint_path))
         lines.append(",".join(f"{row[c]:.17g}" if isinstance(row[c], float) else str(row[c]) for c in MODEL_COLUMNS))
-    write_text(path, "\n".join(lines) + "\n")
+    text = "\n".join(lines) + "\n"
+    if not path.is_file() or path.read_text() != text:  # a study with nothing new leaves its files untouched
+        write_text(path, text)
 
 
 def _tuned_summary(record: dict, path: Path) -> dict:
