@@ -7,11 +7,16 @@ Examples (copy-paste; the first runs in seconds on a laptop CPU)::
         --out prepared/ml-100k
     python -m softmax_bottleneck.prepare --input ml-25m/ratings.csv --format movielens --out prepared/ml-25m
     python -m softmax_bottleneck.prepare --input rsc15.tsv --format gru4rec --test-days 1 --out prepared/rsc15 --json
+    # any delimited log, a folder or a .tar.gz of files, its columns named (here the Globo.com news clicks)
+    python -m softmax_bottleneck.prepare --input ../shared/data/globo-news/clicks.tar.gz --format csv \\
+        --session-column session_id --item-column click_article_id --time-column click_timestamp --time-unit ms \\
+        --out prepared/globo
 
 The protocol follows the GRU4Rec authors: stable time sort (ties keep file order), 1-hour session
 gap, consecutive duplicates removed, items with < 5 and sessions with < 2 events dropped
 iteratively on the whole data, then a temporal split on session start (last 10 % test, the
-10 % before valid), and valid/test events of items unseen in train dropped. Every parameter is a
+10 % before valid) with every session cut at the split boundaries, and valid/test events of items
+unseen in train dropped. Every parameter is a
 flag below and is recorded in the folder's meta.json.
 """
 
@@ -42,8 +47,16 @@ def format_table(dataset: PreparedDataset) -> str:
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m softmax_bottleneck.prepare", description=__doc__)
     source = parser.add_argument_group("source (one of --input/--format or --synthetic)")
-    source.add_argument("--input", type=Path, help="raw interaction file")
+    source.add_argument("--input", type=Path, help="raw interaction file (csv: also a folder or .tar.gz of files)")
     source.add_argument("--format", choices=FORMATS, help="format of --input")
+    columns = parser.add_argument_group("--format csv: which column is what (each file has a header line)")
+    columns.add_argument("--session-column", metavar="NAME", help="session ids (sessions kept as given)")
+    columns.add_argument("--user-column", metavar="NAME", help="user ids (sessions cut at --session-gap)")
+    columns.add_argument("--item-column", metavar="NAME", help="item ids")
+    columns.add_argument("--time-column", metavar="NAME", help="event times (numbers)")
+    columns.add_argument("--time-unit", choices=("s", "ms"), default="s", help="unit of --time-column (default: s)")
+    columns.add_argument("--delimiter", choices=("comma", "tab", "semicolon", "pipe"),
+                         help="field delimiter (default: sniffed from the first file's header)")
     source.add_argument("--synthetic", action="store_true", help="draw the built-in synthetic world instead")
     parser.add_argument("--out", type=Path, required=True, help="prepared dataset folder to write")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
@@ -51,6 +64,25 @@ def build_parser() -> ArgumentParser:
     add_config_arguments(parser.add_argument_group("preprocessing"), PrepareConfig)
     add_config_arguments(parser.add_argument_group("synthetic world (with --synthetic)"), SyntheticConfig)
     return parser
+
+
+COLUMN_FLAGS = ("--session-column", "--user-column", "--item-column", "--time-column", "--time-unit", "--delimiter")
+
+
+def csv_columns(args, argv):
+    """The --format csv column settings, checked before the file is read; None for the other formats."""
+    if args.format != "csv":
+        given = [f for f in COLUMN_FLAGS if _given(f, argv)]
+        if given:
+            raise InputError(f"{', '.join(given)}: for --format csv only")
+        return None
+    from .data.delimited import Columns
+
+    missing = [f for f, v in (("--item-column", args.item_column), ("--time-column", args.time_column)) if not v]
+    if missing:
+        raise InputError(f"--format csv needs {' and '.join(missing)}")
+    return Columns(item=args.item_column, time=args.time_column, session=args.session_column,
+                   user=args.user_column, time_unit=args.time_unit, delimiter=args.delimiter)
 
 
 def _given(flag: str, argv: list[str] | None) -> bool:
@@ -77,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if args.input is None or args.format is None:
                 raise InputError("give --input PATH --format {" + ",".join(FORMATS) + "}, or --synthetic")
-            interactions = load_interactions(args.input, args.format, min_rating=config.min_rating)
+            interactions = load_interactions(args.input, args.format, min_rating=config.min_rating,
+                                             columns=csv_columns(args, argv))
             if interactions.sessionised and _given("--session-gap", argv):
                 raise InputError(f"--session-gap does not apply: {args.input} is already split into sessions "
                                  "(its session ids are kept); drop the flag")

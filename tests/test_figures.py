@@ -251,6 +251,12 @@ def test_quick_profile_end_to_end(tmp_path):
     out = tmp_path / "results" / "figures"
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{name}.{x}" for name in FIGURES for x in ("png", "pdf"))
     assert str(out) in done.stdout
+    # the committed pictures and models are this run's: every PNG but the wall-clock one (cost) byte for byte
+    committed = REPO / "figures" / "quick"
+    for png in sorted(committed.glob("*.png")):
+        if png.name != "cost.png":
+            assert (out / png.name).read_bytes() == png.read_bytes(), f"{png.name} differs from a fresh run"
+    assert (tmp_path / "results" / "models.csv").read_text() == (committed / "models.csv").read_text()
     began = time.perf_counter()
     again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "training" not in again.stderr

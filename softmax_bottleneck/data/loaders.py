@@ -26,7 +26,7 @@ import pandas as pd
 
 from ..errors import InputError
 
-FORMATS = ("movielens", "recbole", "gru4rec")
+FORMATS = ("movielens", "recbole", "gru4rec", "csv")
 
 
 @dataclasses.dataclass
@@ -207,15 +207,29 @@ def _codes(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_interactions(path: str | os.PathLike, fmt: str, *, min_rating: float | None = None,
-                      hash_file: bool = True) -> Interactions:
+                      hash_file: bool = True, columns=None) -> Interactions:
     """Read a raw interaction file of format `fmt` (one of :data:`FORMATS`) in file order.
 
-    Raises InputError (one line, naming the file) for a missing or empty file, a file that is
-    not of `fmt`, missing columns, and non-numeric or missing timestamps/ids.
+    ``csv``: any delimited file, folder or archive of files, its columns named by `columns`
+    (:class:`softmax_bottleneck.data.delimited.Columns`). Raises InputError (one line, naming the
+    file) for a missing or empty file, a file that is not of `fmt`, missing columns, and
+    non-numeric or missing timestamps/ids.
     """
     path = Path(path)
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    if fmt == "csv":
+        from .delimited import load_delimited
+
+        if columns is None:
+            raise InputError("--format csv needs its columns named ({item_column}, {time_column}, and "
+                             "{session_column} or {user_column})", "item_column", "time_column",
+                             "session_column", "user_column")
+        if min_rating is not None:
+            raise InputError("{min_rating} needs a rating column; --format csv reads none", "min_rating")
+        return load_delimited(path, columns, hash_file=hash_file)
+    elif columns is not None:
+        raise InputError(f"column flags are for --format csv, not {fmt}")
     _check_path(path)
     variant = detect_variant(path)
     if _VARIANT_FORMAT.get(variant) != fmt:

@@ -95,6 +95,11 @@ class _Stages:
         self._log = log
         self._t0 = time.perf_counter()
 
+    def note(self, text: str) -> None:
+        """A log line only (meta.json holds the numbers elsewhere)."""
+        if self._log:
+            self._log(f"[{time.perf_counter() - self._t0:6.1f}s] {text}")
+
     def record(self, stage: str, n_events: int, n_sessions: int | None = None, n_items: int | None = None):
         self.rows.append({"stage": stage, "events": int(n_events), "sessions": n_sessions, "items": n_items})
         if self._log:
@@ -274,13 +279,24 @@ def prepare(interactions: Interactions, config: PrepareConfig, *,
     remap[codes_in_order] = np.arange(len(codes_in_order))
     splits = {"train": SessionSplit(remap[train_codes], _offsets(train_lengths), train_times)}
     del train_codes, train_times
+    unseen = {}
     for name in ("valid", "test"):
+        codes, _, lengths = parts[name]
+        missing = remap[codes] < 0  # items no train event has: news articles that appear after the boundary
+        unseen[name] = {"events_before": int(len(codes)), "sessions_before": int(len(lengths)),
+                        "events_of_unseen_items": int(missing.sum()),
+                        "unseen_items": int(len(np.unique(codes[missing])))}
         splits[name] = _heldout_split(*parts.pop(name), remap, config.min_session_length)
         if splits[name].n_sessions == 0:
             raise InputError(f"the {name} split is empty after dropping items not seen in train and sessions "
                              f"shorter than {config.min_session_length}")
     for name in SPLITS:
         stages.record(f"{name} split", splits[name].n_events, splits[name].n_sessions)
+        if name in unseen:
+            u = unseen[name]
+            stages.note(f"  {name}: {u['events_of_unseen_items']:,} of its {u['events_before']:,} events were of "
+                        f"{u['unseen_items']:,} items unseen in train, dropped with the sessions left too short "
+                        f"(of {u['sessions_before']:,} sessions)")
 
     item_ids = interactions.item_ids[codes_in_order]
     support = np.bincount(splits["train"].items, minlength=len(item_ids)).astype(np.int64)
@@ -293,7 +309,7 @@ def prepare(interactions: Interactions, config: PrepareConfig, *,
         # an already-sessionised file (GRU4Rec TSV, RecBole with session ids) keeps its own sessions
         "session_gap_applied": config.session_gap is not None and not interactions.sessionised,
         "split": {"rule": SPLIT_RULE, "valid_from": boundaries[0], "test_from": boundaries[1],
-                  "events_moved_to_a_later_split": moved},
+                  "events_moved_to_a_later_split": moved, "unseen_in_train": unseen},
         "n_items": len(item_ids),
         "splits": {name: splits[name].summary() for name in SPLITS},
         "stages": stages.rows,
