@@ -47,8 +47,10 @@ def family_fields(config) -> dict:
 
 
 def family_config(model_config: dict) -> ModelConfig:
-    """The family a trained model belongs to, as a config to fit (its input embedding does not enter: states are free)."""
-    return ModelConfig(**family_fields(model_config))
+    """The family a trained model belongs to, as a config to fit. Its input embedding does not enter the fit
+    (states are free) but is kept, so that the fit carries the model's variant (softmax-dd is not softmax)."""
+    embedding = {k: model_config[k] for k in ("embedding", "embedding_dim") if model_config.get(k) is not None}
+    return ModelConfig(**family_fields(model_config), **embedding)
 
 
 def check_family(config: ModelConfig, checkpoint: dict, path) -> None:

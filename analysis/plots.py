@@ -375,7 +375,7 @@ def plot_rank_vs_threshold(matrices, ax=None, *, title: str = "Rank vs threshold
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.invert_xaxis()
-    finish(ax, "relative threshold σ / σ_max (dots: the default)", "singular values above it", title,
+    finish(ax, "threshold σ / σ_max", "singular values above it", title,
            **_legend_settings(matrices, legend))
     return ax
 

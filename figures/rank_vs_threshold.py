@@ -8,4 +8,5 @@ from .rank_vs_contexts import size_sweep_panels
 
 
 def make(results_dir):
-    return size_sweep_panels(results_dir, plots.plot_rank_vs_threshold, "Rank vs threshold σ / σ_max")
+    return size_sweep_panels(results_dir, plots.plot_rank_vs_threshold,
+                             "Rank vs threshold σ / σ_max (dots: the default threshold, σ_max·max(N, M)·eps)")

@@ -183,3 +183,15 @@ def test_real_data_has_no_truth_to_fit(tiny_synthetic, tmp_path, capsys):
     plain = save_prepared(dataclasses.replace(tiny_synthetic, world=None), tmp_path / "plain")
     status, _, err = run_cli(main, ["--data", plain, "--head", "softmax", "--hidden-dim", "4"], capsys)
     assert status == 2 and "capacity needs a known truth" in err
+
+
+def test_a_models_family_keeps_its_variant():
+    """softmax-dd's fit is a softmax's (states are free), but its rows must still say softmax-dd."""
+    from analysis.capacity_fit import family_config
+    from softmax_bottleneck.config import variant_of
+
+    dd = dict(head="softmax", hidden_dim=8, n_experts=1, item_bias=True, embedding="separate", dropout_hidden=0.3,
+              mol_context_components=2, mol_item_components=2, mol_dim=None, mol_temperature=0.05)
+    assert variant_of(family_config(dd)) == "softmax-dd"
+    assert variant_of(family_config({**dd, "embedding": "constrained"})) == "softmax"
+    assert family_config(dd).dropout_hidden == ModelConfig().dropout_hidden  # training settings do not enter
