@@ -42,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import json
 import math
 import os
@@ -208,19 +209,22 @@ def open_study(storage: str, name: str, settings: TuneSettings):
     """Create the study, or load it and check that it is the same search; InputError otherwise."""
     optuna = _optuna()
     try:
-        rdb = optuna.storages.RDBStorage(storage)
+        with claim_lock(storage, name):  # workers starting together on a new server would race to make its tables
+            rdb = optuna.storages.RDBStorage(storage)
+            sampler = trial_sampler(settings.seed, 0)  # replaced before every trial (see _claim)
+            pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+            study = optuna.create_study(storage=rdb, study_name=name, direction="maximize", sampler=sampler,
+                                        pruner=pruner, load_if_exists=True)
+            recorded = study.user_attrs.get("settings")
+            if recorded is None:
+                study.set_user_attr("settings", settings.identity())
+                study.set_user_attr("data", settings.data)
     except Exception as err:  # SQLAlchemy raises many kinds: a bad URL, a missing driver, a refused connection
+        if isinstance(err, InputError):
+            raise
         first = (str(err).splitlines() or [type(err).__name__])[0][:160]
         raise InputError(f"{{storage}} {storage}: cannot open it ({first})", "storage") from None
-    sampler = trial_sampler(settings.seed, 0)  # replaced before every trial (see _claim)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
-    study = optuna.create_study(storage=rdb, study_name=name, direction="maximize", sampler=sampler, pruner=pruner,
-                                load_if_exists=True)
-    recorded = study.user_attrs.get("settings")
-    if recorded is None:
-        study.set_user_attr("settings", settings.identity())
-        study.set_user_attr("data", settings.data)
-    elif recorded != settings.identity():
+    if recorded is not None and recorded != settings.identity():
         differ = [k for k in settings.identity() if recorded.get(k) != settings.identity()[k]]
         raise InputError(f"study {name!r} in {storage} was made with other settings ({', '.join(differ)} differ); "
                          "use another --study-name or the same settings")
@@ -228,8 +232,14 @@ def open_study(storage: str, name: str, settings: TuneSettings):
 
 
 @contextlib.contextmanager
-def claim_lock(storage: str):
-    """A lock beside an SQLite storage file, so local workers claim trials one at a time."""
+def claim_lock(storage: str, study_name: str = ""):
+    """Workers claim trials one at a time, so that the study gets exactly its --n-trials: a lock file beside
+    an SQLite storage; on PostgreSQL a session advisory lock of the server (workers on other machines
+    share it); other servers claim unlocked (a rare race can add a trial)."""
+    if storage.startswith("postgresql"):
+        with _postgres_lock(storage, study_name):
+            yield
+        return
     if not storage.startswith("sqlite:///"):
         yield
         return
@@ -240,6 +250,24 @@ def claim_lock(storage: str):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _postgres_lock(storage: str, study_name: str):
+    """``pg_advisory_lock`` on a key made from the study's name, held on its own connection."""
+    import sqlalchemy
+
+    key = int.from_bytes(hashlib.sha256(f"softmax-bottleneck/{study_name}".encode()).digest()[:8], "big", signed=True)
+    engine = sqlalchemy.create_engine(storage, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            try:
+                yield
+            finally:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+    finally:
+        engine.dispose()
 
 
 def _worker_id() -> str:
@@ -280,7 +308,7 @@ def trial_sampler(seed: int, number: int):
 
 
 def _claim(study, storage: str, n_trials: int, seed: int):
-    with claim_lock(storage):
+    with claim_lock(storage, study.study_name):
         trials = study.get_trials(deepcopy=False)
         if sum(t.state.name in COUNTED for t in trials) >= n_trials:
             return None
