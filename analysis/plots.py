@@ -332,7 +332,7 @@ def _side_legend(matrices) -> dict:
 
 
 def _legend_settings(matrices, legend: str) -> dict:
-    return _side_legend(matrices) if legend == "side" else {"legend_size": 7, "loc": "lower right"}
+    return _side_legend(matrices) if legend == "side" else {"legend_size": 7, "loc": "best"}
 
 
 def _line_label(m, short: bool) -> str:
