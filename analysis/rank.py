@@ -71,6 +71,17 @@ def print_table(result: dict) -> None:
         print(f"{row['label']:22s} {cap:>5s} {row['rank']:6d} {row['centred']['rank']:7d} "
               f"{row['effective_rank']:9.1f} {row['stable_rank']:7.2f} {energy:>10s}  {row['engine']}"
               + (f" ({row['refined_values']} refined)" if row["refined_values"] else ""))
+    print("collapse (Information Abundance ‖σ‖₁/‖σ‖∞ and effective rank, of the width):")
+    for row in result["models"]:
+        if row.get("embedding"):
+            w, h = row["embedding"]["item_matrix"], row["embedding"]["hidden_states"]
+            line = (f"  {row['label']:20s} item matrix W: IA {w['information_abundance']:6.2f}, eff. rank "
+                    f"{w['effective_rank']:6.2f} of {w['width']}; hidden states: IA {h['information_abundance']:6.2f}, "
+                    f"eff. rank {h['effective_rank']:6.2f} of {h['width']}")
+            if "experts" in row["embedding"]:
+                line += "; expert states IA " + ", ".join(f"{e['states']['information_abundance']:.2f}"
+                                                         for e in row["embedding"]["experts"])
+            print(line)
     for row in result["models"]:
         if row.get("foreign"):
             from softmax_bottleneck.foreign.adapter import describe_foreign

@@ -32,12 +32,50 @@ from .spectrum import Spectrum, count_above, rank_threshold
 SWEEP = tuple(10.0 ** -k for k in range(1, 15))  # relative thresholds 1e-1 … 1e-14
 
 
+def effective_rank(values: np.ndarray) -> float:
+    """Roy & Vetterli (2007): exp of the entropy of the normalised singular values.
+
+    >>> round(effective_rank(np.array([1.0, 1.0, 1.0, 0.0])), 12), effective_rank(np.array([5.0, 0.0]))
+    (3.0, 1.0)
+    """
+    positive = values[values > 0]
+    weights = positive / positive.sum() if len(positive) else positive
+    return float(np.exp(-(weights * np.log(weights)).sum())) if len(weights) else 0.0
+
+
+def abundance(matrix) -> dict:
+    """How many directions a matrix spreads over: Information Abundance ‖σ‖₁ / ‖σ‖∞ (Guo et al., ICML 2024, "On
+    the Embedding Collapse When Scaling up Recommendation Models") and the effective rank, against its width.
+
+    >>> abundance(np.diag([4.0, 2.0, 2.0]))["information_abundance"]
+    2.0
+    """
+    matrix = np.asarray(matrix, dtype=np.float64)
+    values = np.linalg.svd(matrix, compute_uv=False)
+    return {"information_abundance": float(values.sum() / values[0]) if len(values) and values[0] > 0 else 0.0,
+            "effective_rank": effective_rank(values), "width": int(min(matrix.shape))}
+
+
+def embedding_report(head, hidden: np.ndarray) -> dict:
+    """Collapse, told apart from the cap: the abundance of the item output matrix W and of the contexts' hidden
+    states (and, for a mixture, of each expert's projection Q_k and states tanh(Q_k h)). A softmax whose W spans
+    few directions is limited by what training made of it, not by the d+2 cap."""
+    report = {"item_matrix": abundance(head.item_weight.detach().double().cpu().numpy()),
+              "hidden_states": abundance(hidden)}
+    mixture = head.mixture_states(torch.from_numpy(np.asarray(hidden)).to(head.item_weight))
+    if mixture is not None:
+        d = head.hidden_dim
+        projection = head.projection.weight.detach().double().cpu().numpy()
+        states = mixture[1].detach().double().cpu().numpy()  # (N, K, d)
+        report["experts"] = [{"projection": abundance(projection[k * d:(k + 1) * d]),
+                              "states": abundance(states[:, k])} for k in range(states.shape[1])]
+    return report
+
+
 def summarize(spectrum: Spectrum, cap: int | None, reference_cap: int | None, tol=None, rtol=None) -> dict:
     """Rank and the numbers around it for one spectrum."""
     values = spectrum.values
     threshold = rank_threshold(values, spectrum.shape, tol, rtol)
-    positive = values[values > 0]
-    weights = positive / positive.sum() if len(positive) else positive
     energy = values ** 2
     beyond = reference_cap if cap is None else cap
     return {
@@ -45,8 +83,7 @@ def summarize(spectrum: Spectrum, cap: int | None, reference_cap: int | None, to
         "threshold": threshold,
         "sigma_max": float(values[0]) if len(values) else 0.0,
         "sweep": {f"{r:.0e}": count_above(values, values[0] * r) for r in SWEEP} if len(values) else {},
-        # Roy & Vetterli (2007): exp of the entropy of the normalised singular values
-        "effective_rank": float(np.exp(-(weights * np.log(weights)).sum())) if len(weights) else 0.0,
+        "effective_rank": effective_rank(values),
         "stable_rank": float(energy.sum() / energy[0]) if len(values) and energy[0] > 0 else 0.0,
         "energy_beyond_cap": float(energy[beyond:].sum() / energy.sum()) if beyond and energy.sum() > 0 else None,
         "engine": spectrum.engine,
@@ -115,7 +152,8 @@ def analyse(checkpoint_paths: list[Path], *, data: Path | None, split: str, max_
         report, values = rank_report(matrix, cap=model.head.rank_cap, reference_cap=_reference_cap(config),
                                      engine=engine, tol=tol, rtol=rtol, block_size=block_size)
         models.append({"label": label, "checkpoint": str(path), **describe(config),
-                       "item_bias": config["item_bias"], **report})
+                       "item_bias": config["item_bias"], **report,
+                       "embedding": None if checkpoint.get("foreign") else embedding_report(model.head, contexts.hidden)})
         if checkpoint.get("foreign"):
             models[-1]["foreign"] = foreign_summary(checkpoint, held_out)
         spectra.append((label, values, model.head.rank_cap))

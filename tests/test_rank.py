@@ -236,3 +236,25 @@ def test_one_label_per_checkpoint_in_rank_reach_and_compare(twins, tmp_path, cap
         assert status == 0, err
         outputs[name] = [m["label"] for m in json.loads(text)["models"]]
     assert outputs["rank"] == outputs["reach"] == outputs["compare"] == ["softmax d=4 (softmax)", "softmax d=4 (softmax-copy)"]
+
+
+def test_information_abundance_tells_a_collapsed_item_matrix_from_a_full_one():
+    """Guo et al.'s IA = ‖σ‖₁/‖σ‖∞: d for d equal directions, 1 for one; effective rank alike."""
+    import numpy as np
+    import torch
+
+    from analysis.rank_report import abundance, embedding_report
+    from softmax_bottleneck.heads import build_head
+
+    rng = np.random.default_rng(0)
+    orthonormal = np.linalg.qr(rng.normal(size=(50, 8)))[0]
+    full, collapsed = abundance(orthonormal), abundance(np.outer(rng.normal(size=50), rng.normal(size=8)))
+    assert full["information_abundance"] == pytest.approx(8.0) and full["effective_rank"] == pytest.approx(8.0)
+    assert collapsed["information_abundance"] == pytest.approx(1.0, abs=1e-9) and collapsed["width"] == 8
+    head = build_head("mos", 50, 8, True, 3).double()
+    head.reset_parameters(torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        head.item_weight.copy_(torch.from_numpy(np.outer(rng.normal(size=50), rng.normal(size=8))))  # collapsed W
+    report = embedding_report(head, rng.uniform(-1, 1, size=(40, 8)))
+    assert report["item_matrix"]["information_abundance"] < 1.01 < report["hidden_states"]["information_abundance"]
+    assert len(report["experts"]) == 3 and all(e["projection"]["width"] == 8 for e in report["experts"])
