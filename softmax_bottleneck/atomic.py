@@ -90,7 +90,7 @@ def remove_stale_temporaries(path: Path) -> None:
     those whose process, named in the file name, is gone."""
     for stale in path.parent.glob(f".{glob_escape(path.name)}.tmp-*"):
         pid = stale.name[len(path.name) + 6:].split("-", 1)[0]
-        if stale.is_file() and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if stale.is_file() and pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
             with contextlib.suppress(OSError):
                 stale.unlink()
 
@@ -99,7 +99,8 @@ def glob_escape(name: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of this host has that pid (a killed writer's or worker's has none)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -54,7 +54,7 @@ import warnings
 from pathlib import Path
 
 from .provenance import library_version
-from .atomic import atomic_path, write_text
+from .atomic import atomic_path, process_alive, write_text
 from .cli import (ArgumentParser, InputError, add_device_argument, check_output_dir, read_json_file, resolve_device,
                   run_main, set_threads)
 from .data import load_prepared
@@ -281,20 +281,10 @@ def fail_orphans(study) -> int:
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         owner = trial.user_attrs.get("worker", "")
         name, _, pid = owner.rpartition(":")
-        if name == host and pid.isdigit() and not _alive(int(pid)):
+        if name == host and pid.isdigit() and not process_alive(int(pid)):
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
             failed += 1
     return failed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def trial_sampler(seed: int, number: int):
