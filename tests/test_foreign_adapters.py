@@ -44,9 +44,15 @@ def _log_probs(model, split) -> dict:
     return out
 
 
+def _need_ml100k() -> None:
+    if not ML100K.is_file():
+        pytest.skip(f"MovieLens-100K sample not found at {ML100K} (see shared/data/ml-100k/README.md)")
+
+
 @pytest.fixture(scope="module")
 def tiny_inter(tmp_path_factory):
     """The .inter file the RecBole fixtures were trained on: the first 120 MovieLens-100K users (make_recbole.py)."""
+    _need_ml100k()
     path = tmp_path_factory.mktemp("recbole") / "ml-tiny.inter"
     with open(ML100K) as source, open(path, "w") as out:
         out.write(next(source))
@@ -308,6 +314,7 @@ def test_a_fresh_official_model_scores_through_the_adapter_as_the_official_forwa
 
 def test_the_reachability_audit_takes_an_official_gru4rec_file(tmp_path):
     """Its head inputs are GRU outputs, in the box the certificates are over: every item gets a verdict."""
+    _need_ml100k()
     inter = tmp_path / "ml60.inter"  # the 60 users the official fixture was trained on (make_official.sh)
     with open(ML100K) as source, open(inter, "w") as out:
         out.write(next(source))
