@@ -9,6 +9,7 @@ The fit's KL is an upper bound on the family's best achievable KL (a fit, not a 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import time
@@ -132,7 +133,7 @@ WARM_LR = 0.01  # and moves from there more gently than a cold start
 
 def fit_head(config: ModelConfig, contexts: TruthContexts, *, restarts: int = 2, seed: int = 0,
              steps: int = 1500, lr: float = 0.05, float64_share: float = 0.2,
-             softmax: CapacityFit | None = None) -> CapacityFit:
+             softmax: CapacityFit | None = None, start: tuple | None = None) -> CapacityFit:
     """The best head of `config`'s family and size for the true distributions: full-batch Adam from
     `restarts` seeded starts; the lowest KL wins (see the module docstring: an upper bound).
 
@@ -145,7 +146,11 @@ def fit_head(config: ModelConfig, contexts: TruthContexts, *, restarts: int = 2,
     mixture can be the softmax: with W/ε for W, states ε·h/max|h| and every Q_k near the identity,
     tanh(Q_k·h) ≈ Q_k·h and each expert is the softmax (to O(ε²); ε = ``WARM_SCALE``). Cold MoS starts
     can stop far above the softmax's KL (0.072 against 0.016 nats on the dial world at d = 8); from
-    the softmax they end below it (0.014), so the MoS bound is never looser than the softmax's."""
+    the softmax they end below it (0.014), so the MoS bound is never looser than the softmax's.
+
+    `start`: (item weights (n, d), item bias (n,) or None, states (m, d)) of a softmax head to start one more
+    restart from (the expressive rank starts at a truncated SVD); that restart keeps its start when the
+    polish does not improve on it, so the fit is never worse than the start."""
     if not 0.0 <= float64_share <= 1.0:
         raise ValueError(f"float64_share must be in [0, 1], got {float64_share}")
     if softmax is not None and (config.head != "mos" or softmax.states.shape[1] != config.hidden_dim):
@@ -154,18 +159,28 @@ def fit_head(config: ModelConfig, contexts: TruthContexts, *, restarts: int = 2,
     log_truth = torch.from_numpy(contexts.log_truth)
     weights = torch.from_numpy(contexts.weights)
     switch = steps - round(steps * float64_share)  # the first float64 step
+    if start is not None and config.head != "softmax":
+        raise ValueError("a given start is for a softmax fit")
     best, kls = None, []
-    for restart in range(restarts + (softmax is not None)):
+    kinds = ["cold"] * restarts + ["softmax"] * (softmax is not None) + ["given"] * (start is not None)
+    for restart, kind in enumerate(kinds):
         generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, restart]).generate_state(1)[0]))
         head = head_for(config)
         head.reset_parameters(generator)
         head = head.train(False)
         free = torch.randn(len(contexts.previous), config.hidden_dim, generator=generator, dtype=torch.float64)
-        if restart == restarts:  # the start from the softmax
+        if kind == "softmax":  # the start from the softmax
             free = _start_from_softmax(head, softmax, generator)
+        elif kind == "given":
+            free = _set_softmax(head, *start)
+            with torch.no_grad():
+                kl = float(mean_kl(log_truth, head.double().log_probs(free), weights))
+            if best is None or kl < best[0]:
+                best = (kl, copy.deepcopy(head), free.numpy().copy())
         free = free.float().requires_grad_(True)
+        head = head.float()
         parameters = [free, *head.parameters()]
-        optimizer = torch.optim.Adam(parameters, lr=WARM_LR if restart == restarts else lr)
+        optimizer = torch.optim.Adam(parameters, lr=lr if kind == "cold" else WARM_LR)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
         truth, mass = log_truth.float(), weights.float()
         probabilities = truth.exp()
@@ -186,6 +201,16 @@ def fit_head(config: ModelConfig, contexts: TruthContexts, *, restarts: int = 2,
             best = (kl, head, states.numpy().copy())
     kl, head, states = best
     return CapacityFit(head, states, kl, kls, time.perf_counter() - began)
+
+
+def _set_softmax(head: Head, weight: np.ndarray, bias: np.ndarray | None, states: np.ndarray) -> torch.Tensor:
+    """Set a softmax head's items to (weight, bias); returns the states (float64) to start from."""
+    with torch.no_grad():
+        head.item_weight.copy_(torch.from_numpy(weight))
+        if head.item_bias is not None:
+            head.item_bias.copy_(torch.from_numpy(np.zeros(len(weight)) if bias is None else bias)
+                                 .view_as(head.item_bias))
+    return torch.from_numpy(np.ascontiguousarray(states, dtype=np.float64))
 
 
 def _start_from_softmax(head: Head, softmax: CapacityFit, generator: torch.Generator) -> torch.Tensor:

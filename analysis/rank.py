@@ -87,6 +87,14 @@ def print_table(result: dict) -> None:
             from softmax_bottleneck.foreign.adapter import describe_foreign
 
             print(f"{row['label']}: {describe_foreign(row['foreign'])}")
+    for row in result["models"]:
+        if row.get("expressive"):
+            e = row["expressive"]
+            overlap = f"overlap@{e['k']}"
+            shown = ", ".join(f"r={s['r']}: KL {s['kl']:.4f}, top-{e['k']} {s[overlap]:.3f}" for s in e["sweep"])
+            rank = e["expressive_rank"] if e["expressive_rank"] is not None else f"> {e['sweep'][-1]['r']}"
+            print(f"{row['label']}: expressive rank {rank} (KL ≤ {e['eps']:g}, top-{e['k']} overlap ≥ {e['min_overlap']:g}; "
+                  f"KL is an upper bound) — {shown}")
     first = result["models"][0]
     print(f"threshold: {first['threshold']:.3e} (σ_max·max(N, M)·eps unless --tol/--rtol); "
           f"rank vs N: " + ", ".join(f"{r['n']}→{r['rank']}" for r in first["rank_vs_n"]))
@@ -102,6 +110,15 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--tol", type=float, help="absolute threshold (as np.linalg.matrix_rank's tol)")
     parser.add_argument("--rtol", type=float, help="threshold relative to σ_max (as matrix_rank's rtol)")
     parser.add_argument("--block-size", type=int, default=2048, help="rows/columns computed at a time")
+    rank_that_matters = parser.add_argument_group(
+        "the expressive rank: the smallest r whose fitted rank-r softmax reproduces the model within --kl-eps nats "
+        "and --min-overlap of its top 20 (an upper bound: a fit)")
+    rank_that_matters.add_argument("--expressive", type=int, nargs="+", metavar="R",
+                                   help="the sweep of r, e.g. 8 16 32 64 128 (off by default: a fit per r)")
+    rank_that_matters.add_argument("--kl-eps", type=float, default=0.01, metavar="NATS", help="default: 0.01")
+    rank_that_matters.add_argument("--min-overlap", type=float, default=0.99, metavar="F", help="default: 0.99")
+    rank_that_matters.add_argument("--expressive-steps", type=int, default=300, metavar="N",
+                                   help="Adam steps polishing each SVD start (default: 300; 0: the SVD start alone)")
     parser.add_argument("--out", type=Path, help="folder for rank.json, spectrum.csv, spectrum.png")
     add_heldout_arguments(parser)
     return parser
@@ -112,6 +129,12 @@ def main(argv: list[str] | None = None) -> int:
 
     def check() -> None:
         check_threshold(args.tol, args.rtol)
+        if args.expressive is not None:
+            from .expressive import check_sweep  # numpy only
+
+            check_sweep(args.expressive, None, args.kl_eps, args.min_overlap)
+            if args.expressive_steps < 0:
+                raise InputError(f"--expressive-steps must be >= 0, got {args.expressive_steps}")
         if args.max_contexts is not None and args.max_contexts < 1:
             raise InputError(f"--max-contexts must be >= 1, got {args.max_contexts}")
         if args.block_size < 1:
@@ -120,10 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     def compute(_) -> tuple[dict, list]:
         from .rank_report import analyse
 
+        expressive = None if args.expressive is None else {
+            "ranks": args.expressive, "eps": args.kl_eps, "overlap": args.min_overlap, "steps": args.expressive_steps,
+            "seed": args.seed}
         result, spectra = analyse(args.checkpoint, data=args.data, split=args.split,
                                   max_contexts=args.max_contexts, seed=args.seed, engine=args.engine, tol=args.tol,
                                   rtol=args.rtol, block_size=args.block_size, device=resolve_device(args.device),
-                                  **checkpoint_sources(args))
+                                  expressive=expressive, **checkpoint_sources(args))
         if len(result["models"]) == 1:  # one model: its numbers at the top level
             result = {**result, **{k: v for k, v in result["models"][0].items() if k != "label"}}
         return result, spectra

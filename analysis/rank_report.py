@@ -130,8 +130,12 @@ def _reference_cap(config: dict) -> int:
 
 def analyse(checkpoint_paths: list[Path], *, data: Path | None, split: str, max_contexts: int | None, seed: int,
             engine: str, tol: float | None, rtol: float | None, block_size: int, device, formats=None,
-            item_map: Path | None = None, allow_other_data: bool = False) -> tuple[dict, list]:
-    """Rank reports for several checkpoints on the same contexts (and the truth, on the synthetic world)."""
+            item_map: Path | None = None, allow_other_data: bool = False, expressive: dict | None = None
+            ) -> tuple[dict, list]:
+    """Rank reports for several checkpoints on the same contexts (and the truth, on the synthetic world).
+
+    `expressive`: keyword arguments of :func:`analysis.expressive.expressive_sweep` (its "ranks" among them):
+    each model's expressive rank on the same contexts, in its report's "expressive"."""
     checkpoints, dataset = load_checkpoints_on_one_dataset(checkpoint_paths, data, formats, item_map,
                                                           allow_other_data=allow_other_data)
     held_out = dataset.split(split)
@@ -154,6 +158,10 @@ def analyse(checkpoint_paths: list[Path], *, data: Path | None, split: str, max_
         models.append({"label": label, "checkpoint": str(path), **describe(config),
                        "item_bias": config["item_bias"], **report,
                        "embedding": None if checkpoint.get("foreign") else embedding_report(model.head, contexts.hidden)})
+        if expressive is not None:
+            from .expressive import expressive_sweep
+
+            models[-1]["expressive"] = expressive_sweep(matrix.dense(), **expressive)
         if checkpoint.get("foreign"):
             models[-1]["foreign"] = foreign_summary(checkpoint, held_out)
         spectra.append((label, values, model.head.rank_cap))
@@ -183,4 +191,13 @@ def write_outputs(out: Path, result: dict, spectra: list) -> None:
         "spectrum.csv": lambda f: pd.concat(rows, ignore_index=True).to_csv(f, index=False),
         "spectrum.png": lambda f: plots.save(plots.plot_spectra(
             [(label, by_variant["model"], cap) for label, by_variant, cap in spectra]).figure, f),
+        **({"expressive.csv": lambda f: expressive_table(result).to_csv(f, index=False)}
+           if any(m.get("expressive") for m in result["models"]) else {}),
     })
+
+
+def expressive_table(result: dict) -> pd.DataFrame:
+    """expressive.csv: model × r, with the SVD start's and the fit's KL (upper bounds) and top-k overlap."""
+    return pd.DataFrame([{"model": m["label"], "head": m["head"], "variant": m["variant"], "hidden_dim": m["hidden_dim"],
+                          "n_experts": m["n_experts"], "expressive_rank": m["expressive"]["expressive_rank"], **row}
+                         for m in result["models"] if m.get("expressive") for row in m["expressive"]["sweep"]])
