@@ -39,6 +39,14 @@ Examples::
         --out runs/mos-d8.pt
     python -m analysis.capacity --data prepared/dial --head mos --n-experts 4 --hidden-dim 8 \\
         --checkpoint runs/mos-d8.pt --out results/capacity
+    # real data has no truth: fit the heads to a strong model's predictions instead
+    python -m analysis.capacity --teacher runs/mos-K4-s0.pt --head softmax --hidden-dim 32 \\
+        --checkpoint runs/softmax-d32-s0.pt --out results/capacity-teacher
+
+With ``--teacher CKPT`` the trained model stands in for the truth: each held-out context is its own row,
+the fit is the best head of the family and size for the teacher's distributions, and a checkpoint's
+KL is KL(teacher ‖ checkpoint). That asks what a softmax of size d could take over from a strong
+model, on a catalogue with no known truth.
 """
 
 from __future__ import annotations
@@ -63,9 +71,12 @@ def print_summary(summary: dict) -> None:
     from .capacity_fit import UPPER_BOUND
 
     k = max(summary["ks"])
-    print(f"{summary['n_contexts']:,} {summary['split']} contexts ({summary['n_distinct_contexts']} distinct previous "
-          f"items) × {summary['n_items']:,} items; the fit's KL is {UPPER_BOUND}")
-    print(f"{'model':28s} {'KL(truth‖model)':>15s} {'E[recall@' + str(k) + ']':>15s} {'E[mrr@' + str(k) + ']':>12s} "
+    reference = "truth" if summary.get("teacher") is None else "teacher"
+    where = (f"({summary['n_distinct_contexts']} distinct previous items)" if reference == "truth"
+             else f"(the teacher: {summary['teacher']})")
+    print(f"{summary['n_contexts']:,} {summary['split']} contexts {where} × {summary['n_items']:,} items; the fit's KL "
+          f"is {UPPER_BOUND}")
+    print(f"{'model':28s} {'KL(' + reference + '‖model)':>17s} {'E[recall@' + str(k) + ']':>15s} {'E[mrr@' + str(k) + ']':>12s} "
           f"{'rank':>6s} {'capacity gap':>13s} {'residual gap':>13s}")
     for r in summary["rows"]:
         gaps = (f"{r['capacity_gap']:13.4f} {r['residual_gap']:13.4f}" if "capacity_gap" in r else "")
@@ -85,6 +96,9 @@ def build_parser() -> ArgumentParser:
         mol.add_argument("--" + name.replace("_", "-"), type=kind, metavar="X")
     parser.add_argument("--checkpoint", type=Path, action="extend", nargs="+", default=[], metavar="CKPT",
                         help="trained models to split into capacity and residual gaps (same data)")
+    parser.add_argument("--teacher", type=Path, metavar="CKPT",
+                        help="on real data: a strong model whose predictions stand in for the truth (the fit and "
+                             "every KL are against it)")
     parser.add_argument("--max-contexts", type=int, default=1024, help="held-out contexts sampled (default: 1024)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the context sample and the fit's starts")
     parser.add_argument("--restarts", type=int, default=2, help="seeded starts of the fit; the best is kept (default: 2)")
@@ -120,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         config, ks = checked
         return capacity(config, data=args.data, checkpoints=args.checkpoint, split=args.split,
                         max_contexts=args.max_contexts, seed=args.seed, restarts=args.restarts,
-                        steps=args.steps, ks=ks, device=resolve_device(args.device), **checkpoint_sources(args))
+                        steps=args.steps, ks=ks, device=resolve_device(args.device), teacher=args.teacher,
+                        **checkpoint_sources(args))
 
     def write(out: Path, summary: dict) -> None:
         from .capacity_fit import write_outputs

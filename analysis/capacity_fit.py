@@ -75,11 +75,29 @@ class TruthContexts:
     log_truth: np.ndarray  # (m, n_items) float64 true log p(next | previous), restricted to the catalogue
 
 
+def teacher_contexts(checkpoint: dict, dataset, split: str, max_contexts: int | None, seed: int,
+                     device="cpu") -> TruthContexts:
+    """The held-out contexts (sampled as sample_contexts draws them) and a teacher model's distributions on them,
+    one row per context, in the place of the truth."""
+    from softmax_bottleneck.foreign.adapter import require_every_item
+
+    require_every_item(checkpoint, "a teacher")
+    model = model_from_checkpoint(checkpoint, device)
+    held_out = dataset.split(split)
+    if held_out.n_transitions == 0:
+        raise InputError(f"{dataset.path}: the {split} split has no events")
+    contexts = sample_contexts(collect_contexts(model, held_out, device=device), max_contexts, seed)
+    log_p = LogProbMatrix(model.head, contexts.hidden, name="the teacher", device=device).dense()
+    rows = np.arange(len(log_p))
+    return TruthContexts(contexts.sessions, contexts.positions, rows, np.ones(len(log_p)), rows, log_p)
+
+
 def truth_contexts(dataset, split: str, max_contexts: int | None, seed: int) -> TruthContexts:
     """The held-out contexts (a seeded sample, as sample_contexts draws it) and their true distributions."""
     if dataset.world is None:
         raise InputError(f"{dataset.path}: capacity needs a known truth (the synthetic world: "
-                         "python -m softmax_bottleneck.prepare --synthetic); this dataset has none")
+                         "python -m softmax_bottleneck.prepare --synthetic); this dataset has none: pass {teacher} "
+                         "CKPT to fit the heads to a trained model's predictions instead", "teacher")
     held_out = dataset.split(split)
     lengths = np.diff(held_out.offsets)
     sessions = np.repeat(np.arange(held_out.n_sessions), np.maximum(lengths - 1, 0))
@@ -264,9 +282,18 @@ def _checkpoint_row(path, checkpoint, label, dataset, split, contexts, ks, seed,
 
 def capacity(config: ModelConfig, *, data: Path | None = None, checkpoints: list[Path] = (), split: str = "test",
              max_contexts: int | None = 1024, seed: int = 0, restarts: int = 2, steps: int = 1500, ks=(20,),
-             device="cpu", formats=None, item_map: Path | None = None, allow_other_data: bool = False) -> dict:
-    """Rows oracle | best fit | checkpoints, and the two gaps per checkpoint (see the module docstring)."""
-    if checkpoints:
+             device="cpu", formats=None, item_map: Path | None = None, allow_other_data: bool = False,
+             teacher: Path | None = None) -> dict:
+    """Rows oracle | best fit | checkpoints, and the two gaps per checkpoint (see the module docstring).
+
+    `teacher`: a trained model whose predictions stand in for the truth (real data has none): the fit is
+    the best head of the family and size for the teacher's next-item distributions, and every
+    checkpoint's KL is KL(teacher ‖ model). Its first row is the teacher ("teacher", KL 0)."""
+    if teacher is not None:
+        loaded, dataset = load_checkpoints_on_one_dataset([teacher, *checkpoints], data, formats, item_map,
+                                                          allow_other_data=allow_other_data)
+        teacher_checkpoint, loaded = loaded[0], loaded[1:]
+    elif checkpoints:
         loaded, dataset = load_checkpoints_on_one_dataset(list(checkpoints), data, formats, item_map,
                                                           allow_other_data=allow_other_data)
     elif data is not None:
@@ -277,7 +304,8 @@ def capacity(config: ModelConfig, *, data: Path | None = None, checkpoints: list
     config = dataclasses.replace(config, n_items=dataset.n_items)
     for path, checkpoint in zip(checkpoints, loaded):
         check_family(config, checkpoint, path)
-    contexts = truth_contexts(dataset, split, max_contexts, seed)
+    contexts = (truth_contexts(dataset, split, max_contexts, seed) if teacher is None
+                else teacher_contexts(teacher_checkpoint, dataset, split, max_contexts, seed, device))
     softmax = None
     if config.head == "mos":  # a mixture's bound is never looser than the softmax's it contains (see fit_head)
         softmax = fit_head(dataclasses.replace(config, head="softmax", n_experts=1), contexts, restarts=1, seed=seed,
@@ -286,7 +314,8 @@ def capacity(config: ModelConfig, *, data: Path | None = None, checkpoints: list
     fitted = LogProbMatrix(fit.head, fit.states, name="fitted head")
     fitted_dense = fitted.dense()  # once: its KL, expected metrics and (without a factorisation) its rank
     label = "best-fit " + model_label(config)
-    rows = [{"model": "oracle", "kind": "oracle", **_measures(contexts.log_truth, contexts.log_truth, contexts.weights,
+    reference = "oracle" if teacher is None else "teacher"
+    rows = [{"model": reference, "kind": reference, **_measures(contexts.log_truth, contexts.log_truth, contexts.weights,
                                                               ks, numerical_rank(contexts.log_truth))},
             {"model": label, "kind": "best fit", **describe(config), **_measures(contexts.log_truth, fitted_dense, contexts.weights, ks,
                                                           numerical_rank(fitted if fitted.has_factors else fitted_dense))}]
@@ -298,6 +327,7 @@ def capacity(config: ModelConfig, *, data: Path | None = None, checkpoints: list
         rows.append(row)
     world = dataset.meta.get("source", {}).get("config", {})
     summary = {"library_version": library_version(), "threads": torch.get_num_threads(), "data": str(dataset.path),
+               "teacher": None if teacher is None else str(teacher),
                "split": split, "seed": seed, "n_contexts": int(len(contexts.sessions)),
                "n_distinct_contexts": int(len(contexts.previous)), "n_items": dataset.n_items, "ks": list(ks),
                "world": {k: world.get(k) for k in ("low_rank", "sparse_weight", "factor_scale", "n_successors")},

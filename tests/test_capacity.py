@@ -195,3 +195,26 @@ def test_a_models_family_keeps_its_variant():
     assert variant_of(family_config(dd)) == "softmax-dd"
     assert variant_of(family_config({**dd, "embedding": "constrained"})) == "softmax"
     assert family_config(dd).dropout_hidden == ModelConfig().dropout_hidden  # training settings do not enter
+
+
+def test_a_teacher_stands_in_for_the_truth_on_data_without_one(tiny_synthetic, tiny_checkpoint, tmp_path, capsys):
+    """Real data has no truth: a model's predictions take its place. A teacher fitted by its own family and
+    size is reproduced (the fit's KL near 0), and a checkpoint's KL is measured against the teacher."""
+    import dataclasses
+
+    from softmax_bottleneck.data import save_prepared
+
+    plain = save_prepared(dataclasses.replace(tiny_synthetic, world=None,
+                                              meta={**tiny_synthetic.meta, "source": {"format": "test"}}),
+                          tmp_path / "plain")
+    status, _, err = run_cli(main, ["--data", plain, "--head", "softmax", "--hidden-dim", "8"], capsys)
+    assert status == 2 and "--teacher" in err  # no truth: the message names the way out
+    # the teacher's family at its size: the fit reproduces it; a smaller softmax cannot
+    summary = capacity(ModelConfig(head="softmax", hidden_dim=8), teacher=tiny_checkpoint, checkpoints=[tiny_checkpoint],
+                       max_contexts=200, restarts=1, steps=600)
+    teacher, fit, same = summary["rows"]
+    assert teacher["model"] == "teacher" and teacher["kl"] == 0.0 and summary["teacher"] == str(tiny_checkpoint)
+    assert fit["kl"] < 0.05 and same["kl"] == pytest.approx(0.0, abs=1e-9)  # the teacher against itself
+    small = capacity(ModelConfig(head="softmax", hidden_dim=1), teacher=tiny_checkpoint, max_contexts=200, restarts=1,
+                     steps=600)
+    assert small["rows"][1]["kl"] > 5 * fit["kl"]
