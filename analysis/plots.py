@@ -519,3 +519,40 @@ def plot_capacity_sweep(rows, ax=None, *, x: str = "hidden_dim", experts: int | 
            bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
     return ax
 
+
+
+KL_FLOOR = 1e-6  # KL drawn at least this (a softmax reproduced exactly has KL ~1e-15)
+
+
+def plot_expressive_kl(models, ax=None, *, title: str = "", eps: float | None = None, short_labels: bool = True):
+    """Each model's expressive-rank sweep: KL(model ‖ best-found rank-r softmax) against r (an upper bound),
+    floored at KL_FLOOR for the log scale; a softmax's cap d+2 dotted in its colour; ε dashed."""
+    ax = axes_or_new(ax)
+    for m, color in zip(models, _matrix_colors(models)):
+        sweep = m["expressive"]["sweep"]
+        ax.plot([s["r"] for s in sweep], [max(s["kl"], KL_FLOOR) for s in sweep], marker=".", lw=1.5, color=color,
+                label=_line_label(m, short_labels))
+        if m.get("rank_cap"):
+            ax.axvline(m["rank_cap"], color=color, ls=":", lw=1)
+    if eps is not None:
+        ax.axhline(eps, color="0.4", ls="--", lw=0.9, label=f"ε = {eps:g}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    finish(ax, "rank r of the approximating softmax", f"KL(model ‖ rank-r softmax), nats (≥ {KL_FLOOR:g})", title,
+           legend_size=7, loc="best")
+    return ax
+
+
+def plot_expressive_overlap(models, ax=None, *, title: str = "", bar: float | None = None, short_labels: bool = True):
+    """Each model's sweep: the share of its top k that the rank-r approximation keeps in its top k."""
+    ax = axes_or_new(ax)
+    for m, color in zip(models, _matrix_colors(models)):
+        sweep, k = m["expressive"]["sweep"], m["expressive"]["k"]
+        ax.plot([s["r"] for s in sweep], [s[f"overlap@{k}"] for s in sweep], marker=".", lw=1.5, color=color,
+                label=_line_label(m, short_labels))
+    if bar is not None:
+        ax.axhline(bar, color="0.4", ls="--", lw=0.9, label=f"bar {bar:g}")
+    ax.set_xscale("log", base=2)
+    k = models[0]["expressive"]["k"] if models else 20
+    finish(ax, "rank r of the approximating softmax", f"top-{k} overlap", title, legend_size=7, loc="best")
+    return ax

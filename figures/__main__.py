@@ -33,7 +33,7 @@ from .profiles import PROFILES
 
 # one module figures/NAME.py per figure, with make(results_dir) -> Figure; loaded when drawn
 # (a module may say it does not apply to a study with available(results_dir), e.g. capacity on real data)
-FIGURES = ("spectra", "rank_vs_size", "rank_vs_contexts", "rank_vs_threshold", "metrics", "gain_heatmap", "cost",
+FIGURES = ("spectra", "rank_vs_size", "rank_vs_contexts", "rank_vs_threshold", "expressive_rank", "metrics", "gain_heatmap", "cost",
            "reach", "capacity")
 FORMATS = ("png", "pdf")
 

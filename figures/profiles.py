@@ -30,6 +30,8 @@ class Profile:
     patience: int = 2  # epochs without a better valid MRR@20 that end a trial (and a model's training)
     capacity_restarts: int = 1  # seeded starts of each head × d × K's capacity fit (synthetic world only)
     capacity_steps: int = 800  # Adam steps of each start
+    expressive_ranks: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)  # r of the expressive-rank sweep (rank report)
+    expressive_steps: int = 150  # Adam steps polishing each r's SVD start
     split: str = "test"
     heads: tuple[str, ...] = ("softmax", "mos")  # the size sweep's heads (config.VARIANTS; the first is the baseline)
 

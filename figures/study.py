@@ -285,8 +285,10 @@ def run_analyses(profile: Profile, results: Path, runs: list[Run], paths: list[P
     timings: dict[str, float] = {}
 
     def rank() -> None:
+        ranks = [r for r in profile.expressive_ranks if r <= dataset.n_items]
         result, spectra = rank_tool.analyse(first_seed, data=data, split=profile.split, max_contexts=n_contexts,
-                                            seed=0, engine="auto", tol=None, rtol=None, block_size=2048, device=device)
+                                            seed=0, engine="auto", tol=None, rtol=None, block_size=2048, device=device,
+                                            expressive={"ranks": ranks, "steps": profile.expressive_steps, "seed": 0})
         rank_tool.write_outputs(results / "rank", result, spectra)
 
     def compare() -> None:
@@ -314,8 +316,11 @@ def run_analyses(profile: Profile, results: Path, runs: list[Run], paths: list[P
         capacity_fit.write_sweep(results / "capacity", summaries)
 
     keys = {
-        "rank": _analysis("rank", results / "rank", analysis_key("rank", first_seed, profile.max_contexts, profile.split),
-                          ("rank.json", "spectrum.csv"), rank, log, f"rank report of {len(first_seed)} models", timings),
+        "rank": _analysis("rank", results / "rank",
+                          analysis_key("rank", first_seed, profile.max_contexts, profile.split, profile.expressive_ranks,
+                                       profile.expressive_steps),
+                          ("rank.json", "spectrum.csv", "expressive.csv"), rank, log,
+                          f"rank report of {len(first_seed)} models (with the expressive rank)", timings),
         "compare": _analysis("compare", results / "compare",
                              analysis_key("compare", compared, profile.n_bootstrap, profile.split),
                              ("metrics.csv", "breakdown.csv", "compare.json"), compare, log,

@@ -24,7 +24,7 @@ MODULES = [importlib.import_module(f"figures.{name}") for name in FIGURES]
 
 TINY = Profile(world=SyntheticConfig(n_items=40, n_sessions=400, seed=3), epochs=1, seeds=(0, 1), dims=(2, 4),
                experts=2, expert_dim=2, expert_counts=(1, 2), max_contexts=256, n_bootstrap=50, n_random=64,
-               tune_trials=2, patience=1, heads=EVERY_HEAD)
+               tune_trials=2, patience=1, heads=EVERY_HEAD, expressive_ranks=(1, 2, 4), expressive_steps=10)
 
 
 @pytest.fixture(scope="module")
