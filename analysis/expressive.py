@@ -60,12 +60,19 @@ def check_sweep(ranks, n_items: int | None = None, eps: float = DEFAULT_EPS, ove
     return ranks
 
 
-def svd_start(log_p: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(item factors (n, r), item bias (n,), states (m, r)) of the rank-r truncated SVD of the double-centred
-    log-prob matrix: ``log_softmax(states · factorsᵀ + bias)`` is a rank-r softmax near `log_p`."""
+def double_centred_svd(log_p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(u, s, vt, bias): the SVD of the log-prob matrix with rows, then columns centred (bias: the column means)."""
     centred = log_p - log_p.mean(axis=1, keepdims=True)
     bias = centred.mean(axis=0)
     u, s, vt = np.linalg.svd(centred - bias, full_matrices=False)
+    return u, s, vt, bias
+
+
+def svd_start(log_p: np.ndarray, r: int, decomposition=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(item factors (n, r), item bias (n,), states (m, r)) of the rank-r truncated SVD of the double-centred
+    log-prob matrix: ``log_softmax(states · factorsᵀ + bias)`` is a rank-r softmax near `log_p`.
+    `decomposition`: :func:`double_centred_svd`'s result, made once for a whole sweep."""
+    u, s, vt, bias = double_centred_svd(log_p) if decomposition is None else decomposition
     return np.ascontiguousarray(vt[:r].T), bias, u[:, :r] * s[:r]
 
 
@@ -102,9 +109,10 @@ def expressive_sweep(log_p: np.ndarray, ranks, *, steps: int = 300, seed: int = 
     log_p = np.ascontiguousarray(log_p, dtype=np.float64)
     ranks = check_sweep(ranks, log_p.shape[1], eps, overlap)
     teacher = TeacherContexts(log_p)
+    decomposition = double_centred_svd(log_p)  # one SVD serves every r
     rows = []
     for r in ranks:
-        factors, bias, states = svd_start(log_p, r)
+        factors, bias, states = svd_start(log_p, r, decomposition)
         start = log_softmax_rows(states @ factors.T + bias)
         row = {"r": r, "kl_svd": mean_kl(log_p, start), f"overlap_svd@{k}": top_k_overlap(log_p, start, k)}
         if steps > 0:
