@@ -82,3 +82,12 @@ def test_non_finite_and_out_of_range_floats_are_refused_before_any_work(case, ti
     status, out, err = run_cli(importlib.import_module(module).main, argv, capsys)
     assert status == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_an_out_folder_error_shows_the_path_typed(tiny_checkpoint, tmp_path, capsys):
+    from analysis.rank import main
+
+    (tmp_path / "file").write_text("")
+    typed = tmp_path / "file" / "results"
+    status, _, err = run_cli(main, ["--checkpoint", tiny_checkpoint, "--out", typed], capsys)
+    assert status == 2 and f"--out {typed}:" in err and f"{typed}/x" not in err, err
