@@ -539,7 +539,8 @@ def main(argv: list[str] | None = None) -> int:
         check_output_dir(args.out, "--out")
         settings = settings_from_args(args)
         device = resolve_device(args.device)
-        args.out.mkdir(parents=True, exist_ok=True)
+        if args.storage is None:  # the study file lives in --out; a server's study needs no folder until the end
+            args.out.mkdir(parents=True, exist_ok=True)
         storage = args.storage or f"sqlite:///{(args.out / 'study.db').resolve()}"
         name = args.study_name or default_study_name(settings)
         study = tune(settings, n_trials=args.n_trials, storage=storage, study_name=name, timeout=args.timeout,

@@ -205,3 +205,10 @@ def test_a_trial_that_ends_anyway_is_complete_not_pruned(tmp_path, tiny_syntheti
     early = _trials(tmp_path / "early")
     assert [t.state.name for t in early] == ["PRUNED", "PRUNED"]
     assert [t.user_attrs["epochs_trained"] for t in early] == [1, 1]
+
+
+def test_an_unreachable_storage_is_one_line_and_leaves_no_out_folder(tmp_path, tiny_synthetic, space, capsys):
+    status, _, err = run_cli(main, _argv(tiny_synthetic, space, tmp_path / "never", "--n-trials", "1", "--storage",
+                                         "postgresql://nobody@127.0.0.1:1/studies"), capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and "cannot open it" in err, err
+    assert not (tmp_path / "never").exists()
