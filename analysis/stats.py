@@ -58,7 +58,7 @@ def bootstrap_replicates(values: np.ndarray, sessions: np.ndarray, n_bootstrap: 
                 total += sign * sums[0][picks].sum(axis=1)
             else:  # each replicate's seeds as weights (multiplicity / n_seeds) on the seeds' session sums
                 drawn = seed_rng.integers(0, len(sums), size=(size, len(sums)))
-                weights = np.stack([np.bincount(row, minlength=len(sums)) for row in drawn]) / len(sums)
+                weights = (drawn[:, :, None] == np.arange(len(sums))).sum(axis=1) / len(sums)  # (size, n_seeds)
                 total += sign * np.take_along_axis(weights @ sums, picks, axis=1).sum(axis=1)
         replicates.append(total / counts[picks].sum(axis=1))
     return float(estimate), np.concatenate(replicates)

@@ -24,6 +24,7 @@ import hashlib
 import io
 import re
 import tarfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,18 +89,12 @@ def _files(path: Path) -> Iterator[tuple[str, bytes]]:
                     if member.isfile() and not Path(member.name).name.startswith("."):
                         found += 1
                         yield f"{path}:{member.name}", archive.extractfile(member).read()
-        except (tarfile.TarError, EOFError, zlib_error(), OSError) as err:
+        except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
             raise InputError(f"{path}: not a readable tar archive ({type(err).__name__}: {err})") from None
         if not found:
             raise InputError(f"{path}: the archive holds no files")
     else:
         yield str(path), path.read_bytes()
-
-
-def zlib_error() -> type:
-    import zlib
-
-    return zlib.error
 
 
 def sniff_delimiter(header: str, where: str) -> str:
@@ -117,6 +112,13 @@ def sniff_delimiter(header: str, where: str) -> str:
                          "delimiter") from None
 
 
+def _malformed(name: str, err: Exception) -> InputError:
+    """pandas' tokenizer error as one line naming the file and the line."""
+    found = re.search(r"line (\d+)", str(err))
+    where = f"line {found.group(1)}: " if found else ""
+    return InputError(f"{name}: {where}malformed row ({str(err).splitlines()[0].split('. ')[-1]})")
+
+
 def _check_field_counts(name: str, raw: bytes, delimiter: str, width: int) -> None:
     """Every line must have the header's number of fields (read with only some columns, pandas lets a row
     with surplus fields through). Counted on the bytes, vectorised; a file with quotes is parsed in full."""
@@ -124,8 +126,7 @@ def _check_field_counts(name: str, raw: bytes, delimiter: str, width: int) -> No
         try:
             pd.read_csv(io.BytesIO(raw), sep=delimiter, dtype=str, keep_default_na=False, engine="c")
         except pd.errors.ParserError as err:
-            found = re.search(r"line (\d+)", str(err))
-            raise InputError(f"{name}: {'line ' + found.group(1) + ': ' if found else ''}malformed row") from None
+            raise _malformed(name, err) from None
         return
     data = np.frombuffer(raw, dtype=np.uint8)
     ends = np.flatnonzero(data == ord("\n"))
@@ -155,9 +156,7 @@ def _read_one(name: str, raw: bytes, columns: Columns, delimiter: str) -> pd.Dat
         frame = pd.read_csv(io.StringIO(text), sep=delimiter, usecols=list(columns.roles()), dtype=str,
                             keep_default_na=False, engine="c")
     except pd.errors.ParserError as err:
-        found = re.search(r"line (\d+)", str(err))
-        where = f"line {found.group(1)}: " if found else ""
-        raise InputError(f"{name}: {where}malformed row ({str(err).splitlines()[0].split('. ')[-1]})") from None
+        raise _malformed(name, err) from None
     for column, role in columns.roles().items():
         values = frame[column]
         empty = np.flatnonzero((values.str.strip() == "").to_numpy())
