@@ -130,12 +130,13 @@ def _reference_cap(config: dict) -> int:
 
 def analyse(checkpoint_paths: list[Path], *, data: Path | None, split: str, max_contexts: int | None, seed: int,
             engine: str, tol: float | None, rtol: float | None, block_size: int, device, formats=None,
-            item_map: Path | None = None, allow_other_data: bool = False, expressive: dict | None = None
-            ) -> tuple[dict, list]:
+            item_map: Path | None = None, allow_other_data: bool = False, expressive: dict | None = None,
+            expressive_dims: tuple[int, ...] | None = None) -> tuple[dict, list]:
     """Rank reports for several checkpoints on the same contexts (and the truth, on the synthetic world).
 
     `expressive`: keyword arguments of :func:`analysis.expressive.expressive_sweep` (its "ranks" among them):
-    each model's expressive rank on the same contexts, in its report's "expressive"."""
+    each model's expressive rank on the same contexts, in its report's "expressive" (only the models of
+    hidden size in `expressive_dims`, when given)."""
     checkpoints, dataset = load_checkpoints_on_one_dataset(checkpoint_paths, data, formats, item_map,
                                                           allow_other_data=allow_other_data)
     held_out = dataset.split(split)
@@ -158,7 +159,7 @@ def analyse(checkpoint_paths: list[Path], *, data: Path | None, split: str, max_
         models.append({"label": label, "checkpoint": str(path), **describe(config),
                        "item_bias": config["item_bias"], **report,
                        "embedding": None if checkpoint.get("foreign") else embedding_report(model.head, contexts.hidden)})
-        if expressive is not None:
+        if expressive is not None and (expressive_dims is None or config["hidden_dim"] in expressive_dims):
             from .expressive import expressive_sweep
 
             models[-1]["expressive"] = expressive_sweep(matrix.dense(), **expressive)

@@ -13,6 +13,7 @@ Examples::
     python -m softmax_bottleneck.prepare --input ../shared/data/ml-100k/ml-100k.inter --format recbole --out prepared/ml-100k
     python -m figures --data prepared/ml-100k           # the same study on MovieLens-100K (no truth/oracle)
     python -m figures --retune                          # tune every head × d again instead of figures/tuned/
+    python -m figures --data prepared/globo --profile real --jobs 2   # a real 10,000-item catalogue (hours)
 
 Every head is trained with settings tuned for it on the valid split (see figures/study.py): the
 quick profile's are committed in figures/tuned/quick/; other data or profiles are tuned first,
@@ -68,6 +69,9 @@ def build_parser() -> ArgumentParser:
                         help="draw only this figure; repeatable. One of: " + ", ".join(FIGURES))
     parser.add_argument("--retune", action="store_true",
                         help="ignore the committed tuned settings (figures/tuned/) and tune into RESULTS/tuned/")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="worker processes (one thread each) for the tunings and trainings; the models do not "
+                             "depend on N (default: 1)")
     parser.add_argument("--json", action="store_true", help="print the files written (and the results folder) as JSON")
     add_device_argument(parser)
     return parser
@@ -78,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         began = time.perf_counter()
+        if args.jobs < 1:
+            raise InputError(f"--jobs {args.jobs}: must be at least 1")
         unknown = sorted(set(args.only or []) - set(FIGURES))
         if unknown:
             raise InputError(f"--only {', '.join(unknown)}: no such figure; choose from "
@@ -101,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             from .study import run_study  # torch: imported once the flags are checked
 
             run_study(args.profile, results, args.data, device=resolve_device(args.device),
-                      committed_tuning=not args.retune)
+                      committed_tuning=not args.retune, jobs=args.jobs)
         written = draw(results, out, args.only)
         if args.json:
             print(json.dumps({"results": str(results.resolve()), "written": [str(p) for p in written]}))

@@ -16,7 +16,7 @@ from softmax_bottleneck.synthetic import SyntheticConfig
 class Profile:
     """One study: the models, their tuning budget and the analysis settings."""
 
-    world: SyntheticConfig  # used when no --data is given
+    world: SyntheticConfig | None  # used when no --data is given (None: the profile is for real data, --data needed)
     epochs: int  # the most epochs of a tuning trial and of every model (each keeps its best valid epoch)
     seeds: tuple[int, ...]  # every (head, d) of the size sweep is trained with each seed
     dims: tuple[int, ...]  # hidden sizes d of the size sweep (every head of `heads`; MoS with `experts` experts)
@@ -32,6 +32,8 @@ class Profile:
     capacity_steps: int = 800  # Adam steps of each start
     expressive_ranks: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)  # r of the expressive-rank sweep (rank report)
     expressive_steps: int = 150  # Adam steps polishing each r's SVD start
+    expressive_dims: tuple[int, ...] | None = None  # the d whose models get the expressive sweep (None: every d)
+    tune_dim: int | None = None  # tune every head at this d only and carry its settings to the other sizes
     split: str = "test"
     heads: tuple[str, ...] = ("softmax", "mos")  # the size sweep's heads (config.VARIANTS; the first is the baseline)
 
@@ -39,6 +41,8 @@ class Profile:
         unknown = [h for h in self.heads if h not in VARIANTS]
         if unknown or not self.heads or self.heads[0] != "softmax":
             raise ValueError(f"heads must start with softmax and name only {', '.join(VARIANTS)}, got {self.heads}")
+        if self.tune_dim is not None and self.tune_dim not in self.dims:
+            raise ValueError(f"tune_dim {self.tune_dim} is not one of the size sweep's dims {self.dims}")
 
 
 EVERY_HEAD = ("softmax", "mos", "sigsoftmax", "mol", "softmax-dd")  # softmax-dd: dropout and decoupling's softmax
@@ -59,4 +63,12 @@ PROFILES = {
     "full": Profile(world=SyntheticConfig(), epochs=10, seeds=(0, 1, 2), dims=(2, 4, 8, 16, 32, 64), experts=4,
                     expert_dim=16, expert_counts=(1, 2, 4, 8), max_contexts=4096, n_bootstrap=2000, n_random=4096,
                     tune_trials=20, patience=3, capacity_restarts=2, capacity_steps=1500, heads=EVERY_HEAD),
+    # a real catalogue of about 10,000 items (Globo.com news: see figures/README.md), in under 6 hours on 2
+    # cores with --jobs 2: every head tuned at d = 64 with the same budget (6 trials of up to 3 epochs,
+    # patience 1) and its settings carried to d = 16, 32 and 128; two seeds; the expressive sweep of the
+    # d = 16 and d = 64 models
+    "real": Profile(world=None, epochs=3, seeds=(0, 1), dims=(16, 32, 64, 128), experts=4, expert_dim=64,
+                    expert_counts=(4,), max_contexts=2048, n_bootstrap=1000, n_random=1024, tune_trials=6, patience=1,
+                    expressive_ranks=(1, 2, 4, 8, 16, 32, 64, 128), expressive_steps=100, expressive_dims=(16, 64),
+                    tune_dim=64, heads=EVERY_HEAD),
 }

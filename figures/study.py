@@ -83,9 +83,14 @@ class Run:
         """File name of the run's variant × d × K (its tuning folder)."""
         return self.variant + (f"-K{self.n_experts}" if self.head == "mos" else "") + f"-d{self.hidden_dim}"
 
+    def tuned_at(self, profile: Profile) -> "Run":
+        """The run whose tuning this run's settings come from: itself, or its variant × K at the profile's
+        tune_dim (the settings are then carried to this size)."""
+        return self if profile.tune_dim is None else dataclasses.replace(self, hidden_dim=profile.tune_dim)
+
     def configs(self, tuned: dict, dataset: PreparedDataset) -> tuple[ModelConfig, TrainConfig]:
-        """The tuned settings of this variant × d × K (a best.json record), with this run's seed."""
-        model = ModelConfig(**{**tuned["model_config"], "n_items": dataset.n_items})
+        """The tuned settings of this variant × K (a best.json record) at this run's size, with its seed."""
+        model = ModelConfig(**{**tuned["model_config"], "n_items": dataset.n_items, "hidden_dim": self.hidden_dim})
         return model, TrainConfig(**{**tuned["train_config"], "seed": self.seed})
 
 
@@ -115,6 +120,9 @@ def _digest(payload) -> str:
 def ensure_data(results: Path, data: Path | None, profile: Profile, log: Callable[[str], None]) -> PreparedDataset:
     if data is not None:
         return load_prepared(data)
+    if profile.world is None:
+        raise InputError("this profile is for real data: pass --data, a prepared dataset (e.g. prepared/globo, "
+                         "whose prepare command is in the README)")
     folder = results / "data"
     if folder.is_dir():
         dataset = load_prepared(folder)
@@ -156,9 +164,9 @@ def _matches(record: dict, settings: tuner.TuneSettings, n_trials: int) -> bool:
     return recorded == settings.identity() and record.get("budget", {}).get("trials", 0) >= n_trials
 
 
-def ensure_tuned(run: Run, profile: Profile, profile_name: str, dataset: PreparedDataset, results: Path, device,
-                 log: Callable[[str], None], committed: bool = True) -> tuple[dict, Path]:
-    """The best.json record of the run's head × d × K: committed (unless not `committed`), cached, or tuned now."""
+def cached_tuning(run: Run, profile: Profile, profile_name: str, dataset: PreparedDataset, results: Path,
+                  committed: bool = True) -> tuple[dict, Path] | None:
+    """The best.json record of the run's head × d × K if it is committed (unless not `committed`) or cached."""
     settings = tune_settings(run, profile, dataset)
     places = [TUNED / profile_name / f"{run.slug}.json"] if committed else []
     for path in places + [results / "tuned" / run.slug / "best.json"]:
@@ -166,6 +174,16 @@ def ensure_tuned(run: Run, profile: Profile, profile_name: str, dataset: Prepare
             record = json.loads(path.read_text())
             if _matches(record, settings, profile.tune_trials):
                 return record, path
+    return None
+
+
+def ensure_tuned(run: Run, profile: Profile, profile_name: str, dataset: PreparedDataset, results: Path, device,
+                 log: Callable[[str], None], committed: bool = True) -> tuple[dict, Path]:
+    """The best.json record of the run's head × d × K: committed (unless not `committed`), cached, or tuned now."""
+    found = cached_tuning(run, profile, profile_name, dataset, results, committed)
+    if found is not None:
+        return found
+    settings = tune_settings(run, profile, dataset)
     folder = results / "tuned" / run.slug
     log(f"tuning {run.label}: {profile.tune_trials} trials of up to {profile.epochs} epochs")
     began = time.perf_counter()
@@ -190,13 +208,23 @@ def training_key(dataset: PreparedDataset, model_config: ModelConfig, train_conf
                     source_hash("softmax_bottleneck")])
 
 
+def checkpoint_path(run: Run, tuned: tuple[dict, Path], dataset: PreparedDataset, runs_dir: Path) -> Path:
+    """Where the run's checkpoint lives: named by its label, seed and training key."""
+    model_config, train_config = run.configs(tuned[0], dataset)
+    key = training_key(dataset, model_config, train_config)
+    return runs_dir / f"{run.label.replace(' ', '_').replace('=', '')}-s{run.seed}-{key[:12]}.pt"
+
+
+def _finished(path: Path) -> bool:
+    return path.exists() and bool((load_checkpoint(path).get("selection") or {}).get("finished"))
+
+
 def ensure_checkpoint(run: Run, tuned: tuple[dict, Path], dataset: PreparedDataset, runs_dir: Path, device,
                       log: Callable[[str], None]) -> Path:
     """The run's checkpoint, trained (or resumed) with its tuned settings unless a finished one is there."""
     record, tuned_path = tuned
     model_config, train_config = run.configs(record, dataset)
-    key = training_key(dataset, model_config, train_config)
-    path = runs_dir / f"{run.label.replace(' ', '_').replace('=', '')}-s{run.seed}-{key[:12]}.pt"
+    path = checkpoint_path(run, tuned, dataset, runs_dir)
     resume = False
     if path.exists():
         checkpoint = load_checkpoint(path)
@@ -288,7 +316,8 @@ def run_analyses(profile: Profile, results: Path, runs: list[Run], paths: list[P
         ranks = [r for r in profile.expressive_ranks if r <= dataset.n_items]
         result, spectra = rank_tool.analyse(first_seed, data=data, split=profile.split, max_contexts=n_contexts,
                                             seed=0, engine="auto", tol=None, rtol=None, block_size=2048, device=device,
-                                            expressive={"ranks": ranks, "steps": profile.expressive_steps, "seed": 0})
+                                            expressive={"ranks": ranks, "steps": profile.expressive_steps, "seed": 0},
+                                            expressive_dims=profile.expressive_dims)
         rank_tool.write_outputs(results / "rank", result, spectra)
 
     def compare() -> None:
@@ -318,7 +347,7 @@ def run_analyses(profile: Profile, results: Path, runs: list[Run], paths: list[P
     keys = {
         "rank": _analysis("rank", results / "rank",
                           analysis_key("rank", first_seed, profile.max_contexts, profile.split, profile.expressive_ranks,
-                                       profile.expressive_steps),
+                                       profile.expressive_steps, profile.expressive_dims),
                           ("rank.json", "spectrum.csv", "expressive.csv"), rank, log,
                           f"rank report of {len(first_seed)} models (with the expressive rank)", timings),
         "compare": _analysis("compare", results / "compare",
@@ -339,12 +368,44 @@ def run_analyses(profile: Profile, results: Path, runs: list[Run], paths: list[P
     return keys, timings
 
 
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _tune_job(job: tuple) -> tuple[dict, Path]:
+    """One head × d × K's tuning in a worker process (picklable arguments, the dataset read from its folder)."""
+    run, profile, profile_name, data, results, device, committed = job
+    set_threads(1)
+    return ensure_tuned(run, profile, profile_name, load_prepared(data), results, device, _stderr, committed)
+
+
+def _train_job(job: tuple) -> Path:
+    run, tuned, data, runs_dir, device = job
+    set_threads(1)
+    return ensure_checkpoint(run, tuned, load_prepared(data), runs_dir, device, _stderr)
+
+
+def _in_workers(function: Callable, jobs: list, workers: int) -> list:
+    """function(job) for every job, in order: in this process, or `workers` processes of one thread each.
+
+    Every job is one seeded tuning study or one seeded model, so its result does not depend on the
+    number of workers; a study stopped half-way resumes from what the finished jobs cached."""
+    if workers <= 1 or len(jobs) <= 1:
+        return [function(job) for job in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(function, jobs))
+
+
 def run_study(profile: str | Profile, results: Path, data: Path | None = None, device="cpu",
-              log: Callable[[str], None] = lambda m: print(m, file=sys.stderr), committed_tuning: bool = True) -> dict:
+              log: Callable[[str], None] = _stderr, committed_tuning: bool = True, jobs: int = 1) -> dict:
     """Tune and train what is missing and run what changed; returns the study record (also in study.json).
 
     profile: a name in PROFILES, or a Profile (tests use tiny ones). committed_tuning=False ignores
-    figures/tuned/ and tunes into results/tuned/ (how the committed files are made)."""
+    figures/tuned/ and tunes into results/tuned/ (how the committed files are made). jobs: worker
+    processes for the tunings and the trainings (one thread each; the same models for any number)."""
     profile_name = profile if isinstance(profile, str) else "custom"
     profile = PROFILES[profile] if isinstance(profile, str) else profile
     results = Path(results)
@@ -354,19 +415,24 @@ def run_study(profile: str | Profile, results: Path, data: Path | None = None, d
         raise InputError(f"{dataset.path}: the {profile.split} split has no events")
     set_threads(1)  # GRU4Rec's small sequential steps: one thread is as fast, and never oversubscribes
     runs = study_runs(profile)
-    tuned = {}
-    for run in runs:
-        if run.slug not in tuned:
-            tuned[run.slug] = ensure_tuned(run, profile, profile_name, dataset, results, device, log,
-                                           committed_tuning)
-    paths = [ensure_checkpoint(r, tuned[r.slug], dataset, results / "runs", device, log) for r in runs]
+    tuning_runs = list({r.tuned_at(profile).slug: r.tuned_at(profile) for r in runs}.values())
+    tuned = {t.slug: cached_tuning(t, profile, profile_name, dataset, results, committed_tuning) for t in tuning_runs}
+    missing = [t for t in tuning_runs if tuned[t.slug] is None]
+    for t, found in zip(missing, _in_workers(_tune_job, [(t, profile, profile_name, dataset.path, results, str(device),
+                                                           committed_tuning) for t in missing], jobs)):
+        tuned[t.slug] = found
+    tuned_for = {r: tuned[r.tuned_at(profile).slug] for r in runs}
+    paths = [checkpoint_path(r, tuned_for[r], dataset, results / "runs") for r in runs]
+    missing = [r for r, path in zip(runs, paths) if not _finished(path)]
+    _in_workers(_train_job, [(r, tuned_for[r], dataset.path, results / "runs", str(device)) for r in missing], jobs)
     set_threads(1)  # the analyses too: one thread holds its speed beside other work (cli.HELDOUT_THREADS)
     keys, timings = run_analyses(profile, results, runs, paths, dataset, device, log)
     record = {"library_version": library_version(), "versions": package_versions(), "threads": 1,
               "profile": profile_name, "settings": dataclasses.asdict(profile),
               "data": str(dataset.path), "fingerprint": dataset.fingerprint, "n_items": dataset.n_items,
               "runs": [{**dataclasses.asdict(r), "head": r.head, "label": r.label, "checkpoint": str(p),
-                        "tuned": _tuned_summary(*tuned[r.slug])} for r, p in zip(runs, paths)],
+                        "tuned": {**_tuned_summary(*tuned_for[r]), "tuned_at_hidden_dim": r.tuned_at(profile).hidden_dim}}
+                       for r, p in zip(runs, paths)],
               "analyses": keys}
     write_models_table(results / "models.csv", runs, paths)
     earlier = json.loads((results / "study.json").read_text()) if (results / "study.json").is_file() else {}

@@ -313,6 +313,16 @@ class MixtureOfSoftmaxesHead(Head):
         expert_log_p = torch.log_softmax(_logits(states, weight, bias, log_q), dim=-1)  # (batch, K, n_cand)
         return log_mix(log_prior[..., None] + expert_log_p)
 
+    def loss(self, hidden, targets, candidates=None, log_q=None):
+        """The cross-entropy of the mixture at the target column only: each expert's log-softmax over the
+        candidates, then log_mix over the K values at the target (training needs no other column's mixture,
+        and mixing all of them was a third of a step at 10,000 items)."""
+        weight, bias = self._output(candidates)
+        log_prior, states = self.expert_states(hidden)
+        expert_log_p = torch.log_softmax(_logits(states, weight, bias, log_q), dim=-1)  # (batch, K, n_cand)
+        at_target = expert_log_p.gather(-1, targets[:, None, None].expand(-1, self.n_experts, 1))  # (batch, K, 1)
+        return -log_mix(log_prior[..., None] + at_target)[:, 0]
+
     def mixture_states(self, hidden):
         return self.expert_states(hidden)
 

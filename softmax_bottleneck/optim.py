@@ -43,12 +43,13 @@ class AdagradMomentum(torch.optim.Optimizer):
                 if grad.is_sparse:
                     grad = grad.coalesce()  # repeated rows must be summed before the non-linear update
                     rows, values = grad.indices()[0], grad.values()
-                    acc = state["acc"][rows] + values.square()
-                    state["acc"][rows] = acc
+                    # rows are unique after coalesce: index_add_/index_select/index_copy_ give the same numbers
+                    # as advanced indexing (acc[rows] += v²), at a fraction of its cost on CPU
+                    acc = state["acc"].index_add_(0, rows, values.square()).index_select(0, rows)
                     update = values / acc.add_(eps).sqrt_() * -lr
                     if momentum > 0:
-                        update = state["mom"][rows].mul_(momentum).add_(update)
-                        state["mom"][rows] = update
+                        update = state["mom"].index_select(0, rows).mul_(momentum).add_(update)
+                        state["mom"].index_copy_(0, rows, update)
                     param.index_add_(0, rows, update)
                 else:
                     acc = state["acc"].addcmul_(grad, grad)

@@ -323,3 +323,35 @@ def test_the_gain_heatmap_draws_every_head_at_d_and_says_when_there_is_none(tiny
     with pytest.raises(InputError, match="compare/compare.json has no model at d=2 besides the baseline"):
         gain_heatmap.make(copy)
 
+
+
+def test_settings_tuned_at_one_size_are_carried_and_workers_train_the_same_models(tmp_path, monkeypatch):
+    import torch
+
+    from softmax_bottleneck.checkpoint import load_checkpoint
+
+    monkeypatch.setattr(study_module, "run_analyses", lambda *a, **k: ({}, {}))  # tuning and training are the subject
+    carried = dataclasses.replace(TINY, heads=("softmax", "mos"), seeds=(0,), expert_counts=(2,), tune_dim=4)
+    alone = run_study(carried, tmp_path / "one", log=lambda message: None)
+    workers = run_study(carried, tmp_path / "two", log=lambda message: None, jobs=2)
+    # one tuning per head × K, at d = 4, and its settings at both sizes
+    assert sorted(p.name for p in (tmp_path / "one" / "tuned").iterdir()) == ["mos-K2-d4", "softmax-d4"]
+    for run in alone["runs"]:
+        checkpoint = load_checkpoint(run["checkpoint"])
+        tuned = json.loads(Path(run["tuned"]["file"]).read_text())
+        assert run["tuned"]["tuned_at_hidden_dim"] == 4 and tuned["model_config"]["hidden_dim"] == 4
+        assert checkpoint["model_config"]["hidden_dim"] == run["hidden_dim"]
+        assert checkpoint["train_config"]["lr"] == tuned["train_config"]["lr"]
+    assert {r["hidden_dim"] for r in alone["runs"]} == {2, 4}
+    # two worker processes: the same tuned settings and the same weights, bit for bit
+    for one, two in zip(alone["runs"], workers["runs"]):
+        assert one["tuned"]["params"] == two["tuned"]["params"]
+        assert Path(one["checkpoint"]).name == Path(two["checkpoint"]).name
+        a, b = load_checkpoint(one["checkpoint"])["state_dict"], load_checkpoint(two["checkpoint"])["state_dict"]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_real_data_profile_asks_for_data(tmp_path):
+    with pytest.raises(InputError, match="--data"):
+        run_study("real", tmp_path / "results", log=lambda message: None)
+    assert not (tmp_path / "results").exists()

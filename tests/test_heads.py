@@ -103,6 +103,26 @@ def test_sampled_loss_with_all_items_as_candidates_is_the_full_cross_entropy(kin
         torch.testing.assert_close(full, F.cross_entropy(logits, targets, reduction="none"), rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("kind", HEADS)
+def test_the_loss_is_the_candidate_log_prob_at_the_target_with_its_gradient(kind):
+    """MoS mixes only the target column in training: the same loss and gradients as the full mixture."""
+    head = make_head(kind)
+    h = hidden().requires_grad_()
+    candidates = torch.tensor([4, 1, 9, 9, 30, 2, 17, 5, 5, 0, 36, 8])
+    log_q = torch.linspace(-2.0, 1.0, len(candidates), dtype=torch.float64)
+    targets = torch.arange(len(h)) % len(candidates)
+    loss = head.loss(h, targets, candidates, log_q)
+    reference = -head.candidate_log_probs(h, candidates, log_q).gather(1, targets[:, None])[:, 0]
+    torch.testing.assert_close(loss, reference, rtol=0, atol=1e-12)
+    weights = torch.linspace(0.5, 2.0, len(h), dtype=torch.float64)
+    mine = torch.autograd.grad((loss * weights).sum(), [h, *head.parameters()], allow_unused=True)
+    theirs = torch.autograd.grad((reference * weights).sum(), [h, *head.parameters()], allow_unused=True)
+    for a, b in zip(mine, theirs):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
 def test_logq_correction_shifts_the_candidate_logits():
     head = make_head("softmax")
     h = hidden()
