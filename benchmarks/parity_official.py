@@ -1,0 +1,183 @@
+"""Quality parity with the official GRU4Rec on any prepared dataset, both trained in the same run.
+
+    python -m softmax_bottleneck.prepare --input ../shared/data/globo-news/clicks.tar.gz --format csv \\
+        --session-column session_id --item-column click_article_id --time-column click_timestamp \\
+        --time-unit ms --out prepared/globo
+    python benchmarks/parity_official.py --data prepared/globo --official path/to/GRU4Rec_PyTorch_Official \\
+        --official-python venvs/official/bin/python --seeds 0 1 2 --out parity-globo.json
+
+The official code (hidasib/GRU4Rec_PyTorch_Official, in its own virtual environment: numpy < 2,
+pandas < 3) and this toolkit train on the same training split, written out as the official TSV
+(SessionId, ItemId, Time), and are scored on the same test split with the official
+``evaluation.batch_eval`` (conservative ties) and this toolkit's ``evaluate_ranks`` (conservative
+ties). The settings are the official defaults with cross-entropy and 2,048 shared samples: layer 100,
+batch 64, Adagrad lr 0.05, momentum 0, no dropout, sample_alpha 0.5, constrained embedding, no logQ,
+10 epochs, and both keep the last epoch (the official code has no epoch selection, so neither
+looks at the valid split). One thread per run (--threads).
+
+Seeds: this toolkit's seed sets its initialisation and its negative samples. The official ``fit``
+resets its weights from ``np.random.seed(42)`` (its compatibility mode), so there the seed
+(``torch.manual_seed``) changes only the negative samples.
+
+Each (implementation, seed) runs in its own process, alternating, and its result is appended to
+--out as soon as it is done: a run stopped half-way resumes with the pairs still missing. Prints
+the mean over seeds of each implementation, the relative difference, and each run's median epoch
+events/s (the true number of next-item events over the epoch's time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS = {"hidden_dim": 100, "batch_size": 64, "lr": 0.05, "momentum": 0.0, "dropout_embedding": 0.0,
+            "dropout_hidden": 0.0, "n_sample": 2048, "sample_alpha": 0.5, "logq": 0.0}
+
+OURS = r"""
+import json, statistics, sys
+import torch
+torch.set_num_threads(int(sys.argv[3]))
+from softmax_bottleneck.config import ModelConfig, TrainConfig
+from softmax_bottleneck.data import load_prepared
+from softmax_bottleneck.evaluation import evaluate_ranks
+from softmax_bottleneck.metrics import metric_table
+from softmax_bottleneck.training import build_training, train_epoch
+settings, seed, epochs = json.loads(sys.argv[4]), int(sys.argv[2]), int(sys.argv[5])
+dataset = load_prepared(sys.argv[1])
+model_config = ModelConfig(hidden_dim=settings["hidden_dim"], head="softmax",
+                           dropout_embedding=settings["dropout_embedding"], dropout_hidden=settings["dropout_hidden"])
+config = TrainConfig(epochs=epochs, seed=seed, batch_size=settings["batch_size"], lr=settings["lr"],
+                     momentum=settings["momentum"], n_sample=settings["n_sample"],
+                     sample_alpha=settings["sample_alpha"], logq=settings["logq"], optimizer="adagrad")
+model, optimizer, sampler, _, log_support = build_training(dataset, model_config, config, "cpu")
+speeds = []
+for epoch in range(epochs):
+    stats = train_epoch(model, dataset, config, optimizer, sampler, log_support, torch.device("cpu"), progress=False)
+    speeds.append(stats["events_per_second"])
+    print(f"epoch {epoch + 1}: loss {stats['loss']:.4f}, {stats['events_per_second']:,.0f} events/s", file=sys.stderr,
+          flush=True)
+table = metric_table(evaluate_ranks(model, dataset.splits["test"]).ranks, (20,))
+print(json.dumps({"recall@20": table["recall@20"], "mrr@20": table["mrr@20"],
+                  "events_per_second": statistics.median(speeds)}))
+"""
+
+OFFICIAL = r"""
+import contextlib, io, json, re, statistics, sys
+import numpy as np
+import torch
+torch.set_num_threads(int(sys.argv[5]))
+sys.path.insert(0, sys.argv[3])
+import pandas as pd
+from gru4rec_pytorch import GRU4Rec
+import evaluation
+settings, seed, epochs, events = json.loads(sys.argv[6]), int(sys.argv[4]), int(sys.argv[7]), int(sys.argv[8])
+torch.manual_seed(seed)
+np.random.seed(seed)
+train = pd.read_csv(sys.argv[1], sep="\t", dtype={"ItemId": str})
+test = pd.read_csv(sys.argv[2], sep="\t", dtype={"ItemId": str})
+gru = GRU4Rec(layers=[settings["hidden_dim"]], loss="cross-entropy", batch_size=settings["batch_size"],
+              dropout_p_embed=settings["dropout_embedding"], dropout_p_hidden=settings["dropout_hidden"],
+              learning_rate=settings["lr"], momentum=settings["momentum"], sample_alpha=settings["sample_alpha"],
+              n_sample=settings["n_sample"], embedding=0, constrained_embedding=True, n_epochs=epochs,
+              logq=settings["logq"], device=torch.device("cpu"))
+log = io.StringIO()
+with contextlib.redirect_stdout(log):
+    gru.fit(train)
+seconds = [float(s) for s in re.findall(r"\(([0-9.]+)s\)", log.getvalue())]  # the official code's epoch times
+with contextlib.redirect_stdout(io.StringIO()):
+    # its batch may not exceed the test sessions (a bigger one indexes past them)
+    recall, mrr = evaluation.batch_eval(gru, test, cutoff=[20], mode="conservative",
+                                        batch_size=min(512, test["SessionId"].nunique()))
+print(json.dumps({"recall@20": float(recall[20]), "mrr@20": float(mrr[20]),
+                  "events_per_second": statistics.median(events / s for s in seconds)}))
+"""
+
+
+def write_tsv(dataset, split: str, path: Path) -> int:
+    """The split as the official TSV (its original item ids; sessions numbered in order); returns its events."""
+    import numpy as np
+    import pandas as pd
+
+    held = dataset.splits[split]
+    sessions = np.repeat(np.arange(held.n_sessions), held.lengths)
+    pd.DataFrame({"SessionId": sessions, "ItemId": dataset.item_ids[held.items], "Time": held.timestamps}).to_csv(
+        path, sep="\t", index=False)
+    return held.n_transitions
+
+
+def run(command: list[str], cwd: Path | None = None) -> dict:
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, cwd=cwd)
+    if done.returncode != 0:
+        raise SystemExit(f"{command[0]} failed (exit status {done.returncode}); its messages are above")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="a prepared dataset folder")
+    parser.add_argument("--official", type=Path, required=True, help="a checkout of hidasib/GRU4Rec_PyTorch_Official")
+    parser.add_argument("--official-python", type=Path, required=True,
+                        help="the official code's interpreter (numpy<2, pandas<3)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of every run (default: 1)")
+    parser.add_argument("--only", choices=["ours", "official"], help="run one implementation's missing seeds only")
+    parser.add_argument("--out", type=Path, required=True, help="JSON of the runs, appended as each one ends")
+    args = parser.parse_args()
+
+    from softmax_bottleneck.data import load_prepared
+
+    dataset = load_prepared(args.data)
+    work = Path(tempfile.mkdtemp(prefix="parity-"))
+    train_events = write_tsv(dataset, "train", work / "train.tsv")
+    write_tsv(dataset, "test", work / "test.tsv")
+    record = json.loads(args.out.read_text()) if args.out.is_file() else {"settings": SETTINGS, "runs": []}
+    if record["settings"] != SETTINGS or record.get("fingerprint", dataset.fingerprint) != dataset.fingerprint:
+        raise SystemExit(f"{args.out} holds runs of other settings or data; use another --out")
+    record.update({"fingerprint": dataset.fingerprint, "data": str(args.data), "epochs": args.epochs,
+                   "threads": args.threads})
+    settings = json.dumps(SETTINGS)
+    print(f"{args.data}: {train_events:,} training events, {dataset.n_items:,} items; "
+          f"{args.threads} thread(s) per run", flush=True)
+    runners = {
+        "ours": lambda seed: run([sys.executable, "-c", OURS, str(args.data.resolve()), str(seed), str(args.threads),
+                                  settings, str(args.epochs)], cwd=ROOT),
+        "official": lambda seed: run([str(args.official_python), "-c", OFFICIAL, str(work / "train.tsv"),
+                                      str(work / "test.tsv"), str(args.official.resolve()), str(seed),
+                                      str(args.threads), settings, str(args.epochs), str(train_events)]),
+    }
+    for seed in args.seeds:
+        for name, runner in runners.items():  # alternating, so a load change hits both alike
+            if (args.only and name != args.only) or any(r["implementation"] == name and r["seed"] == seed
+                                                        for r in record["runs"]):
+                continue
+            result = {"implementation": name, "seed": seed, **runner(seed)}
+            record["runs"].append(result)
+            args.out.write_text(json.dumps(record, indent=2) + "\n")
+            print(f"  {name:8s} seed {seed}: recall@20 {result['recall@20']:.4f}  mrr@20 {result['mrr@20']:.4f}  "
+                  f"{result['events_per_second']:,.0f} events/s (median epoch)", flush=True)
+    means = {}
+    for name in runners:
+        rows = [r for r in record["runs"] if r["implementation"] == name]
+        if rows:
+            means[name] = {key: statistics.mean(r[key] for r in rows) for key in ("recall@20", "mrr@20")}
+            means[name]["events_per_second"] = statistics.median(r["events_per_second"] for r in rows)
+            means[name]["seeds"] = len(rows)
+    print(f"\n{'':9s} {'seeds':>5s} {'recall@20':>10s} {'mrr@20':>8s} {'events/s':>9s}")
+    for name, m in means.items():
+        print(f"{name:9s} {m['seeds']:5d} {m['recall@20']:10.4f} {m['mrr@20']:8.4f} {m['events_per_second']:9,.0f}")
+    if len(means) == 2:
+        ours, official = means["ours"], means["official"]
+        print(f"{'relative':9s} {'':5s} {ours['recall@20'] / official['recall@20'] - 1:+10.2%} "
+              f"{ours['mrr@20'] / official['mrr@20'] - 1:+8.2%} "
+              f"{ours['events_per_second'] / official['events_per_second']:8.2f}×")
+
+
+if __name__ == "__main__":
+    main()
