@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         write_outputs(out, result, args.min_cell_events)
 
     return run_analysis(args, check, compute, summary=lambda result: result["summary"], write=write,
-                        show=print_summary, files="compare.json, metrics.csv, health.csv, breakdown.csv and PNGs")
+                        show=print_summary, files="compare.json, metrics.csv, health.csv, breakdown.csv and PNGs",
+                        sharded=True)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from softmax_bottleneck import distributed
 from softmax_bottleneck.checkpoint import load_checkpoints_on_one_dataset
 from softmax_bottleneck.cli import check_cutoffs, sample_record
 from softmax_bottleneck.config import describe
@@ -55,7 +56,8 @@ def compare(paths: list[Path], *, data: Path | None = None, split: str = "test",
     metrics_table = pd.DataFrame(rows).astype({"hidden_dim": "Int64", "n_experts": "Int64", "n_seeds": "Int64"})
     bins = event_bins(dataset, held_out, events, baseline_model, n_bins)
     summary = {
-        "library_version": library_version(), "threads": torch.get_num_threads(), "split": split,
+        "library_version": library_version(), "threads": torch.get_num_threads(),
+        "world_size": distributed.world_size(), "split": split,
         "n_events": int(len(events)), "n_sessions": int(len(np.unique(events[:, 0]))),
         "baseline": groups[0].label, "seed": seed, "n_bootstrap": n_bootstrap, "ci_level": ci_level,
         "ci_method": ci_method, "resample": resample, "ties": "conservative",

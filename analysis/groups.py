@@ -83,7 +83,8 @@ class TruthKL:
 
     def __init__(self, world: SyntheticWorld, catalogue: np.ndarray, *, oracle: bool = False, cache: dict | None = None):
         self.world, self.catalogue = world, catalogue
-        self.total, self.count = 0.0, 0
+        self.parts: list[float] = []  # each block's Σ KL, added up in block order (the same under torchrun)
+        self.count = 0
         self.oracle_ranks: list[np.ndarray] | None = [] if oracle else None
         self.cache = {} if cache is None else cache  # previous items' bytes → true log-probs: shared by all models
 
@@ -95,10 +96,29 @@ class TruthKL:
 
     def __call__(self, block: ContextBlock, log_p: torch.Tensor) -> None:
         truth = self.truth(block.previous_items)
-        self.total += float((truth.exp() * (truth - log_p.double().cpu())).sum())
+        self.parts.append(float((truth.exp() * (truth - log_p.double().cpu())).sum()))
         self.count += len(block.targets)
         if self.oracle_ranks is not None:
             self.oracle_ranks.append(target_ranks(truth, torch.from_numpy(block.targets).long()).numpy())
+
+    def state(self) -> tuple:
+        return self.parts, self.count, self.oracle_ranks
+
+    def merge(self, states: list[tuple], owners: list[int]) -> None:
+        """All ranks' blocks in block order (see evaluate_ranks)."""
+        from softmax_bottleneck.distributed import interleave
+
+        self.parts = interleave([s[0] for s in states], owners)
+        self.count = sum(s[1] for s in states)
+        if self.oracle_ranks is not None:
+            self.oracle_ranks = interleave([s[2] for s in states], owners)
+
+    @property
+    def total(self) -> float:
+        total = 0.0
+        for part in self.parts:
+            total += part
+        return total
 
     @property
     def kl(self) -> float:

@@ -2,8 +2,10 @@
 
     python benchmarks/peer_training.py --official path/to/GRU4Rec_PyTorch_Official \\
         --official-python venvs/official/bin/python --recbole-python venvs/recbole/bin/python --repeats 3
+    python benchmarks/peer_training.py --official ... --official-python ... --datasets ml-100k globo --repeats 3
 
-All three train on the same sessions: the training split of MovieLens-100K prepared by this toolkit's
+All three train on the same sessions: the training split of MovieLens-100K (and, with --datasets
+globo, of the Globo.com news clicks: 10,252 items, 1.5M training events) prepared by this toolkit's
 protocol (DESIGN.md), written out as the official code's TSV (SessionId, ItemId, Time) and as a
 RecBole atomic file whose user is the session. Same layer size (64, one layer, constrained
 embedding), batch size (32) and thread count (--threads, default 1); the loss where it corresponds:
@@ -38,6 +40,9 @@ import tempfile
 from pathlib import Path
 
 ML100K = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k" / "ml-100k.inter"
+GLOBO = Path(__file__).resolve().parents[2] / "shared" / "data" / "globo-news" / "clicks.tar.gz"
+GLOBO_COLUMNS = ["--format", "csv", "--session-column", "session_id", "--item-column", "click_article_id",
+                 "--time-column", "click_timestamp", "--time-unit", "ms"]  # the README's Globo command
 ROOT = Path(__file__).resolve().parents[1]
 
 OURS = r"""
@@ -110,15 +115,18 @@ print(json.dumps({"setup_s": setup, "epoch_s": epoch, "events": len(train.datase
 """
 
 
-def write_inputs(work: Path) -> tuple[Path, Path, Path, int]:
-    """(prepared folder, official TSV, RecBole data folder, training events) of ML-100K's training split."""
+def write_inputs(work: Path, name: str = "ml-100k") -> tuple[Path, Path, Path, int]:
+    """(prepared folder, official TSV, RecBole data folder, training events) of a dataset's training split."""
     import numpy as np
     import pandas as pd
 
-    from softmax_bottleneck.data import PrepareConfig, load_interactions, prepare, save_prepared
+    from softmax_bottleneck.data import load_prepared
 
-    dataset = prepare(load_interactions(ML100K, "recbole"), PrepareConfig())
-    save_prepared(dataset, work / "prepared")
+    work.mkdir(parents=True)
+    source = ["--input", str(ML100K), "--format", "recbole"] if name == "ml-100k" else ["--input", str(GLOBO), *GLOBO_COLUMNS]
+    subprocess.run([sys.executable, "-m", "softmax_bottleneck.prepare", *source, "--out", str(work / "prepared"),
+                    "--quiet"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    dataset = load_prepared(work / "prepared")
     split = dataset.splits["train"]
     sessions = np.repeat(np.arange(split.n_sessions), split.lengths)
     frame = pd.DataFrame({"SessionId": sessions, "ItemId": dataset.item_ids[split.items],
@@ -142,6 +150,8 @@ def main() -> None:
     parser.add_argument("--official", type=Path, help="a checkout of hidasib/GRU4Rec_PyTorch_Official")
     parser.add_argument("--official-python", type=Path, help="the official code's interpreter (numpy<2, pandas<3)")
     parser.add_argument("--recbole-python", type=Path, help="an interpreter with recbole==1.2.1")
+    parser.add_argument("--datasets", nargs="+", default=["ml-100k"], choices=["ml-100k", "globo"],
+                        help="ml-100k, and globo (../shared/data/globo-news, prepared as the README says)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of every run (default: 1)")
     parser.add_argument("--out", type=Path, help="also write the runs and medians as JSON here")
@@ -149,9 +159,17 @@ def main() -> None:
     if (args.official is None) != (args.official_python is None):
         parser.error("give --official and --official-python together")
     work = Path(tempfile.mkdtemp(prefix="peers-"))
-    prepared, tsv, recbole_data, transitions = write_inputs(work)
-    print(f"MovieLens-100K training split: {transitions:,} next-item events; {args.threads} thread(s) per run",
-          flush=True)
+    record = {"threads": args.threads}
+    for dataset in args.datasets:
+        record[dataset] = measure(dataset, work / dataset, args)
+    if args.out:
+        args.out.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def measure(dataset: str, work: Path, args) -> dict:
+    """One dataset: every peer's epoch, alternating, --repeats times; prints the runs and the medians."""
+    prepared, tsv, recbole_data, transitions = write_inputs(work, dataset)
+    print(f"{dataset} training split: {transitions:,} next-item events; {args.threads} thread(s) per run", flush=True)
     runners = {"ours": lambda: run([sys.executable, "-c", OURS, str(prepared), str(args.threads)], cwd=ROOT)}
     if args.official:
         runners["official"] = lambda: run([str(args.official_python), "-c", OFFICIAL, str(tsv), str(args.official.resolve()),
@@ -169,15 +187,14 @@ def main() -> None:
                   f"{result['events_per_second']:8,.0f} events/s, peak {result['peak_mib']:6,.0f} MiB", flush=True)
     medians = {name: {key: statistics.median(r[key] for r in rows) for key in rows[0]} for name, rows in runs.items()}
     reference = medians.get("official")
-    print(f"\n{'':9s} {'setup s':>8s} {'epoch s':>8s} {'events':>8s} {'events/s':>9s} {'× official':>10s} "
+    print(f"\n{dataset:9s} {'setup s':>8s} {'epoch s':>8s} {'events':>9s} {'events/s':>9s} {'× official':>10s} "
           f"{'peak MiB':>9s}")
     for name, m in medians.items():
         ratio = f"{m['events_per_second'] / reference['events_per_second']:9.2f}×" if reference else "         -"
-        print(f"{name:9s} {m['setup_s']:8.1f} {m['epoch_s']:8.1f} {m['events']:8,.0f} {m['events_per_second']:9,.0f} "
+        print(f"{name:9s} {m['setup_s']:8.1f} {m['epoch_s']:8.1f} {m['events']:9,.0f} {m['events_per_second']:9,.0f} "
               f"{ratio:>10s} {m['peak_mib']:9,.0f}")
-    if args.out:
-        args.out.write_text(json.dumps({"threads": args.threads, "runs": runs, "medians": medians}, indent=2) + "\n")
-
+    print(flush=True)
+    return {"runs": runs, "medians": medians}
 
 if __name__ == "__main__":
     main()

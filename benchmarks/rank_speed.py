@@ -29,7 +29,7 @@ from analysis.logprobs import LogProbMatrix
 from analysis.rank_report import rank_report
 from softmax_bottleneck.heads import build_head
 
-def make(kind, n_contexts, n_items, dim=64, experts=4):
+def make(kind, n_contexts, n_items, device, dim=64, experts=4):
     generator = torch.Generator().manual_seed(0)
     head = build_head(kind, n_items, dim, True, experts if kind == "mos" else 1).double()
     with torch.no_grad():
@@ -37,10 +37,10 @@ def make(kind, n_contexts, n_items, dim=64, experts=4):
             param.normal_(0.0, 1.0, generator=generator)
             param.mul_(0.3 if name == "item_bias" else 2.5 / dim ** 0.5)
     hidden = torch.tanh(torch.randn(n_contexts, dim, generator=generator, dtype=torch.float64) * 1.5)
-    return LogProbMatrix(head, hidden.numpy())
+    return LogProbMatrix(head, hidden.numpy(), device=device)
 
-kind, mode, n_contexts, n_items = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-matrix = make(kind, n_contexts, n_items)
+kind, mode, n_contexts, n_items, device = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+matrix = make(kind, n_contexts, n_items, device)
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
 if mode == "baseline":
@@ -90,14 +90,17 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=1, help="runs per contender (medians reported)")
     parser.add_argument("--heads", nargs="+", default=["mos", "softmax"])
+    parser.add_argument("--device", default="cpu", help="where the report runs (cpu or cuda); the baseline is numpy's, "
+                        "on the CPU, always")
     args = parser.parse_args()
     repo = str(Path(__file__).resolve().parents[1])
     child = CHILD.format(repo=repo)
-    print(f"{args.contexts:,} contexts × {args.items:,} items, d=64, MoS K=4; medians of {args.repeats}", flush=True)
+    print(f"{args.contexts:,} contexts × {args.items:,} items, d=64, MoS K=4; medians of {args.repeats}; the report "
+          f"on {args.device}", flush=True)
     for kind in args.heads:
         results = {}
         for mode in ("baseline", "report"):
-            runs = [run(child, kind, mode, args.contexts, args.items) for _ in range(args.repeats)]
+            runs = [run(child, kind, mode, args.contexts, args.items, args.device) for _ in range(args.repeats)]
             results[mode] = {**runs[0], "seconds": statistics.median(r["seconds"] for r in runs),
                              "peak_mb": statistics.median(r["peak_mb"] for r in runs)}
         base, ours = results["baseline"], results["report"]

@@ -100,6 +100,10 @@ import numpy as np
 if args["torch"]:  # prepare's command never imports torch, so its stage does not either (200 MB of resident memory)
     import torch
     torch.set_num_threads(args["threads"])
+    device = torch.device(args["device"])
+    def sync():  # CUDA runs asynchronously: a time is taken once the device has finished
+        if device.type == "cuda":
+            torch.cuda.synchronize()
 began = time.perf_counter()
 out = {}
 exec(compile(args["code"], args["stage"], "exec"))
@@ -127,20 +131,22 @@ from softmax_bottleneck.model import carry_state
 from softmax_bottleneck.training import build_training, train_step
 dataset = load_prepared(args["prepared"], verify=False)
 config = TrainConfig(batch_size=args["batch"], n_sample=2048, seed=0)
-model, optimizer, sampler, _, log_support = build_training(dataset, ModelConfig(hidden_dim=64), config)
+model, optimizer, sampler, _, log_support = build_training(dataset, ModelConfig(hidden_dim=64), config, device)
 model.train()
-hidden = model.init_hidden(config.batch_size)
+hidden = model.init_hidden(config.batch_size, device)
 sampler.reset()
 done, t0 = 0, None
 for batch in session_parallel_batches(dataset.splits["train"], config.batch_size):
     if t0 is None and done >= 2000:
+        sync()
         t0, done = time.perf_counter(), 0
     hidden = carry_state(hidden, batch.keep, batch.reset)
-    output, hidden = model.step(torch.from_numpy(batch.inputs), hidden)
-    train_step(model, output, torch.from_numpy(batch.targets), config, optimizer, sampler, log_support)
+    output, hidden = model.step(torch.from_numpy(batch.inputs).to(device), hidden)
+    train_step(model, output, torch.from_numpy(batch.targets).to(device), config, optimizer, sampler, log_support)
     done += len(batch.inputs)
     if t0 is not None and done >= args["events"]:
         break
+sync()
 out["seconds"] = time.perf_counter() - t0
 out["events_per_second"] = done / out["seconds"]
 out["epoch_hours"] = dataset.splits["train"].n_transitions / out["events_per_second"] / 3600
@@ -153,10 +159,10 @@ from softmax_bottleneck.data import load_prepared, sample_sessions
 from softmax_bottleneck.evaluation import evaluate_ranks
 from softmax_bottleneck.training import build_training
 dataset = load_prepared(args["prepared"], verify=False)
-model = build_training(dataset, ModelConfig(hidden_dim=64), TrainConfig(seed=0))[0].eval()
+model = build_training(dataset, ModelConfig(hidden_dim=64), TrainConfig(seed=0), device)[0].eval()
 test = dataset.splits["test"]
 sample = sample_sessions(test, max_events=args["events"], seed=0)
-result = evaluate_ranks(model, sample, batch_size=512)
+result = evaluate_ranks(model, sample, batch_size=512, device=device)
 out["seconds"] = result.seconds
 out["events_per_second"] = len(result.ranks) / result.seconds
 out["full_test_hours"] = test.n_transitions / out["events_per_second"] / 3600
@@ -165,13 +171,15 @@ out["items"] = dataset.n_items
 # GEMM + log_softmax, measured here, against the whole evaluation's rate
 from softmax_bottleneck.evaluation import CHUNK_SCORES
 rows = max(1, CHUNK_SCORES // dataset.n_items)
-h = torch.randn(rows, 64)
+h = torch.randn(rows, 64, device=device)
 weight, bias = model.head.item_weight.detach(), model.head.item_bias.detach().T
 def rate(step, repeats=max(5, 2048 // rows)):
     step()
+    sync()
     began = time.perf_counter()
     for _ in range(repeats):
         step()
+    sync()
     return rows * repeats / (time.perf_counter() - began)
 out["floor_gemm_events_per_second"] = rate(lambda: torch.addmm(bias, h, weight.T))
 out["floor_log_softmax_events_per_second"] = rate(lambda: torch.log_softmax(torch.addmm(bias, h, weight.T), dim=1))
@@ -189,7 +197,7 @@ head.reset_parameters(torch.Generator().manual_seed(0))
 hidden = torch.tanh(torch.randn(4096, 64) * 2).numpy()
 t0 = time.perf_counter()
 timings = {}
-report, _ = rank_report(LogProbMatrix(head, hidden), cap=head.rank_cap, timings=timings)  # the engine auto picks
+report, _ = rank_report(LogProbMatrix(head, hidden, device=device), cap=head.rank_cap, timings=timings)  # auto engine
 out["seconds"] = time.perf_counter() - t0
 out["rank"] = report["rank"]
 out["engine"] = report["engine"]
@@ -212,7 +220,7 @@ for head, path in zip(("softmax", "mos"), args["paths"]):
 
 COMPARE = r"""
 from analysis.comparison import compare
-result = compare(args["paths"], data=args["prepared"], sample_events=args["events"], sample_seed=0)
+result = compare(args["paths"], data=args["prepared"], sample_events=args["events"], sample_seed=0, device=device)
 summary = result["summary"]
 out["seconds"] = time.perf_counter() - began
 out["events_per_second"] = summary["n_events"] / out["seconds"]
@@ -283,9 +291,12 @@ out["seconds"] = time.perf_counter() - t0
 """
 
 
+DEVICE = "cpu"  # --device: where the torch stages run (train, evaluate, compare, rank)
+
+
 def run_stage(stage: str, code: str, threads: int, **values) -> dict:
     payload = json.dumps({"stage": stage, "code": code, "threads": threads, "root": str(ROOT),
-                          "torch": stage != "prepare", **values})
+                          "torch": stage != "prepare", "device": DEVICE, **values})
     done = subprocess.run([sys.executable, "-c", CHILD, payload], capture_output=True, text=True, cwd=ROOT)
     if done.returncode != 0:
         raise SystemExit(f"stage {stage} failed:\n{done.stderr[-3000:]}")
@@ -308,12 +319,16 @@ def main(argv=None) -> None:
     parser.add_argument("--capacity-steps", type=int, nargs=2, default=[5, 25], metavar=("SHORT", "LONG"),
                         help="the capacity fit is timed at two lengths: their difference gives the cost of a step")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="where training, evaluation, compare and the rank report "
+                        "run: cpu or cuda (reach and the capacity fit stay on the CPU)")
     parser.add_argument("--skip", nargs="+", default=[], choices=STAGES, metavar="STAGE",
                         help="stages to leave out: " + ", ".join(STAGES))
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "sb-scale",
                         help="generated logs and prepared data (kept for reruns)")
     parser.add_argument("--out", type=Path, default=Path("results/scale"))
     args = parser.parse_args(argv)
+    global DEVICE
+    DEVICE = args.device
     if not 1 <= args.capacity_steps[0] < args.capacity_steps[1]:
         parser.error(f"--capacity-steps needs 1 <= SHORT < LONG, got {args.capacity_steps}")
     args.out.mkdir(parents=True, exist_ok=True)

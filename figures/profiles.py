@@ -64,11 +64,11 @@ PROFILES = {
                     expert_dim=16, expert_counts=(1, 2, 4, 8), max_contexts=4096, n_bootstrap=2000, n_random=4096,
                     tune_trials=20, patience=3, capacity_restarts=2, capacity_steps=1500, heads=EVERY_HEAD),
     # a real catalogue of about 10,000 items (Globo.com news: see figures/README.md), in under 6 hours on 2
-    # cores with --jobs 2: every head tuned at d = 64 with the same budget (6 trials of up to 3 epochs,
+    # cores with --jobs 2: every head tuned at d = 64 with the same budget (10 trials of up to 3 epochs,
     # patience 1) and its settings carried to d = 16, 32 and 128; two seeds; the expressive sweep of the
     # d = 16 and d = 64 models
     "real": Profile(world=None, epochs=3, seeds=(0, 1), dims=(16, 32, 64, 128), experts=4, expert_dim=64,
-                    expert_counts=(4,), max_contexts=2048, n_bootstrap=1000, n_random=1024, tune_trials=6, patience=1,
+                    expert_counts=(4,), max_contexts=2048, n_bootstrap=1000, n_random=1024, tune_trials=10, patience=1,
                     expressive_ranks=(1, 2, 4, 8, 16, 32, 64, 128), expressive_steps=100, expressive_dims=(16, 64),
                     tune_dim=64, heads=EVERY_HEAD),
 }

@@ -372,26 +372,27 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _tune_job(job: tuple) -> tuple[dict, Path]:
-    """One head × d × K's tuning in a worker process (picklable arguments, the dataset read from its folder)."""
+def _tune_job(job: tuple, log: Callable[[str], None] = _stderr) -> tuple[dict, Path]:
+    """One head × d × K's tuning (in a worker process: picklable arguments, the dataset read from its folder)."""
     run, profile, profile_name, data, results, device, committed = job
     set_threads(1)
-    return ensure_tuned(run, profile, profile_name, load_prepared(data), results, device, _stderr, committed)
+    return ensure_tuned(run, profile, profile_name, load_prepared(data), results, device, log, committed)
 
 
-def _train_job(job: tuple) -> Path:
+def _train_job(job: tuple, log: Callable[[str], None] = _stderr) -> Path:
     run, tuned, data, runs_dir, device = job
     set_threads(1)
-    return ensure_checkpoint(run, tuned, load_prepared(data), runs_dir, device, _stderr)
+    return ensure_checkpoint(run, tuned, load_prepared(data), runs_dir, device, log)
 
 
-def _in_workers(function: Callable, jobs: list, workers: int) -> list:
-    """function(job) for every job, in order: in this process, or `workers` processes of one thread each.
+def _in_workers(function: Callable, jobs: list, workers: int, log: Callable[[str], None]) -> list:
+    """function(job) for every job, in order: in this process (logging to `log`), or `workers` processes of
+    one thread each (logging to their stderr).
 
     Every job is one seeded tuning study or one seeded model, so its result does not depend on the
     number of workers; a study stopped half-way resumes from what the finished jobs cached."""
     if workers <= 1 or len(jobs) <= 1:
-        return [function(job) for job in jobs]
+        return [function(job, log) for job in jobs]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -419,12 +420,13 @@ def run_study(profile: str | Profile, results: Path, data: Path | None = None, d
     tuned = {t.slug: cached_tuning(t, profile, profile_name, dataset, results, committed_tuning) for t in tuning_runs}
     missing = [t for t in tuning_runs if tuned[t.slug] is None]
     for t, found in zip(missing, _in_workers(_tune_job, [(t, profile, profile_name, dataset.path, results, str(device),
-                                                           committed_tuning) for t in missing], jobs)):
+                                                           committed_tuning) for t in missing], jobs, log)):
         tuned[t.slug] = found
     tuned_for = {r: tuned[r.tuned_at(profile).slug] for r in runs}
     paths = [checkpoint_path(r, tuned_for[r], dataset, results / "runs") for r in runs]
     missing = [r for r, path in zip(runs, paths) if not _finished(path)]
-    _in_workers(_train_job, [(r, tuned_for[r], dataset.path, results / "runs", str(device)) for r in missing], jobs)
+    _in_workers(_train_job, [(r, tuned_for[r], dataset.path, results / "runs", str(device)) for r in missing], jobs,
+                log)
     set_threads(1)  # the analyses too: one thread holds its speed beside other work (cli.HELDOUT_THREADS)
     keys, timings = run_analyses(profile, results, runs, paths, dataset, device, log)
     record = {"library_version": library_version(), "versions": package_versions(), "threads": 1,

@@ -32,6 +32,11 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def launched() -> bool:
+    """Whether torchrun started this process (its WORLD_SIZE, or its run id at world size 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 or "TORCHELASTIC_RUN_ID" in os.environ
+
+
 def run_main(body: Callable[[], int | None], interrupted: Callable[[], str] | None = None) -> int:
     """Run a CLI body; InputError becomes one stderr line and exit status 2. `interrupted()` says, after a
     Ctrl-C, what was kept and how to go on."""
@@ -49,9 +54,9 @@ def run_main(body: Callable[[], int | None], interrupted: Callable[[], str] | No
         print(f"error: {where}{err.strerror or err} (writes are atomic: no half-written file was left, and "
               "earlier results are as they were)", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:  # Ctrl-C, or torchrun ending this rank (distributed.Stopped says which)
         hint = interrupted() if interrupted is not None else ""
-        print(f"\nerror: interrupted{'; ' + hint if hint else ''}", file=sys.stderr)  # not after a progress bar
+        print(f"\nerror: {str(err) or 'interrupted'}{'; ' + hint if hint else ''}", file=sys.stderr)  # not after a bar
         return 130
     return 0 if status is None else status
 

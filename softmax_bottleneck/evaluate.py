@@ -5,6 +5,7 @@ Examples::
     python -m softmax_bottleneck.evaluate --checkpoint runs/softmax.pt --split test
     python -m softmax_bottleneck.evaluate --checkpoint runs/mos.pt --ties standard --k 1 5 10 20 100 --json
     python -m softmax_bottleneck.evaluate --checkpoint runs/mos.pt --per-event runs/mos-test-ranks.csv
+    torchrun --nproc-per-node 2 -m softmax_bottleneck.evaluate --checkpoint runs/mos.pt --json   # 2 processes, same numbers
     python -m softmax_bottleneck.evaluate --checkpoint saved/GRU4Rec-….pth --data prepared/ml-100k \
         --item-map ../shared/data/ml-100k/ml-100k.inter      # a RecBole checkpoint (see README)
 
@@ -71,10 +72,16 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError(f"{dataset.path}: the {args.split} split has no events")
         split = full if args.sample_events is None else sample_sessions(full, max_events=args.sample_events,
                                                                         seed=args.sample_seed)
+        from . import distributed
+
         model = model_from_checkpoint(checkpoint, device)
         health = HeadHealth(dataset.support, ks)
-        result = evaluate_ranks(model, split, ties=args.ties, batch_size=args.batch_size, device=device,
-                                progress=not args.json, health=health)
+        with distributed.session(device):  # under torchrun: each rank scores its chunks, every rank gets all
+            result = evaluate_ranks(model, split, ties=args.ties, batch_size=args.batch_size, device=device,
+                                    progress=not args.json, health=health)
+            world_size, main = distributed.world_size(), distributed.is_main()
+        if not main:
+            return  # rank 0 writes and prints
         metrics = metric_table(result.ranks, ks)
         if args.per_event:
             with atomic_path(args.per_event) as tmp:
@@ -83,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                    "n_events": int(len(result.ranks)), **describe(checkpoint["model_config"]),
                    "events_per_second": len(result.ranks) / max(result.seconds, 1e-9),
                    "log_likelihood": result.log_likelihood, **metrics, **health.result(),
-                   **epoch_record(checkpoint)}
+                   **epoch_record(checkpoint), "world_size": world_size}
         foreign = foreign_summary(checkpoint, split)
         if foreign is not None:
             summary["foreign"] = foreign

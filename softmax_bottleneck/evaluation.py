@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed
 from .data import SessionSplit
 from .errors import InputError
 from .metrics import target_ranks
@@ -69,35 +70,58 @@ class HeadHealth:
         self.support = torch.as_tensor(np.asarray(support), dtype=torch.float64)
         self.ks = tuple(sorted(set(ks)))
         self.seen = {k: torch.zeros(len(self.support), dtype=torch.bool) for k in self.ks}
-        self.recommended_support = dict.fromkeys(self.ks, 0.0)
-        self.target_support, self.n_events = 0.0, 0
-        self.saturated, self.coordinates, self.entropy, self.top = 0, 0, 0.0, None
+        self.n_events, self.saturated, self.coordinates, self.top = 0, 0, 0, None
+        # each block's float sums, added up in block order by result(): the same numbers however the blocks
+        # were shared among torchrun's ranks (merge)
+        self.sums: list[tuple] = []  # (support of the top-k per k, support of the targets, prior entropy)
 
     def add(self, log_p: torch.Tensor, targets: torch.Tensor, mixture) -> None:
         """log_p (batch, n_items), targets (batch,), mixture: the head's ``mixture_states`` or None."""
         top = log_p.topk(min(max(self.ks), log_p.shape[1]), dim=1).indices.cpu()  # (batch, K)
         for k in self.ks:
             self.seen[k][top[:, :k].reshape(-1)] = True
-            self.recommended_support[k] += float(self.support[top[:, :k]].sum())
-        self.target_support += float(self.support[targets.cpu()].sum())
+        recommended = tuple(float(self.support[top[:, :k]].sum()) for k in self.ks)
+        entropy = 0.0
         self.n_events += len(targets)
         if mixture is not None:
             log_prior, states = mixture
             self.saturated += int((states.abs() > SATURATED).sum())
             self.coordinates += states.numel()
-            self.entropy += float(-(log_prior.exp() * log_prior).sum())
+            entropy = float(-(log_prior.exp() * log_prior).sum())
             counts = torch.bincount(log_prior.argmax(dim=1).cpu(), minlength=log_prior.shape[1])
             self.top = counts if self.top is None else self.top + counts
+        self.sums.append((recommended, float(self.support[targets.cpu()].sum()), entropy))
+
+    def state(self) -> dict:
+        """What :meth:`merge` needs from this rank's share of the blocks."""
+        return {"seen": self.seen, "n_events": self.n_events, "saturated": self.saturated,
+                "coordinates": self.coordinates, "top": self.top, "sums": self.sums}
+
+    def merge(self, states: list[dict], owners: list[int]) -> None:
+        """Become the health of all ranks' blocks: `states` one per rank, `owners` the rank of each block."""
+        from .distributed import interleave
+
+        self.seen = {k: torch.stack([s["seen"][k] for s in states]).any(dim=0) for k in self.ks}
+        for key in ("n_events", "saturated", "coordinates"):
+            setattr(self, key, sum(s[key] for s in states))
+        tops = [s["top"] for s in states if s["top"] is not None]
+        self.top = torch.stack(tops).sum(dim=0) if tops else None
+        self.sums = interleave([s["sums"] for s in states], owners)
 
     def result(self) -> dict:
+        recommended, target_support, entropy = [0.0] * len(self.ks), 0.0, 0.0
+        for block_recommended, block_target, block_entropy in self.sums:  # in block order, one sum at a time
+            recommended = [total + value for total, value in zip(recommended, block_recommended)]
+            target_support += block_target
+            entropy += block_entropy
         out = {}
-        for k in self.ks:
+        for k, total in zip(self.ks, recommended):
             out[f"coverage@{k}"] = float(self.seen[k].double().mean())
-            out[f"support_recommended@{k}"] = self.recommended_support[k] / (self.n_events * k)
-        out["support_target"] = self.target_support / max(self.n_events, 1)
+            out[f"support_recommended@{k}"] = total / (self.n_events * k)
+        out["support_target"] = target_support / max(self.n_events, 1)
         if self.top is not None:
             out["saturated_share"] = self.saturated / self.coordinates
-            out["prior_entropy"] = self.entropy / self.n_events
+            out["prior_entropy"] = entropy / self.n_events
             out["prior_entropy_max"] = float(np.log(len(self.top)))
             out["expert_top_share"] = (self.top.double() / self.n_events).tolist()
         return out
@@ -124,7 +148,12 @@ def evaluate_ranks(model: GRU4Rec, split: SessionSplit, *, ties: str = "conserva
     `observers` is called with every block and its log-probabilities (rows, n_items), so other
     measures ride on the same pass (see analysis.groups). A block of the session-parallel loop is
     scored in chunks of rows of at most CHUNK_SCORES scores, so memory stays bounded whatever the
-    catalogue, and the tensors are reused rather than fresh pages."""
+    catalogue, and the tensors are reused rather than fresh pages.
+
+    Under torchrun (softmax_bottleneck.distributed) every rank replays the same blocks and scores
+    the chunks it owns; the events' columns, the health and every observer (which must then have
+    ``state()`` and ``merge(states, owners)``, as HeadHealth and analysis.groups.TruthKL do) are
+    gathered back in chunk order on every rank: the single process's numbers, bit for bit."""
     if split.n_transitions == 0:
         raise InputError("the split has no next-item events to evaluate")
     n_events = split.n_transitions
@@ -133,11 +162,24 @@ def evaluate_ranks(model: GRU4Rec, split: SessionSplit, *, ties: str = "conserva
     columns = [np.empty(n_events, dtype=np.int64) for _ in range(4)] + [np.empty(n_events, dtype=np.float64)]
     done = 0
     start = time.perf_counter()
-    bar = tqdm(total=split.n_transitions, unit="ev", disable=not progress, desc="evaluate", leave=False)
+    bar = tqdm(total=split.n_transitions, unit="ev", disable=not progress or not distributed.is_main(), desc="evaluate", leave=False)
     rows = max(1, CHUNK_SCORES // getattr(model.head, "scores_per_row", model.head.n_items))  # MoS: K × n per row
+    sharded = distributed.active()
+    if sharded:
+        unmergeable = [o for o in observers if not hasattr(o, "merge")]
+        if unmergeable:
+            raise InputError(f"{type(unmergeable[0]).__name__} cannot be gathered across torchrun's ranks; "
+                             "run this on one process")
+    owners, mine = [], []  # each chunk's rank; this rank's chunks as (first event, last event + 1)
     for whole in replay_split(model, split, batch_size=batch_size, device=device):
         for first in range(0, len(whole.targets), rows):
             block = whole.rows(first, first + rows)
+            owners.append(distributed.owner(len(owners)))
+            if owners[-1] != distributed.rank():
+                done += len(block.targets)  # another rank scores this chunk
+                bar.update(len(block.targets))
+                continue
+            mine.append((done, done + len(block.targets)))
             targets = torch.from_numpy(block.targets).to(device)
             if health is not None and isinstance(model, GRU4Rec):  # (rows, n_items), a mixture's states made once
                 log_p, states = model.head.log_probs_and_states(block.output)
@@ -161,7 +203,21 @@ def evaluate_ranks(model: GRU4Rec, split: SessionSplit, *, ties: str = "conserva
     bar.close()
     if done != n_events:
         raise RuntimeError(f"the replay gave {done} events for a split of {n_events}")
+    if sharded:
+        _gather_chunks(columns, mine, owners, [o for o in (health, *observers) if o is not None])
     return EventRanks(*columns, seconds=time.perf_counter() - start)
+
+
+def _gather_chunks(columns: list[np.ndarray], mine: list[tuple[int, int]], owners: list[int], observers: list) -> None:
+    """Fill every rank's columns with the other ranks' chunks, and merge the observers (in place)."""
+    pieces = distributed.gather_objects([(a, b, [column[a:b] for column in columns]) for a, b in mine])
+    for who, theirs in enumerate(pieces):
+        if who != distributed.rank():
+            for a, b, values in theirs:
+                for column, part in zip(columns, values):
+                    column[a:b] = part
+    for observer in observers:
+        observer.merge(distributed.gather_objects(observer.state()), owners)
 
 
 def epoch_record(checkpoint: dict) -> dict:

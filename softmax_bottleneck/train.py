@@ -9,6 +9,8 @@ Examples::
     python -m softmax_bottleneck.train --data prepared/synthetic --out runs/mos.pt --head mos --n-experts 4 --epochs 2
     # continue an interrupted run to 10 epochs (same final weights as an uninterrupted run)
     python -m softmax_bottleneck.train --data prepared/synthetic --out runs/softmax.pt --epochs 10 --resume
+    # one model on 2 processes (the batch's rows split, gradients summed; see softmax_bottleneck.distributed)
+    torchrun --nproc-per-node 2 -m softmax_bottleneck.train --data prepared/synthetic --out runs/ddp.pt --epochs 2
 
 As the official GRU4Rec: session-parallel mini-batches with sessions in order of first event,
 one-step truncated backprop, a hidden state zeroed when a new session takes a slot, and
@@ -113,15 +115,21 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError(f"{args.data}: the valid split has no events")
         from .training import train, tuning_record  # torch: imported once the flags and the data are checked
 
+        from . import distributed
+
         set_threads(args.threads)
         device = resolve_device(args.device)
         log = (lambda message: None) if args.quiet or args.json else (lambda message: print(message, file=sys.stderr))
         tuning = tuning_record(json.loads(args.config.read_text()), args.config) if args.config else None
-        checkpoint = train(dataset, model_config, config, args.out, device=device, resume=args.resume,
-                           progress=not (args.quiet or args.json), log=log, tuning=tuning)
+        with distributed.session(device):  # under torchrun: one model on every rank, rank 0 writes
+            checkpoint = train(dataset, model_config, config, args.out, device=device, resume=args.resume,
+                               progress=not (args.quiet or args.json), log=log, tuning=tuning)
+            if not distributed.is_main():
+                return
         best = checkpoint["metrics"][checkpoint["best_epoch"] - 1]
         if args.json:
             print(json.dumps({"checkpoint": str(args.out), **checkpoint["selection"], "threads": checkpoint["threads"],
+                              "world_size": checkpoint["world_size"],
                               **{k: v for k, v in best.items() if k.startswith("valid_")}}))
         else:
             print(f"wrote {args.out} (epoch {checkpoint['best_epoch']} of {checkpoint['epoch']}, "

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed
 from .atomic import destination_lock
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ModelConfig, TrainConfig
@@ -91,10 +92,15 @@ def train_step(model: GRU4Rec, output: torch.Tensor, targets: torch.Tensor, conf
                log_support: torch.Tensor) -> torch.Tensor | None:
     """One optimizer step on a batch's GRU outputs: the loss over the targets and shared negatives
     (logQ-corrected) or over all items, scaled as GRU4Rec does; returns the per-row losses (None when
-    a batch has no negatives at all, which GRU4Rec skips)."""
+    a batch has no negatives at all, which GRU4Rec skips).
+
+    Under torchrun each rank takes the loss of its share of the rows (every row's candidates are the
+    same: all the batch's targets and the shared negatives) and the gradients are summed over the
+    ranks before the update (softmax_bottleneck.distributed); the returned losses are this rank's rows'."""
     n_rows = len(targets)
+    rows = distributed.rows_of_rank(n_rows) if distributed.active() else slice(None)
     if config.full_softmax:
-        losses = model.head.loss(output, targets)
+        losses = model.head.loss(output[rows], targets[rows])
     else:
         if config.n_sample == 0 and n_rows < 2:
             return None  # no negatives at all (GRU4Rec stops the epoch here)
@@ -103,11 +109,12 @@ def train_step(model: GRU4Rec, output: torch.Tensor, targets: torch.Tensor, conf
             negatives = sampler.draw()
             candidates = torch.cat([targets, negatives])
             log_q = torch.cat([log_q, config.sample_alpha * log_support[negatives]])
-        columns = torch.arange(n_rows, device=output.device)
-        losses = model.head.loss(output, columns, candidates, config.logq * log_q if config.logq else None)
+        columns = torch.arange(n_rows, device=output.device)[rows]
+        losses = model.head.loss(output[rows], columns, candidates, config.logq * log_q if config.logq else None)
     loss = losses.sum() / config.batch_size  # GRU4Rec's scaling: by the configured batch size
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    distributed.sum_gradients(model.parameters())
     optimizer.step()
     return losses
 
@@ -123,8 +130,8 @@ def train_epoch(model: GRU4Rec, dataset: PreparedDataset, config: TrainConfig, o
         sampler.reset()
     total_loss, n_events = 0.0, 0
     start = time.perf_counter()
-    bar = tqdm(total=split.n_transitions, unit="ev", desc=desc, disable=not progress, leave=False,
-               mininterval=0.5)
+    bar = tqdm(total=split.n_transitions, unit="ev", desc=desc, disable=not progress or not distributed.is_main(),
+               leave=False, mininterval=0.5)
     for batch in session_parallel_batches(split, config.batch_size):
         hidden = carry_state(hidden, batch.keep, batch.reset)
         inputs = torch.from_numpy(batch.inputs).to(device)
@@ -138,6 +145,7 @@ def train_epoch(model: GRU4Rec, dataset: PreparedDataset, config: TrainConfig, o
         n_events += n_rows
         bar.update(n_rows)
     bar.close()
+    total_loss = distributed.sum_scalar(total_loss)  # each rank summed its own rows' losses
     seconds = time.perf_counter() - start
     if not math.isfinite(total_loss):
         raise TrainingDiverged(f"training diverged (non-finite loss) in {desc}; lower lr")
@@ -220,7 +228,10 @@ def train(dataset: PreparedDataset, model_config: ModelConfig, config: TrainConf
     """
     # 65 lines, on purpose: the epoch loop with its checkpoint, selection and stop rules in one place,
     # in the order they apply after each epoch.
-    with destination_lock(out, "training run"):
+    import contextlib
+
+    # under torchrun, rank 0 alone holds the destination and writes it; every rank trains
+    with destination_lock(out, "training run") if distributed.is_main() else contextlib.nullcontext():
         return _train(dataset, model_config, config, Path(out), device=torch.device(device), resume=resume,
                       progress=progress, log=log, on_epoch=on_epoch, tuning=tuning)
 
@@ -243,6 +254,9 @@ def _train(dataset, model_config, config, out: Path, *, device, resume, progress
         raise InputError(f"{{select_metric}} {config.select_metric}: K is larger than the catalogue "
                          f"({dataset.n_items} items)", "select_metric")
     model, optimizer, sampler, sampler_generator, log_support = build_training(dataset, model_config, config, device)
+    main = distributed.is_main()
+    if not main:
+        progress, log = False, lambda message: None
     _check_room(out, model)
     history: list[dict] = []
     selection = _Selection(config.select_metric, config.patience)
@@ -267,12 +281,13 @@ def _train(dataset, model_config, config, out: Path, *, device, resume, progress
             "state_dict": selection.state, "last_state_dict": last, "optimizer": optimizer.state_dict(),
             "rng": _rng_state(sampler_generator), "epoch": epoch, "best_epoch": selection.best_epoch,
             "selection": selection.record(epoch, config), "metrics": history, "threads": torch.get_num_threads(),
-            "tuning": tuning,
+            "world_size": distributed.world_size(), "tuning": tuning,
             "item_ids": dataset.item_ids.tolist(),
             "data": {"path": str(Path(dataset.path).resolve()) if dataset.path else None,
                      "fingerprint": dataset.fingerprint},
         }
-        save_checkpoint(checkpoint, out)
+        if main:
+            save_checkpoint(checkpoint, out)
         log(f"epoch {epoch}: loss {stats['loss']:.4f}  {stats['events_per_second']:,.0f} events/s  "
             f"valid recall@20 {stats['valid_recall@20']:.4f}  mrr@20 {stats['valid_mrr@20']:.4f}"
             + ("  (best)" if selection.best_epoch == epoch else f"  (best: epoch {selection.best_epoch})"))

@@ -1,0 +1,167 @@
+"""torchrun with 2 CPU processes (gloo on localhost): training equals one process, the sharded evaluation and
+comparison write the single process's files, resume is exact, and a killed rank ends the job cleanly."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import REPO, TINY_MODEL
+from softmax_bottleneck import distributed
+from softmax_bottleneck.checkpoint import load_checkpoint
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+TIMINGS = {"threads", "world_size", "seconds", "events_per_second", "eval_events_per_second"}
+# rows of a batch of 16 split between the ranks, momentum and dropout on: the replicated GRU step draws
+# the single process's dropout masks, and the shared negatives come from the same seed
+TRAIN = ["--hidden-dim", "8", "--batch-size", "16", "--n-sample", "32", "--lr", "0.1", "--momentum", "0.3",
+         "--dropout-hidden", "0.3", "--json"]
+
+
+def _env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
+def torchrun(module: str, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run(TORCHRUN + ["-m", module, *map(str, args)], capture_output=True, text=True, cwd=REPO,
+                          env=_env(), timeout=timeout)
+
+
+def one_process(module: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True, cwd=REPO,
+                          env=_env(), timeout=180)
+
+
+def _without_timings(value):
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items() if k not in TIMINGS}
+    if isinstance(value, list):
+        return [_without_timings(v) for v in value]
+    return value
+
+
+def test_a_batchs_rows_are_shared_out_whole_and_in_order(monkeypatch):
+    monkeypatch.setattr(distributed, "world_size", lambda: 3)
+    shares = []
+    for me in range(3):
+        monkeypatch.setattr(distributed, "rank", lambda me=me: me)
+        shares.append(distributed.rows_of_rank(8))
+    assert [list(range(8))[s] for s in shares] == [[0, 1, 2], [3, 4, 5], [6, 7]]
+    # chunk c is scored by rank c mod W, and each rank's records come back in chunk order
+    owners = [distributed.owner(c) for c in range(7)]
+    assert owners == [0, 1, 2, 0, 1, 2, 0]
+    assert distributed.interleave([["c0", "c3", "c6"], ["c1", "c4"], ["c2", "c5"]], owners) == [f"c{c}" for c in range(7)]
+
+
+@pytest.mark.parametrize("head", ["softmax", "mos"])
+def test_two_ranks_train_the_model_one_process_trains(tiny_synthetic, tmp_path, head):
+    args = ["--data", tiny_synthetic.path, "--epochs", "1", "--head", head, *TRAIN]
+    args += ["--n-experts", "2"] if head == "mos" else []
+    alone = one_process("softmax_bottleneck.train", *args, "--out", tmp_path / "one.pt")
+    shared = torchrun("softmax_bottleneck.train", *args, "--out", tmp_path / "two.pt")
+    assert alone.returncode == 0 and shared.returncode == 0, shared.stderr[-3000:]
+    printed = [json.loads(line) for line in shared.stdout.splitlines() if line.startswith("{")]
+    assert len(printed) == 1 and printed[0]["world_size"] == 2  # rank 0 alone prints
+    a, b = load_checkpoint(tmp_path / "one.pt"), load_checkpoint(tmp_path / "two.pt")
+    assert a["world_size"] == 1 and b["world_size"] == 2
+    # float32 sums in another order, over a whole epoch (about 230 steps): measured 1.6e-6 (softmax) and
+    # 2.7e-6 (MoS) at most, on weights of about 0.1 to 0.6
+    for name, weights in a["state_dict"].items():
+        assert (weights - b["state_dict"][name]).abs().max() <= 1e-5, name
+    for one, two in zip(a["metrics"], b["metrics"]):  # the sharded validation: the same metrics, exactly
+        assert {k: v for k, v in one.items() if k.startswith("valid_")} == \
+               {k: v for k, v in two.items() if k.startswith("valid_")}
+
+
+def test_resume_under_torchrun_is_exact(tiny_synthetic, tmp_path):
+    args = ["--data", tiny_synthetic.path, *TRAIN]
+    assert torchrun("softmax_bottleneck.train", *args, "--epochs", "2", "--out", tmp_path / "whole.pt").returncode == 0
+    assert torchrun("softmax_bottleneck.train", *args, "--epochs", "1", "--out", tmp_path / "cut.pt").returncode == 0
+    resumed = torchrun("softmax_bottleneck.train", *args, "--epochs", "2", "--out", tmp_path / "cut.pt", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    whole, cut = load_checkpoint(tmp_path / "whole.pt"), load_checkpoint(tmp_path / "cut.pt")
+    for key in ("state_dict", "last_state_dict"):
+        assert all(torch.equal(whole[key][name], cut[key][name]) for name in whole[key])
+
+
+def test_sharded_evaluation_writes_the_single_process_numbers(tiny_checkpoint, tiny_synthetic, tmp_path):
+    args = ["--checkpoint", tiny_checkpoint, "--data", tiny_synthetic.path, "--split", "test", "--json",
+            "--batch-size", "8"]  # small blocks: many chunks, shared out by turns
+    alone = one_process("softmax_bottleneck.evaluate", *args, "--per-event", tmp_path / "one.csv")
+    shared = torchrun("softmax_bottleneck.evaluate", *args, "--per-event", tmp_path / "two.csv")
+    assert shared.returncode == 0, shared.stderr[-3000:]
+    assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "two.csv").read_bytes()
+    one, two = json.loads(alone.stdout), json.loads(shared.stdout)
+    assert two["world_size"] == 2 and _without_timings(one) == _without_timings(two)
+
+
+def test_sharded_comparison_writes_the_single_process_files(twins, tmp_path):
+    args = ["--checkpoint", twins / "softmax.pt", twins / "mos.pt", "--data", twins / "data", "--split", "test",
+            "--n-bootstrap", "200"]
+    assert one_process("analysis.compare", *args, "--out", tmp_path / "one").returncode == 0
+    shared = torchrun("analysis.compare", *args, "--out", tmp_path / "two")
+    assert shared.returncode == 0, shared.stderr[-3000:]
+    for name in ("health.csv", "breakdown.csv"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    # metrics.csv: every column but the evaluation's speed, to the last digit
+    one, two = (pd.read_csv(tmp_path / f / "metrics.csv", dtype=str).drop(columns="eval_events_per_second")
+                for f in ("one", "two"))
+    pd.testing.assert_frame_equal(one, two)
+    one, two = (json.loads((tmp_path / f / "compare.json").read_text()) for f in ("one", "two"))
+    assert two["world_size"] == 2 and _without_timings(one) == _without_timings(two)
+
+
+def test_an_analysis_that_does_not_shard_says_so(tiny_checkpoint, monkeypatch, capsys):
+    from analysis.rank import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["--checkpoint", str(tiny_checkpoint)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "one process" in err
+
+
+def _rank_pid(parent: int, rank: int) -> int | None:
+    """The pid of the worker of this rank that torchrun process `parent` started (a child of it)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == parent and f"RANK={rank}".encode() in (entry / "environ").read_bytes().split(b"\0"):
+                return int(entry.name)
+        except (OSError, ValueError, IndexError):
+            continue
+    return None
+
+
+def test_a_killed_rank_ends_the_job_and_the_last_checkpoint_stays_whole(tiny_synthetic, tmp_path):
+    out = tmp_path / "run.pt"
+    job = subprocess.Popen(TORCHRUN + ["-m", "softmax_bottleneck.train", "--data", str(tiny_synthetic.path),
+                                       "--epochs", "200", *TINY_MODEL, "--out", str(out)],
+                           cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)  # its own process group: a failed test leaves no worker behind
+    try:
+        deadline = time.monotonic() + 120
+        while not out.exists() and time.monotonic() < deadline and job.poll() is None:
+            time.sleep(0.2)
+        assert out.exists(), "no epoch was written"
+        victim = _rank_pid(job.pid, 1)
+        assert victim is not None
+        os.kill(victim, signal.SIGKILL)
+        _, err = job.communicate(timeout=120)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait()
+    assert job.returncode != 0
+    mine = [line for line in err.splitlines() if line.startswith("error: rank 0 stopped")]
+    assert len(mine) == 1 and "--resume" in mine[0]
+    checkpoint = load_checkpoint(out)  # whole: its checksums hold
+    assert checkpoint["world_size"] == 2 and checkpoint["epoch"] >= 1
