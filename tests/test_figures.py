@@ -172,6 +172,10 @@ def test_cli_bad_inputs(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     status, _, err = run_cli(main, ["--results", tmp_path / "file"], capsys)
     assert status == 2 and "not a folder" in err
+    status, _, err = run_cli(main, ["--jobs", "0", "--results", tmp_path / "r"], capsys)
+    assert status == 2 and "--jobs 0" in err and not (tmp_path / "r").exists()
+    status, _, err = run_cli(main, ["--profile", "real", "--results", tmp_path / "r"], capsys)
+    assert status == 2 and "--data" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
     status, _, err = run_cli(main, ["--only", "spectra", "--results", tmp_path / "empty"], capsys)
     assert status == 2 and "holds none" in err and str((tmp_path / "empty").resolve()) in err
     assert not (tmp_path / "empty").exists()  # no study started
