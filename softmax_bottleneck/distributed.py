@@ -25,6 +25,7 @@ import contextlib
 import datetime
 import os
 import signal
+import sys
 
 import torch
 import torch.distributed as dist
@@ -68,6 +69,8 @@ def session(device: torch.device | str):
         yield
         return
     start(device)
+    if is_main():
+        print(f"torchrun: {world_size()} process(es) in the group ({dist.get_backend()})", file=sys.stderr, flush=True)
     previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         yield

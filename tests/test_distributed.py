@@ -80,6 +80,21 @@ def test_two_ranks_train_the_model_one_process_trains(tiny_synthetic, tmp_path, 
                {k: v for k, v in two.items() if k.startswith("valid_")}
 
 
+def test_torchrun_with_one_process_joins_the_group_and_trains_the_same_bits(tiny_synthetic, tmp_path):
+    """World size 1 under torchrun (the GPU check's NCCL run on one GPU) goes through the collectives and
+    changes nothing: the plain process's weights, bit for bit."""
+    args = ["--data", tiny_synthetic.path, "--epochs", "1", *TRAIN]
+    assert one_process("softmax_bottleneck.train", *args, "--out", tmp_path / "plain.pt").returncode == 0
+    alone = subprocess.run([*TORCHRUN[:-1], "1", "-m", "softmax_bottleneck.train", *map(str, args), "--out",
+                            str(tmp_path / "torchrun.pt")], capture_output=True, text=True, cwd=REPO, env=_env(),
+                           timeout=180)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    assert "torchrun: 1 process(es) in the group (gloo)" in alone.stderr
+    plain, ranked = load_checkpoint(tmp_path / "plain.pt"), load_checkpoint(tmp_path / "torchrun.pt")
+    assert plain["world_size"] == 1 and ranked["world_size"] == 1
+    assert all(torch.equal(plain["state_dict"][k], ranked["state_dict"][k]) for k in plain["state_dict"])
+
+
 def test_resume_under_torchrun_is_exact(tiny_synthetic, tmp_path):
     args = ["--data", tiny_synthetic.path, *TRAIN]
     assert torchrun("softmax_bottleneck.train", *args, "--epochs", "2", "--out", tmp_path / "whole.pt").returncode == 0
