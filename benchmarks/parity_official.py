@@ -130,6 +130,12 @@ def main() -> None:
     parser.add_argument("--only", choices=["ours", "official"], help="run one implementation's missing seeds only")
     parser.add_argument("--out", type=Path, required=True, help="JSON of the runs, appended as each one ends")
     args = parser.parse_args()
+    if not (args.data / "meta.json").is_file():
+        parser.error(f"--data {args.data}: not a prepared dataset folder (python -m softmax_bottleneck.prepare makes one)")
+    if not (args.official / "gru4rec_pytorch.py").is_file():
+        parser.error(f"--official {args.official}: no gru4rec_pytorch.py there (a checkout of the official code)")
+    if not args.official_python.is_file():
+        parser.error(f"--official-python {args.official_python}: no such interpreter")
 
     from softmax_bottleneck.data import load_prepared
 

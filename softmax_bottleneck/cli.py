@@ -43,7 +43,8 @@ def run_main(body: Callable[[], int | None], interrupted: Callable[[], str] | No
     try:
         status = body()
     except InputError as err:
-        print(f"error: {err.render(flag)}", file=sys.stderr)
+        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank meets the same bad input: one says it
+            print(f"error: {err.render(flag)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `... | head -1`: the reader is gone; stop quietly as Unix tools do
         devnull = os.open(os.devnull, os.O_WRONLY)

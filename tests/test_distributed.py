@@ -180,3 +180,12 @@ def test_a_killed_rank_ends_the_job_and_the_last_checkpoint_stays_whole(tiny_syn
     assert len(mine) == 1 and "--resume" in mine[0]
     checkpoint = load_checkpoint(out)  # whole: its checksums hold
     assert checkpoint["world_size"] == 2 and checkpoint["epoch"] >= 1
+
+
+def test_bad_input_under_torchrun_is_said_once_by_rank_0(tmp_path, monkeypatch, capsys):
+    from softmax_bottleneck.train import main
+
+    for rank, lines in (("1", 0), ("0", 1)):
+        monkeypatch.setenv("RANK", rank)
+        assert main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "run.pt")]) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == lines
