@@ -117,9 +117,9 @@ print(json.dumps({"setup_s": setup, "epoch_s": epoch, "events": len(train.datase
 
 def write_inputs(work: Path, name: str = "ml-100k") -> tuple[Path, Path, Path, int]:
     """(prepared folder, official TSV, RecBole data folder, training events) of a dataset's training split."""
-    import numpy as np
     import pandas as pd
 
+    from parity_official import write_tsv  # the official TSV, written one way for both benchmarks
     from softmax_bottleneck.data import load_prepared
 
     work.mkdir(parents=True)
@@ -127,15 +127,12 @@ def write_inputs(work: Path, name: str = "ml-100k") -> tuple[Path, Path, Path, i
     subprocess.run([sys.executable, "-m", "softmax_bottleneck.prepare", *source, "--out", str(work / "prepared"),
                     "--quiet"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     dataset = load_prepared(work / "prepared")
-    split = dataset.splits["train"]
-    sessions = np.repeat(np.arange(split.n_sessions), split.lengths)
-    frame = pd.DataFrame({"SessionId": sessions, "ItemId": dataset.item_ids[split.items],
-                          "Time": split.timestamps})
-    frame.to_csv(work / "train.tsv", sep="\t", index=False)
+    transitions = write_tsv(dataset, "train", work / "train.tsv")
+    frame = pd.read_csv(work / "train.tsv", sep="\t", dtype={"ItemId": str})
     (work / "recbole" / "train").mkdir(parents=True)
     frame.rename(columns={"SessionId": "user_id:token", "ItemId": "item_id:token", "Time": "timestamp:float"}).to_csv(
         work / "recbole" / "train" / "train.inter", sep="\t", index=False)
-    return work / "prepared", work / "train.tsv", work / "recbole", split.n_transitions
+    return work / "prepared", work / "train.tsv", work / "recbole", transitions
 
 
 def run(command: list[str], cwd: Path | None = None) -> dict:

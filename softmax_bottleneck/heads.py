@@ -307,19 +307,21 @@ class MixtureOfSoftmaxesHead(Head):
         states = torch.tanh(self.projection(hidden)).view(*hidden.shape[:-1], self.n_experts, self.hidden_dim)
         return log_prior, states
 
-    def candidate_log_probs(self, hidden, candidates=None, log_q=None, states=None):
+    def _expert_log_probs(self, hidden, candidates, log_q, states=None):
+        """(log π (batch, K), each expert's log-softmax over the candidates (batch, K, n_cand))."""
         weight, bias = self._output(candidates)
         log_prior, states = self.expert_states(hidden) if states is None else states
-        expert_log_p = torch.log_softmax(_logits(states, weight, bias, log_q), dim=-1)  # (batch, K, n_cand)
+        return log_prior, torch.log_softmax(_logits(states, weight, bias, log_q), dim=-1)
+
+    def candidate_log_probs(self, hidden, candidates=None, log_q=None, states=None):
+        log_prior, expert_log_p = self._expert_log_probs(hidden, candidates, log_q, states)
         return log_mix(log_prior[..., None] + expert_log_p)
 
     def loss(self, hidden, targets, candidates=None, log_q=None):
-        """The cross-entropy of the mixture at the target column only: each expert's log-softmax over the
-        candidates, then log_mix over the K values at the target (training needs no other column's mixture,
-        and mixing all of them was a third of a step at 10,000 items)."""
-        weight, bias = self._output(candidates)
-        log_prior, states = self.expert_states(hidden)
-        expert_log_p = torch.log_softmax(_logits(states, weight, bias, log_q), dim=-1)  # (batch, K, n_cand)
+        """The cross-entropy of the mixture at the target column only: log_mix over the K experts' values at
+        the target (training needs no other column's mixture, and mixing all of them was a third of a step
+        at 10,000 items)."""
+        log_prior, expert_log_p = self._expert_log_probs(hidden, candidates, log_q)
         at_target = expert_log_p.gather(-1, targets[:, None, None].expand(-1, self.n_experts, 1))  # (batch, K, 1)
         return -log_mix(log_prior[..., None] + at_target)[:, 0]
 

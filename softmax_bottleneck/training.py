@@ -19,6 +19,7 @@ the best validation epoch's weights and, for ``resume``, the last epoch's full s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -228,8 +229,6 @@ def train(dataset: PreparedDataset, model_config: ModelConfig, config: TrainConf
     """
     # 65 lines, on purpose: the epoch loop with its checkpoint, selection and stop rules in one place,
     # in the order they apply after each epoch.
-    import contextlib
-
     # under torchrun, rank 0 alone holds the destination and writes it; every rank trains
     with destination_lock(out, "training run") if distributed.is_main() else contextlib.nullcontext():
         return _train(dataset, model_config, config, Path(out), device=torch.device(device), resume=resume,
