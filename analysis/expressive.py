@@ -104,32 +104,41 @@ def top_k_overlap(log_p: np.ndarray, log_q: np.ndarray, k: int = DEFAULT_K) -> f
     return float(mine[rows, np.argpartition(-log_q, k - 1, axis=1)[:, :k]].sum() / (len(log_p) * k))
 
 
+def _sweep_point(log_p: np.ndarray, r: int, decomposition, steps: int, seed: int, k: int) -> dict:
+    """One r of the sweep: the SVD start's KL and top-k overlap, and the polished fit's (steps > 0)."""
+    from .capacity_fit import fit_head
+
+    factors, bias, states = svd_start(log_p, r, decomposition)
+    start = log_softmax_rows(states @ factors.T + bias)
+    row = {"r": r, "kl_svd": mean_kl(log_p, start), f"overlap_svd@{k}": top_k_overlap(log_p, start, k)}
+    if steps > 0:
+        config = ModelConfig(head="softmax", hidden_dim=r, n_items=log_p.shape[1], item_bias=True)
+        fit = fit_head(config, TeacherContexts(log_p), restarts=0, seed=seed, steps=steps,
+                       start=(factors, bias, states))
+        import torch
+
+        with torch.no_grad():
+            fitted = fit.head.double().log_probs(torch.from_numpy(fit.states)).numpy()
+        row.update(kl=mean_kl(log_p, fitted), **{f"overlap@{k}": top_k_overlap(log_p, fitted, k)})
+    else:
+        row.update(kl=row["kl_svd"], **{f"overlap@{k}": row[f"overlap_svd@{k}"]})
+    return row
+
+
 def expressive_sweep(log_p: np.ndarray, ranks, *, steps: int = 300, seed: int = 0, k: int = DEFAULT_K,
                      eps: float = DEFAULT_EPS, overlap: float = DEFAULT_OVERLAP) -> dict:
     """For each r: the SVD start's and the polished fit's KL and top-k overlap; the expressive rank (the smallest
     r meeting both bars, None when no r of the sweep does)."""
-    from .capacity_fit import fit_head
+    from softmax_bottleneck import distributed  # torch: not for check_sweep's callers
 
     log_p = np.ascontiguousarray(log_p, dtype=np.float64)
     ranks = check_sweep(ranks, log_p.shape[1], eps, overlap)
-    teacher = TeacherContexts(log_p)
     decomposition = double_centred_svd(log_p)  # one SVD serves every r
-    rows = []
-    for r in ranks:
-        factors, bias, states = svd_start(log_p, r, decomposition)
-        start = log_softmax_rows(states @ factors.T + bias)
-        row = {"r": r, "kl_svd": mean_kl(log_p, start), f"overlap_svd@{k}": top_k_overlap(log_p, start, k)}
-        if steps > 0:
-            config = ModelConfig(head="softmax", hidden_dim=r, n_items=log_p.shape[1], item_bias=True)
-            fit = fit_head(config, teacher, restarts=0, seed=seed, steps=steps, start=(factors, bias, states))
-            import torch
-
-            with torch.no_grad():
-                fitted = fit.head.double().log_probs(torch.from_numpy(fit.states)).numpy()
-            row.update(kl=mean_kl(log_p, fitted), **{f"overlap@{k}": top_k_overlap(log_p, fitted, k)})
-        else:
-            row.update(kl=row["kl_svd"], **{f"overlap@{k}": row[f"overlap_svd@{k}"]})
-        rows.append(row)
+    # under torchrun each r's fit is made by one rank (dealt out as the Gram panels are) and gathered
+    mine = [r for index, r in enumerate(ranks) if distributed.panel_owner(index) == distributed.rank()]
+    made = {row["r"]: row for part in distributed.gather_objects(
+        [_sweep_point(log_p, r, decomposition, steps, seed, k) for r in mine]) for row in part}
+    rows = [made[r] for r in ranks]
     reached = [row["r"] for row in rows if row["kl"] <= eps and row[f"overlap@{k}"] >= overlap]
     return {"expressive_rank": reached[0] if reached else None, "eps": eps, "min_overlap": overlap, "k": k,
             "steps": steps, "kl_is": UPPER_BOUND, "sweep": rows}

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from scipy.linalg import blas, lapack
 
+from softmax_bottleneck import distributed
+
 from .spectrum import Source, Spectrum, _descending, clock
 
 RESOLVED = 1e-6  # Gram-derived singular values below RESOLVED·σ_max trigger an exact recomputation (QR)
@@ -80,14 +82,17 @@ def gram_spectra(source: Source, row_stops: list[int], *, block_size: int = 2048
     return {key: problem.spectrum(n_cols) for key, problem in problems.items()}
 
 
-def add_upper_gram(gram: np.ndarray, block: np.ndarray, panel: int = 512) -> None:
+def add_upper_gram(gram: np.ndarray, block: np.ndarray, panel: int = 512, mine=None) -> None:
     """gram += block·blockᵀ on and above the diagonal only, in place, by GEMMs on row panels.
 
     Half the flops of ``block @ block.T``; torch's in-place ``addmm_`` writes straight into the
     panels (no temporaries; measured 68 GFLOP/s-equivalent against 58 for NumPy's syrk here).
+    `mine(p)`: whether this process computes panel p (torchrun: each panel on one rank; default all).
     """
     target, rows = torch.from_numpy(gram), torch.from_numpy(block)
-    for first in range(0, len(block), panel):
+    for index, first in enumerate(range(0, len(block), panel)):
+        if mine is not None and not mine(index):
+            continue
         last = min(first + panel, len(block))
         target[first:last, first:].addmm_(rows[first:last], rows[first:].T)
 
@@ -135,13 +140,18 @@ def _gram_by_columns(source, stops, block_size, timings):
     top = stops[-1]
     gram, row_sums = np.zeros((top, top)), np.zeros(top)
     buffer = np.empty((top, min(block_size, n_cols)))
+    sharded = distributed.active() and distributed.world_size() > 1  # torchrun: each Gram panel on one rank
+    mine = (lambda panel: distributed.panel_owner(panel) == distributed.rank()) if sharded else None
     for start in range(0, n_cols, block_size):
         with clock(timings, "log_probs"):
             block = source.columns(start, min(start + block_size, n_cols), row_stop=top, out=buffer)  # (top, b)
         with clock(timings, "gram"):
-            add_upper_gram(gram, block)
+            add_upper_gram(gram, block, mine=mine)
             row_sums += block.sum(axis=1)
     del buffer
+    if sharded:
+        with clock(timings, "gram"):
+            distributed.sum_array(gram)  # each entry was computed by one rank: adding the others' zeros is exact
     means = row_sums / n_cols
     problems = {}
     with clock(timings, "eigenvalues"):

@@ -145,19 +145,40 @@ class LogProbMatrix:
     def _buffers(self, count: int, rows: int, columns: int) -> list[torch.Tensor]:
         return [torch.empty(rows * columns, dtype=torch.float64, device=self.device) for _ in range(count)]
 
+    def row_tile(self, n_cols: int) -> int:
+        """Rows of a tile of a block `n_cols` wide (the normalisers': all the items wide). Rows are computed
+        tile by tile from a block's first row, so row runs that start on a tile boundary reproduce the whole
+        block's bits (analysis.sharded)."""
+        return self._tiles(n_cols)[0]
+
     @torch.no_grad()
-    def normalisers(self) -> torch.Tensor:
-        """lse_k(c) over all items: (N, K)."""
+    def normalisers(self, share=None) -> torch.Tensor:
+        """lse_k(c) over all items: (N, K), computed once. `share` (softmax_bottleneck.distributed.share_rows,
+        under torchrun): which rank computes which row tiles."""
         if self._normalisers is not None:
             return self._normalisers
         n_rows, n_items = self.shape
+        if share is None:
+            out = self._normaliser_rows(0, n_rows)
+        else:
+            rows = self.row_tile(n_items)
+            out = torch.from_numpy(share(n_rows, rows, lambda first, last: self._normaliser_rows(first, last)
+                                         .cpu().numpy())).to(self.device)  # tiles of whole rows: the same bits
+        if not torch.isfinite(out).all():
+            self._refuse()
+        self._normalisers = out
+        return out
+
+    def _normaliser_rows(self, row_start: int, row_stop: int) -> torch.Tensor:
+        """lse_k(c) of contexts row_start:row_stop, tile by tile from row_start: (row_stop - row_start, K)."""
+        n_items = self.shape[1]
         n_experts = self.n_experts
         rows, columns = self._tiles(n_items)
-        out = torch.empty(n_rows, n_experts, dtype=torch.float64, device=self.device)
+        out = torch.empty(row_stop - row_start, n_experts, dtype=torch.float64, device=self.device)
         buffer, = self._buffers(1, rows, columns)
         items = self.items[:, :-1]
-        for first in range(0, n_rows, rows):
-            last = min(first + rows, n_rows)
+        for first in range(row_start, row_stop, rows):
+            last = min(first + rows, row_stop)
             if self.mixture:
                 _, states = self.head.expert_factors(self.hidden[first:last])  # (K, R, r)
             top = torch.full((n_experts, last - first), -torch.inf, dtype=torch.float64, device=self.device)
@@ -173,10 +194,7 @@ class LogProbMatrix:
                     new_top = torch.maximum(top[k], logits.amax(dim=1))
                     total[k].mul_((top[k] - new_top).exp_()).add_(logits.sub_(new_top[:, None]).exp_().sum(dim=1))
                     top[k] = new_top
-            out[first:last] = (total.log_() + top).T
-        if not torch.isfinite(out).all():
-            self._refuse()
-        self._normalisers = out
+            out[first - row_start:last - row_start] = (total.log_() + top).T
         return out
 
     @torch.no_grad()
@@ -186,8 +204,12 @@ class LogProbMatrix:
 
     @torch.no_grad()
     def columns(self, start: int, stop: int, row_stop: int | None = None, row_start: int = 0,
-                out: np.ndarray | None = None) -> np.ndarray:
-        """A[row_start:row_stop, start:stop] as float64, written into `out` (a reusable buffer) if given."""
+                out: np.ndarray | None = None, tile_rows: int | None = None) -> np.ndarray:
+        """A[row_start:row_stop, start:stop] as float64, written into `out` (a reusable buffer) if given.
+
+        Computed in tiles of `tile_rows` rows (default: :meth:`row_tile` of the block's width) and of
+        TILE_COLUMNS items from `start`: a run of whole column tiles of a block, computed with the block's
+        `tile_rows`, has the whole block's bits there (analysis.sharded)."""
         row_stop = len(self.hidden) if row_stop is None else row_stop
         shape = (row_stop - row_start, stop - start)
         if out is not None and (out.shape[0] < shape[0] or out.shape[1] < shape[1] or out.dtype != np.float64):
@@ -197,6 +219,7 @@ class LogProbMatrix:
         target = torch.from_numpy(out) if on_cpu else torch.empty(shape, dtype=torch.float64, device=self.device)
         normalisers, n_experts = self.normalisers(), self.n_experts
         rows, columns = self._tiles(shape[1])
+        rows = tile_rows or rows
         buffers = self._buffers(n_experts + (n_experts > 1), rows, columns)
         for first in range(row_start, row_stop, rows):
             last = min(first + rows, row_stop)

@@ -8,13 +8,16 @@ Examples (the first two take seconds on a laptop CPU)::
     python -m analysis.rank --checkpoint runs/softmax.pt --checkpoint runs/mos.pt --out results/rank
     python -m analysis.rank --checkpoint runs/mos.pt --max-contexts 1024 --seed 3 --json
     python -m analysis.rank --checkpoint official/model.pt --data prepared/ml-100k   # an official GRU4Rec file
+    torchrun --standalone --nproc-per-node 2 -m analysis.rank --checkpoint runs/mos.pt --out results/rank-2
 
 Rows are held-out session prefixes (``--max-contexts`` of them, sampled with ``--seed``; several
 checkpoints get the same prefixes), columns all items, entries exact float64 log-probabilities.
 The rank is ``np.linalg.matrix_rank``'s: singular values above σ_max·max(N, M)·eps, or above
 ``--tol`` / σ_max·``--rtol``. A softmax head's rank is capped at d+1 (d+2 with item bias); MoS
 has no such cap. On the synthetic world the *true* log-prob matrix of the same contexts is
-analysed too. ``--out`` writes rank.json, spectrum.csv and spectrum.png.
+analysed too. ``--out`` writes rank.json, spectrum.csv and spectrum.png. Under ``torchrun`` the
+ranks share the log-probabilities, the Gram matrix's panels and the expressive fits, and rank 0
+writes the same files as one process, byte for byte (``analysis.sharded``).
 
 Library use: ``analysis.engines.singular_values(matrix)`` and ``numerical_rank(matrix, tol=None,
 rtol=None)`` accept a NumPy array (or a block source) and choose an engine;
@@ -160,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         write_outputs(out, *both)
 
     return run_analysis(args, check, compute, summary=lambda both: both[0], write=write,
-                        show=lambda both: print_table(both[0]), files="rank.json, spectrum.csv, spectrum.png")
+                        show=lambda both: print_table(both[0]), files="rank.json, spectrum.csv, spectrum.png",
+                        sharded=True)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from softmax_bottleneck.synthetic import SyntheticWorld
 from .engines import as_source, compute_spectra
 from .logprobs import LogProbMatrix, collect_contexts, sample_contexts
 from .outputs import write_files
+from .sharded import shared
 from .spectrum import Spectrum, count_above, rank_threshold
 
 SWEEP = tuple(10.0 ** -k for k in range(1, 15))  # relative thresholds 1e-1 … 1e-14
@@ -107,7 +108,7 @@ def rank_report(matrix, *, cap: int | None = None, reference_cap: int | None = N
 
     `timings` (if given) receives the seconds per step; they stay out of the report, which is
     reproducible to the byte."""
-    source = as_source(matrix)
+    source = shared(as_source(matrix))  # under torchrun, every rank computes a share of each block
     n_rows, n_cols = source.shape
     steps = context_steps(n_rows)
     spectra = compute_spectra(source, steps, engine, block_size, timings)
@@ -162,11 +163,14 @@ def analyse(checkpoint_paths: list[Path], *, data: Path | None, split: str, max_
         if expressive is not None and (expressive_dims is None or config["hidden_dim"] in expressive_dims):
             from .expressive import expressive_sweep
 
-            models[-1]["expressive"] = expressive_sweep(matrix.dense(), **expressive)
+            models[-1]["expressive"] = expressive_sweep(shared(matrix).dense(), **expressive)
         if checkpoint.get("foreign"):
             models[-1]["foreign"] = foreign_summary(checkpoint, held_out)
         spectra.append((label, values, model.head.rank_cap))
-    result = {"library_version": library_version(), "threads": torch.get_num_threads(), "split": split, "seed": seed,
+    from softmax_bottleneck import distributed
+
+    result = {"library_version": library_version(), "threads": torch.get_num_threads(),
+              "world_size": distributed.world_size(), "split": split, "seed": seed,
               "n_contexts": len(key),
               "n_items": dataset.n_items,
               "data": str(dataset.path), "models": models, "truth": None}

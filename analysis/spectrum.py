@@ -29,7 +29,7 @@ class Source(Protocol):
 
     def rows(self, start: int, stop: int) -> np.ndarray: ...
 
-    def columns(self, start: int, stop: int, row_stop: int | None = None,
+    def columns(self, start: int, stop: int, row_stop: int | None = None, row_start: int = 0,
                 out: np.ndarray | None = None) -> np.ndarray: ...  # `out`: a buffer the source may fill
 
 
@@ -43,8 +43,8 @@ class DenseSource:
     def rows(self, start, stop):
         return self.matrix[start:stop]
 
-    def columns(self, start, stop, row_stop=None, out=None):
-        return self.matrix[:row_stop, start:stop]
+    def columns(self, start, stop, row_stop=None, row_start=0, out=None):
+        return self.matrix[row_start:row_stop, start:stop]
 
     def dense(self):
         return self.matrix

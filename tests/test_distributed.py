@@ -133,8 +133,41 @@ def test_sharded_comparison_writes_the_single_process_files(twins, tmp_path):
     assert two["world_size"] == 2 and _without_timings(one) == _without_timings(two)
 
 
+@pytest.fixture(scope="module")
+def wide_mos(tmp_path_factory):
+    """A MoS model on a 1,100-item world: blocks of several column tiles (TILE_COLUMNS = 512 items) and a Gram
+    matrix of two row panels (512 rows each), so that the ranks of a rank report share real work."""
+    from softmax_bottleneck.data import save_prepared
+    from softmax_bottleneck.synthetic import SyntheticConfig, prepare_synthetic
+    from softmax_bottleneck.train import main as train_main
+
+    folder = tmp_path_factory.mktemp("wide")
+    save_prepared(prepare_synthetic(SyntheticConfig(n_items=1100, n_sessions=1500, seed=3)), folder / "data")
+    assert train_main(["--data", str(folder / "data"), "--head", "mos", "--n-experts", "2", "--hidden-dim", "8",
+                       "--epochs", "1", "--n-sample", "64", "--quiet", "--out", str(folder / "mos.pt")]) == 0
+    return folder
+
+
+@pytest.mark.parametrize("engine", ["gram", "direct"])
+def test_sharded_rank_report_writes_the_single_process_files(wide_mos, engine, tmp_path):
+    """600 contexts × 1,100 items: the Gram engine by column blocks of 700 (a block of two column tiles, shared,
+    then one of a single tile), its two row panels one per rank, the truth's Gram too; the direct engine's
+    dense matrix in three column tiles; the expressive sweep's fits shared by r."""
+    args = ["--checkpoint", wide_mos / "mos.pt", "--data", wide_mos / "data", "--max-contexts", "600",
+            "--engine", engine, "--block-size", "700", "--expressive", "2", "4", "8", "--expressive-steps", "5"]
+    alone = one_process("analysis.rank", *args, "--out", tmp_path / "one")
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    shared = torchrun("analysis.rank", *args, "--out", tmp_path / "two")
+    assert shared.returncode == 0, shared.stderr[-3000:]
+    one, two = (json.loads((tmp_path / f / "rank.json").read_text()) for f in ("one", "two"))
+    assert one["engine"].startswith(engine) and two["world_size"] == 2 and one["world_size"] == 1
+    assert _without_timings(one) == _without_timings(two)
+    for name in ("spectrum.csv", "expressive.csv", "spectrum.png"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+
+
 def test_an_analysis_that_does_not_shard_says_so(tiny_checkpoint, monkeypatch, capsys):
-    from analysis.rank import main
+    from analysis.reach import main
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["--checkpoint", str(tiny_checkpoint)]) == 2
