@@ -1,7 +1,8 @@
-"""Training and evaluation events/s on 1 and 2 processes (torchrun, gloo, one thread each).
+"""Training, evaluation and rank-report rates on 1 and 2 processes (torchrun, gloo, one thread each).
 
     python benchmarks/distributed.py                                   # ML-100K and the 5M-event scale log
     python benchmarks/distributed.py --datasets ml-100k --repeats 1    # a quick look
+    python benchmarks/distributed.py --works "rank mos" --datasets ml-100k scale-5m
 
 Each (dataset, work, processes) runs as its own ``torchrun --standalone --nproc-per-node N`` job of this
 file's ``--child`` mode, alternating, --repeats times; medians are printed with the ratio of 2 processes
@@ -11,7 +12,10 @@ to 1 measured in the same run:
   --train-events next-item events after 2,000 of warm-up, as ``train`` runs them under torchrun (each
   rank the loss of its share of the rows, gradients summed; softmax_bottleneck.distributed);
 - evaluate: full-ranking evaluation (exact log-probs, conservative ties) of a seeded sample of test
-  sessions holding --eval-events events, the chunks shared out by turns.
+  sessions holding --eval-events events, the chunks shared out by turns;
+- rank mos: the rank report (Gram engine, as large catalogues use) of a MoS K = 4, d = 64 head over
+  --rank-contexts seeded context states, as ``analysis.rank`` runs it under torchrun
+  (analysis.sharded); its rate is contexts/s, not events/s.
 
 Datasets: ``ml-100k`` (../shared/data/ml-100k, prepared with the default protocol) and ``scale-5m``
 (benchmarks/scale.py's generated log with MovieLens-25M's shape at 5M events, 59k items; written and
@@ -19,7 +23,9 @@ prepared under --work once). Models are freshly initialised: speed does not depe
 
 What bounds the speed-up: each rank replays the whole batch's GRU step and applies the whole Adagrad
 update (replicated so that every rank's weights stay the single process's), and the gradient
-all-reduce is a round trip per step; only the head and the loss over the candidates are split. On 2
+all-reduce is a round trip per step; only the head and the loss over the candidates are split. The
+rank report shares its log-probabilities and Gram panels but repeats the eigenvalues (and the QR of a
+refinement, when the Gram matrix cannot resolve the bottom of the spectrum) on every rank. On 2
 cores shared with other work, 2 processes also compete for the cores.
 """
 
@@ -37,7 +43,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ML100K = ROOT.parent / "shared" / "data" / "ml-100k" / "ml-100k.inter"
-WORKS = ("train b32", "train b512", "evaluate")
+WORKS = ("train b32", "train b512", "evaluate", "rank mos")
 
 
 def child(args) -> None:
@@ -53,7 +59,17 @@ def child(args) -> None:
 
     with distributed.session("cpu"):
         dataset = load_prepared(args.data, verify=False)
-        if args.child_work == "evaluate":
+        if args.child_work == "rank mos":
+            from analysis.logprobs import LogProbMatrix
+            from analysis.rank_report import rank_report
+
+            head = build_training(dataset, ModelConfig(hidden_dim=64, head="mos", n_experts=4),
+                                  TrainConfig(seed=0))[0].eval().head
+            states = torch.randn(args.events, 64, generator=torch.Generator().manual_seed(0)).tanh().numpy()
+            began = time.perf_counter()
+            rank_report(LogProbMatrix(head, states), engine="gram")
+            seconds, done = time.perf_counter() - began, args.events
+        elif args.child_work == "evaluate":
             model = build_training(dataset, ModelConfig(hidden_dim=64), TrainConfig(seed=0))[0].eval()
             sample = sample_sessions(dataset.splits["test"], max_events=args.events, seed=0)
             began = time.perf_counter()
@@ -114,6 +130,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--train-events", type=int, default=30_000)
     parser.add_argument("--eval-events", type=int, default=10_000)
+    parser.add_argument("--rank-contexts", type=int, default=4096, help="contexts of the rank report (default 4096)")
+    parser.add_argument("--works", nargs="+", default=list(WORKS), choices=WORKS, metavar="WORK",
+                        help=f"what to time (default: all of {', '.join(WORKS)})")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "sb-distributed",
                         help="where the 5M-event log and the prepared datasets are kept between runs")
     parser.add_argument("--out", type=Path, help="also write the runs and medians as JSON here")
@@ -130,8 +149,8 @@ def main() -> None:
           f"of {args.repeats}; one thread each; load average {os.getloadavg()[0]:.1f} at the start)", flush=True)
     for name in args.datasets:
         data = prepared(name, args.work)
-        for work in WORKS:
-            events = args.eval_events if work == "evaluate" else args.train_events
+        for work in args.works:
+            events = {"evaluate": args.eval_events, "rank mos": args.rank_contexts}.get(work, args.train_events)
             runs = {1: [], 2: []}
             for _ in range(args.repeats):
                 for processes in (1, 2):  # alternating, so a change of load hits both alike
