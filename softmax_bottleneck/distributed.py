@@ -99,7 +99,9 @@ def session(device: torch.device | str):
             raise Stopped(f"rank {rank()} stopped: another rank of the job is gone ({first[:160]})") from err
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        # after a failure, torchrun's SIGTERM (it ends the others once one rank is gone) must not cut this rank
+        # short before it has said why it stopped: it is ignored while the rank leaves the group and exits
+        signal.signal(signal.SIGTERM, previous if went_well else signal.SIG_IGN)
         stop(synchronise=went_well)
 
 
