@@ -556,3 +556,13 @@ def plot_expressive_overlap(models, ax=None, *, title: str = "", bar: float | No
     k = models[0]["expressive"]["k"] if models else 20
     finish(ax, "rank r of the approximating softmax", f"top-{k} overlap", title, legend_size=7, loc="best")
     return ax
+
+
+def plot_expressive(models, *, eps: float, bar: float):
+    """The expressive-rank sweeps of several models side by side: KL against r, and top-k overlap against r
+    (analysis.rank's expressive.png)."""
+    figure, (left, right) = subplots(1, 2, figsize=(11, 4.2))
+    plot_expressive_kl(models, left, eps=eps, short_labels=False)
+    plot_expressive_overlap(models, right, bar=bar, short_labels=False)
+    figure.suptitle("How close a rank-r softmax comes to each model (a fit: the KL is an upper bound)")
+    return figure

@@ -15,7 +15,8 @@ checkpoints get the same prefixes), columns all items, entries exact float64 log
 The rank is ``np.linalg.matrix_rank``'s: singular values above σ_max·max(N, M)·eps, or above
 ``--tol`` / σ_max·``--rtol``. A softmax head's rank is capped at d+1 (d+2 with item bias); MoS
 has no such cap. On the synthetic world the *true* log-prob matrix of the same contexts is
-analysed too. ``--out`` writes rank.json, spectrum.csv and spectrum.png. Under ``torchrun`` the
+analysed too. ``--out`` writes rank.json, spectrum.csv and spectrum.png (with ``--expressive``, also
+expressive.csv and expressive.png). Under ``torchrun`` the
 ranks share the log-probabilities, the Gram matrix's panels and the expressive fits, and rank 0
 writes the same files as one process, byte for byte (``analysis.sharded``).
 
@@ -163,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         write_outputs(out, *both)
 
     return run_analysis(args, check, compute, summary=lambda both: both[0], write=write,
-                        show=lambda both: print_table(both[0]), files="rank.json, spectrum.csv, spectrum.png",
+                        show=lambda both: print_table(both[0]),
+                        files="rank.json, spectrum.csv, spectrum.png" + (", expressive.csv, expressive.png"
+                                                                          if args.expressive else ""),
                         sharded=True)
 
 

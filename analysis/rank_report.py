@@ -188,6 +188,7 @@ def analyse(checkpoint_paths: list[Path], *, data: Path | None, split: str, max_
 def write_outputs(out: Path, result: dict, spectra: list) -> None:
     from . import plots  # matplotlib only when a picture is asked for
 
+    swept = [m for m in result["models"] if m.get("expressive")]
     rows = [pd.DataFrame({"matrix": label, "centred": variant == "centred", "index": np.arange(1, len(v) + 1),
                           "singular_value": v})
             for label, by_variant, _ in spectra for variant, v in by_variant.items()]
@@ -196,8 +197,10 @@ def write_outputs(out: Path, result: dict, spectra: list) -> None:
         "spectrum.csv": lambda f: pd.concat(rows, ignore_index=True).to_csv(f, index=False),
         "spectrum.png": lambda f: plots.save(plots.plot_spectra(
             [(label, by_variant["model"], cap) for label, by_variant, cap in spectra]).figure, f),
-        **({"expressive.csv": lambda f: expressive_table(result).to_csv(f, index=False)}
-           if any(m.get("expressive") for m in result["models"]) else {}),
+        **({"expressive.csv": lambda f: expressive_table(result).to_csv(f, index=False),
+            "expressive.png": lambda f: plots.save(plots.plot_expressive(
+                swept, eps=swept[0]["expressive"]["eps"], bar=swept[0]["expressive"]["min_overlap"]), f)}
+           if swept else {}),
     })
 
 

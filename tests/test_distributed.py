@@ -163,7 +163,7 @@ def test_sharded_rank_report_writes_the_single_process_files(wide_mos, engine, t
     one, two = (json.loads((tmp_path / f / "rank.json").read_text()) for f in ("one", "two"))
     assert one["engine"].startswith(engine) and two["world_size"] == 2 and one["world_size"] == 1
     assert _without_timings(one) == _without_timings(two)
-    for name in ("spectrum.csv", "expressive.csv", "spectrum.png"):
+    for name in ("spectrum.csv", "expressive.csv", "spectrum.png", "expressive.png"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
 
 

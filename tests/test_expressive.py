@@ -105,3 +105,7 @@ def test_the_rank_command_writes_the_sweep(tiny_checkpoint, tmp_path, capsys):
     assert report["expressive_rank"] == 8 and "upper bound" in report["kl_is"]  # a softmax of d = 8
     table = pd.read_csv(tmp_path / "r" / "expressive.csv")
     assert table["r"].tolist() == [2, 8, 12] and (table["kl"] <= table["kl_svd"] + 1e-12).all()
+    from matplotlib.image import imread
+
+    picture = imread(tmp_path / "r" / "expressive.png")  # KL and overlap against r, side by side
+    assert picture.shape[1] > 1.5 * picture.shape[0] and picture[..., :3].std() > 0.05
