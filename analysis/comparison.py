@@ -132,6 +132,53 @@ def metric_rows(groups: list[Group], sessions: np.ndarray, ks, metrics, n_bootst
     return rows
 
 
+GAIN_COLUMNS = ("hidden_dim", "model", "head", "variant", "n_experts", "n_seeds", "metric", "k", "value",
+                "baseline", "baseline_value", "diff_vs_baseline", "diff_ci_low", "diff_ci_high", "relative_diff",
+                "p_value", "p_method", "p_welch_over_seeds")
+
+
+def gains_by_size(paths_by_size: dict[int, list[Path]], *, data: Path | None = None, split: str = "test",
+                  ks=(20,), metrics=METRICS, n_bootstrap: int = 2000, seed: int = 0, device="cpu",
+                  ci_level: float = 0.95) -> tuple[pd.DataFrame, dict]:
+    """Every head against the softmax **of its own hidden size**: one :func:`compare` per size d, whose
+    first checkpoints are that size's softmax (its seeds), on the same held-out events.
+
+    Returns (gains, summary): one row per size × head × metric × K with the paired difference to the
+    size's softmax, its interval and p-value as :func:`metric_rows` makes them (a hierarchical bootstrap
+    over seeds, then sessions, where a configuration has ≥ 2 seeds), and Holm's adjustment over every
+    row of the table together (``p_holm``: the family is every head × d × metric × K)."""
+    rows, summaries = [], {}
+    for d, paths in sorted(paths_by_size.items()):
+        result = compare(paths, data=data, split=split, ks=ks, metrics=metrics, n_bootstrap=n_bootstrap, seed=seed,
+                         device=device, ci_level=ci_level)
+        table, summary = result["metrics"], result["summary"]
+        summaries[d] = summary
+        base = table[table["model"] == summary["baseline"]].set_index(["metric", "k"])["value"]
+        for row in table[(table["model"] != summary["baseline"]) & (table["model"] != "oracle")].to_dict("records"):
+            baseline_value = float(base[(row["metric"], row["k"])])
+            rows.append({**{c: row.get(c) for c in GAIN_COLUMNS}, "hidden_dim": d, "baseline": summary["baseline"],
+                         "baseline_value": baseline_value,
+                         "relative_diff": row["diff_vs_baseline"] / baseline_value if baseline_value else float("nan")})
+    if not rows:
+        raise InputError("no size has a head besides its softmax: nothing to compare")
+    gains = pd.DataFrame(rows, columns=list(GAIN_COLUMNS))
+    gains["p_holm"] = holm(gains["p_value"].to_numpy())
+    first = next(iter(summaries.values()))
+    summary = {"library_version": library_version(), "split": split, "n_events": first["n_events"],
+               "n_sessions": first["n_sessions"], "n_bootstrap": n_bootstrap, "seed": seed, "ci_level": ci_level,
+               "resample": first["resample"], "ties": first["ties"],
+               "baselines": {str(d): s["baseline"] for d, s in summaries.items()},
+               "multiplicity": f"Holm over the {len(gains)} differences of gains.csv (every head × d × metric × K)",
+               "fairness": sorted({w for s in summaries.values() for w in s["fairness"]})}
+    return gains, summary
+
+
+def write_gains(out: Path, gains: pd.DataFrame, summary: dict) -> None:
+    """gains.csv and gains.json (:func:`gains_by_size`)."""
+    write_files(out, {"gains.csv": lambda f: gains.to_csv(f, index=False),
+                      "gains.json": lambda f: f.write_text(json.dumps(summary, indent=2) + "\n")})
+
+
 def group_summary(group: Group, rows: list[dict]) -> dict:
     """compare.json's entry for one group: its checkpoints, speeds, epochs, health, tuning and metrics."""
     mine = [r for r in rows if r["model"] == group.label]

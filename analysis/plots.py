@@ -409,6 +409,30 @@ def plot_metric_vs_dim(table, ax=None, *, metric: str, k: int, experts: int | No
     return ax
 
 
+def plot_gain_vs_dim(gains, ax=None, *, metric: str, k: int, experts: int | None = None):
+    """Each head's paired difference in metric@k to the softmax **of the same hidden size**, against d, with
+    its 95 % interval (each variant's points a little apart) and zero as the line to beat.
+
+    gains: analysis.comparison.gains_by_size's table (gains.csv)."""
+    ax = axes_or_new(ax)
+    part = gains[(gains["metric"] == metric) & (gains["k"] == k)]
+    families = size_sweep_families(part.to_dict("records"), experts)
+    ax.axhline(0.0, color="C0", lw=1.2, label="softmax of the same d")
+    for i, (name, label, chosen) in enumerate(families):
+        n_seeds = max(int(r["n_seeds"]) for r in chosen)
+        x = np.array([r["hidden_dim"] for r in chosen], dtype=float) * 1.05 ** (i - (len(families) - 1) / 2)
+        y = np.array([r["diff_vs_baseline"] for r in chosen], dtype=float)
+        err = np.abs(np.stack([y - np.array([r["diff_ci_low"] for r in chosen], dtype=float),
+                               np.array([r["diff_ci_high"] for r in chosen], dtype=float) - y]))
+        ax.errorbar(x, y, yerr=err, capsize=3, lw=1.6, label=f"{label} ({n_seeds} seed{'s' if n_seeds > 1 else ''})",
+                    **_head_style(name))
+    ax.set_xscale("log", base=2)
+    name = "Recall" if metric == "recall" else metric.upper()
+    finish(ax, "hidden size d", f"{name}@{k} − softmax's at the same d",
+           f"{name}@{k} gain over softmax of the same size (paired 95 % CI)", legend_size=7)
+    return ax
+
+
 def plot_cost(summary_models, ax=None, *, key: str, title: str, baseline: str | None = None):
     """Horizontal bars of one speed (events/s) per model, with the ratio to the `baseline` model's
     (default: the first)."""

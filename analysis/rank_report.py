@@ -154,7 +154,9 @@ def analyse(checkpoint_paths: list[Path], *, data: Path | None, split: str, max_
             raise InputError(f"{path}: its contexts differ from the first checkpoint's")
         key = contexts.key()
         config = checkpoint["model_config"]
-        matrix = LogProbMatrix(model.head, contexts.hidden, name=f"{config['head']} head of {path}", device=device)
+        # under torchrun, every rank computes a share of each block (of the spectra and of the expressive sweep)
+        matrix = shared(LogProbMatrix(model.head, contexts.hidden, name=f"{config['head']} head of {path}",
+                                      device=device))
         report, values = rank_report(matrix, cap=model.head.rank_cap, reference_cap=_reference_cap(config),
                                      engine=engine, tol=tol, rtol=rtol, block_size=block_size)
         models.append({"label": label, "checkpoint": str(path), **describe(config),
@@ -163,7 +165,7 @@ def analyse(checkpoint_paths: list[Path], *, data: Path | None, split: str, max_
         if expressive is not None and (expressive_dims is None or config["hidden_dim"] in expressive_dims):
             from .expressive import expressive_sweep
 
-            models[-1]["expressive"] = expressive_sweep(shared(matrix).dense(), **expressive)
+            models[-1]["expressive"] = expressive_sweep(matrix.dense(), **expressive)
         if checkpoint.get("foreign"):
             models[-1]["foreign"] = foreign_summary(checkpoint, held_out)
         spectra.append((label, values, model.head.rank_cap))

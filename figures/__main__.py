@@ -34,8 +34,8 @@ from .profiles import PROFILES
 
 # one module figures/NAME.py per figure, with make(results_dir) -> Figure; loaded when drawn
 # (a module may say it does not apply to a study with available(results_dir), e.g. capacity on real data)
-FIGURES = ("spectra", "rank_vs_size", "rank_vs_contexts", "rank_vs_threshold", "expressive_rank", "metrics", "gain_heatmap", "cost",
-           "reach", "capacity")
+FIGURES = ("spectra", "rank_vs_size", "rank_vs_contexts", "rank_vs_threshold", "expressive_rank", "metrics",
+           "gain_by_size", "gain_heatmap", "cost", "reach", "capacity")
 FORMATS = ("png", "pdf")
 
 

@@ -34,6 +34,8 @@ class Profile:
     expressive_steps: int = 150  # Adam steps polishing each r's SVD start
     expressive_dims: tuple[int, ...] | None = None  # the d whose models get the expressive sweep (None: every d)
     tune_dim: int | None = None  # tune every head at this d only and carry its settings to the other sizes
+    # categoricals of every head's search space narrowed to these choices (tune --choices), e.g. the batch sizes
+    space_choices: tuple[tuple[str, tuple], ...] = ()
     split: str = "test"
     heads: tuple[str, ...] = ("softmax", "mos")  # the size sweep's heads (config.VARIANTS; the first is the baseline)
 
@@ -64,11 +66,11 @@ PROFILES = {
                     expert_dim=16, expert_counts=(1, 2, 4, 8), max_contexts=4096, n_bootstrap=2000, n_random=4096,
                     tune_trials=20, patience=3, capacity_restarts=2, capacity_steps=1500, heads=EVERY_HEAD),
     # a real catalogue of about 10,000 items (Globo.com news: see figures/README.md), in under 6 hours on 2
-    # cores with --jobs 2: every head tuned at d = 64 with the same budget (10 trials of up to 3 epochs,
-    # patience 1) and its settings carried to d = 16, 32 and 128; two seeds; the expressive sweep of the
-    # d = 16 and d = 64 models
-    "real": Profile(world=None, epochs=3, seeds=(0, 1), dims=(16, 32, 64, 128), experts=4, expert_dim=64,
+    # cores with --jobs 2: every head tuned at d = 64 with the same budget (10 trials of up to 2 epochs,
+    # patience 1, batches of 128 or 256 and 512 or 2,048 sampled negatives: the fast half of each head's
+    # space) and its settings carried to d = 16, 32 and 128; two seeds; the expressive sweep of the d = 16 models
+    "real": Profile(world=None, epochs=2, seeds=(0, 1), dims=(16, 32, 64, 128), experts=4, expert_dim=64,
                     expert_counts=(4,), max_contexts=2048, n_bootstrap=1000, n_random=1024, tune_trials=10, patience=1,
-                    expressive_ranks=(1, 2, 4, 8, 16, 32, 64, 128), expressive_steps=100, expressive_dims=(16, 64),
-                    tune_dim=64, heads=EVERY_HEAD),
+                    expressive_ranks=(1, 2, 4, 8, 16, 32, 64, 128), expressive_steps=100, expressive_dims=(16,),
+                    tune_dim=64, heads=EVERY_HEAD, space_choices=(("batch_size", (128, 256)), ("n_sample", (512, 2048)))),
 }

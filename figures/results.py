@@ -51,6 +51,15 @@ def compare_summary(results_dir) -> dict:
     return json.loads(_need(Path(results_dir) / "compare" / "compare.json").read_text())
 
 
+def gains(results_dir) -> pd.DataFrame:
+    """analysis.comparison.gains_by_size's table: each head against the softmax of its own size."""
+    return pd.read_csv(_need(Path(results_dir) / "gains" / "gains.csv"))
+
+
+def has_gains(results_dir) -> bool:
+    return (Path(results_dir) / "gains" / "gains.csv").is_file()
+
+
 def reach(results_dir) -> dict:
     return json.loads(_need(Path(results_dir) / "reach" / "reach.json").read_text())
 

@@ -19,6 +19,7 @@ figures`` does not tune); otherwise the study tunes and caches the result in ``r
 ``study.json`` records, for every model, the settings file, its tuning command and its budget.
       rank/                 rank.json, spectrum.csv, spectrum.png     (analysis.rank)
       compare/              metrics.csv, breakdown.csv, compare.json (analysis.compare)
+      gains/                gains.csv, gains.json: each head against the softmax of its own d
       reach/                reach.csv, reach.json, reach.png         (analysis.reach)
       study.json            the profile, the models and the analyses' cache keys
 
@@ -113,6 +114,19 @@ def package_versions() -> dict:
             **{name: version(name) for name in ("torch", "numpy", "scipy", "pandas", "matplotlib", "optuna")}}
 
 
+def machine() -> dict:
+    """The CPU the numbers were computed on: torch picks its kernels by instruction set, and a model trained
+    for epochs on another CPU can differ beyond the last digits (figures/README.md)."""
+    import platform
+
+    import torch
+
+    name = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")), None) if Path("/proc/cpuinfo").is_file() else None
+    return {"cpu": name or platform.processor() or platform.machine(), "architecture": platform.machine(),
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
 def _digest(payload) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -146,17 +160,22 @@ def tune_settings(run: Run, profile: Profile, dataset: PreparedDataset) -> tuner
     return tuner.TuneSettings(
         data=str(Path(dataset.path).resolve()), fingerprint=dataset.fingerprint, head=run.head,
         n_experts=run.n_experts, hidden_dim=run.hidden_dim, metric="mrr@20", max_epochs=profile.epochs,
-        patience=profile.patience, seed=0, space=tuner.load_space(space_path(run, dataset), fixed=("hidden_dim",)))
+        patience=profile.patience, seed=0,
+        space=tuner.restrict_choices(tuner.load_space(space_path(run, dataset), fixed=("hidden_dim",)),
+                                     {name: list(values) for name, values in profile.space_choices}))
 
 
-def tune_command(settings: tuner.TuneSettings, space: Path, n_trials: int, out: str) -> str:
-    """The command line that makes (or continues) this tuning study (`space`: the file of settings.space)."""
+def tune_command(settings: tuner.TuneSettings, space: Path, n_trials: int, out: str, choices=()) -> str:
+    """The command line that makes (or continues) this tuning study (`space`: the file of settings.space, narrowed
+    by `choices`, the profile's space_choices)."""
     named = space.resolve() != tuner.default_space(settings.head).resolve()
     return (f"python -m softmax_bottleneck.tune --data {settings.data} --head {settings.head}"
             + (f" --n-experts {settings.n_experts}" if settings.head == "mos" else "")
             + f" --hidden-dim {settings.hidden_dim} --n-trials {n_trials} --max-epochs {settings.max_epochs}"
             + f" --patience {settings.patience} --metric {settings.metric} --seed {settings.seed}"
-            + (f" --space {space.resolve().relative_to(REPO)}" if named else "") + f" --out {out}")
+            + (f" --space {space.resolve().relative_to(REPO)}" if named else "")
+            + "".join(f" --choices {name}={','.join(map(str, values))}" for name, values in choices)
+            + f" --out {out}")
 
 
 def _matches(record: dict, settings: tuner.TuneSettings, n_trials: int) -> bool:
@@ -189,10 +208,19 @@ def ensure_tuned(run: Run, profile: Profile, profile_name: str, dataset: Prepare
     began = time.perf_counter()
     storage = f"sqlite:///{(folder / 'study.db').resolve()}"
     folder.mkdir(parents=True, exist_ok=True)
+    carried = TUNED / profile_name / f"{run.slug}.partial.db"  # an unfinished tuning, committed by an earlier session
+    if committed and carried.is_file() and not (folder / "study.db").exists():
+        import shutil
+
+        shutil.copyfile(carried, folder / "study.db")
+        # a copied file runs nothing: a trial it holds as RUNNING was cut off, and is done again
+        tuner.fail_running(tuner.open_study(storage, run.slug, settings))
+        log(f"  continuing the {carried.relative_to(REPO) if carried.is_relative_to(REPO) else carried} trials")
     study = tuner.tune(settings, n_trials=profile.tune_trials, storage=storage, study_name=run.slug, jobs=1,
                        device=str(device), threads=1, progress=False)
     record = tuner.write_outputs(folder, study, settings, storage, run.slug)
-    record["command"] = tune_command(settings, space_path(run, dataset), profile.tune_trials, str(folder))
+    record["command"] = tune_command(settings, space_path(run, dataset), profile.tune_trials, str(folder),
+                                     profile.space_choices)
     write_text(folder / "best.json", json.dumps(record, indent=2) + "\n")
     from analysis import tuning as tuning_plots
 
@@ -296,6 +324,19 @@ def _analysis(name: str, folder: Path, key: str, files: tuple[str, ...], run: Ca
     return key
 
 
+def size_sweep_by_size(profile: Profile, runs: list[Run], paths: list[Path]) -> dict[int, list[Path]]:
+    """{d: checkpoints} of the size sweep at each d that has a softmax and another head: the softmax's seeds
+    first (the baseline of analysis.comparison.gains_by_size), then the other heads' (MoS with the sweep's K)."""
+    by_size = {}
+    for d in profile.dims:
+        at_d = [(r, p) for r, p in zip(runs, paths)
+                if r.hidden_dim == d and (r.head != "mos" or r.n_experts == profile.experts)]
+        ordered = [p for r, p in at_d if r.variant == "softmax"] + [p for r, p in at_d if r.variant != "softmax"]
+        if any(r.variant == "softmax" for r, _ in at_d) and any(r.variant != "softmax" for r, _ in at_d):
+            by_size[d] = ordered
+    return by_size
+
+
 def run_analyses(profile: Profile, results: Path, runs: list[Run], paths: list[Path], dataset: PreparedDataset,
                  device, log: Callable[[str], None]) -> tuple[dict, dict]:
     """The rank report and the audit of the first seed's models, the comparison of all, and on the synthetic
@@ -310,6 +351,7 @@ def run_analyses(profile: Profile, results: Path, runs: list[Run], paths: list[P
     compared = [p for _, p in ordered]
     data = Path(dataset.path)
     n_contexts = min(profile.max_contexts, dataset.split(profile.split).n_transitions)
+    by_size = size_sweep_by_size(profile, runs, paths)
     timings: dict[str, float] = {}
 
     def rank() -> None:
@@ -324,6 +366,11 @@ def run_analyses(profile: Profile, results: Path, runs: list[Run], paths: list[P
         result = compare_tool.compare(compared, data=data, split=profile.split, ks=(1, 5, 10, 20),
                                       n_bootstrap=profile.n_bootstrap, device=device)
         compare_tool.write_outputs(results / "compare", result)
+
+    def gains() -> None:
+        table, summary = compare_tool.gains_by_size(by_size, data=data, split=profile.split, ks=(20,),
+                                                    n_bootstrap=profile.n_bootstrap, device=device)
+        compare_tool.write_gains(results / "gains", table, summary)
 
     def reach() -> None:
         table, summary = reach_tool.audit(first_seed, data=data, split=profile.split, n_random=profile.n_random,
@@ -354,6 +401,12 @@ def run_analyses(profile: Profile, results: Path, runs: list[Run], paths: list[P
                              analysis_key("compare", compared, profile.n_bootstrap, profile.split),
                              ("metrics.csv", "breakdown.csv", "compare.json"), compare, log,
                              f"comparing {len(paths)} checkpoints on the {profile.split} split", timings),
+        **({"gains": _analysis("gains", results / "gains",
+                               analysis_key("gains", [p for d in sorted(by_size) for p in by_size[d]], profile.n_bootstrap,
+                                            profile.split),
+                               ("gains.csv", "gains.json"), gains, log,
+                               f"every head against the softmax of its size d, at {len(by_size)} sizes", timings)}
+           if by_size else {}),
         "reach": _analysis("reach", results / "reach", analysis_key("reach", first_seed, profile.n_random, profile.split),
                            ("reach.csv", "reach.json"), reach, log, f"reachability audit of {len(first_seed)} models",
                            timings),
@@ -385,19 +438,62 @@ def _train_job(job: tuple, log: Callable[[str], None] = _stderr) -> Path:
     return ensure_checkpoint(run, tuned, load_prepared(data), runs_dir, device, log)
 
 
-def _in_workers(function: Callable, jobs: list, workers: int, log: Callable[[str], None]) -> list:
-    """function(job) for every job, in order: in this process (logging to `log`), or `workers` processes of
-    one thread each (logging to their stderr).
+def _epoch_seconds(record: dict) -> float:
+    """Seconds per epoch of a head's tuning trials (its best.json budget): how long its models will take."""
+    budget = record.get("budget", {})
+    return budget.get("trial_seconds", 0.0) / max(1, budget.get("epochs_trained", 0))
 
-    Every job is one seeded tuning study or one seeded model, so its result does not depend on the
-    number of workers; a study stopped half-way resumes from what the finished jobs cached."""
-    if workers <= 1 or len(jobs) <= 1:
-        return [function(job, log) for job in jobs]
+
+def tune_and_train(runs: list[Run], profile: Profile, profile_name: str, dataset: PreparedDataset, results: Path,
+                   device, log: Callable[[str], None], committed: bool = True, jobs: int = 1) -> dict:
+    """Tune each head × K that has no settings yet, then train every model not finished; {slug: tuned}.
+
+    One worker (jobs=1): in this process, every tuning, then every model, in the profile's order.
+    Several: one pool of `jobs` processes, one thread each, logging to their stderr. The tunings are
+    queued first; a head's models are queued as soon as its settings exist (the longest first:
+    the slowest heads' epochs, the largest d), so that a worker trains while a long tuning still runs.
+    Every job is one seeded tuning study or one seeded model, so nothing depends on the number of
+    workers or on the order; a study stopped half-way resumes from what the finished jobs cached."""
+    tuning_runs = list({r.tuned_at(profile).slug: r.tuned_at(profile) for r in runs}.values())
+    tuned = {t.slug: cached_tuning(t, profile, profile_name, dataset, results, committed) for t in tuning_runs}
+    missing = [t for t in tuning_runs if tuned[t.slug] is None]
+
+    def training(slugs) -> list[tuple]:
+        chosen = [r for r in runs if r.tuned_at(profile).slug in slugs]
+        return [(r, tuned[r.tuned_at(profile).slug], dataset.path, results / "runs", str(device)) for r in chosen
+                if not _finished(checkpoint_path(r, tuned[r.tuned_at(profile).slug], dataset, results / "runs"))]
+
+    def tuning(t: Run) -> tuple:
+        return (t, profile, profile_name, dataset.path, results, str(device), committed)
+
+    if jobs <= 1:
+        for t in missing:
+            tuned[t.slug] = _tune_job(tuning(t), log)
+        for job in training(set(tuned)):
+            _train_job(job, log)
+        return tuned
+
+    def longest_first(queue: list[tuple]) -> list[tuple]:
+        return sorted(queue, key=lambda job: (-_epoch_seconds(job[1][0]), -job[0].hidden_dim))
+
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(function, jobs))
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            tunings = {pool.submit(_tune_job, tuning(t)): t for t in missing}
+            trainings = [pool.submit(_train_job, job)
+                         for job in longest_first(training({s for s, found in tuned.items() if found}))]
+            for future in as_completed(tunings):
+                t = tunings[future]
+                tuned[t.slug] = future.result()
+                trainings += [pool.submit(_train_job, job) for job in longest_first(training({t.slug}))]
+            for future in trainings:
+                future.result()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # the jobs running finish and cache their work
+            raise
+    return tuned
 
 
 def run_study(profile: str | Profile, results: Path, data: Path | None = None, device="cpu",
@@ -416,20 +512,16 @@ def run_study(profile: str | Profile, results: Path, data: Path | None = None, d
         raise InputError(f"{dataset.path}: the {profile.split} split has no events")
     set_threads(1)  # GRU4Rec's small sequential steps: one thread is as fast, and never oversubscribes
     runs = study_runs(profile)
-    tuning_runs = list({r.tuned_at(profile).slug: r.tuned_at(profile) for r in runs}.values())
-    tuned = {t.slug: cached_tuning(t, profile, profile_name, dataset, results, committed_tuning) for t in tuning_runs}
-    missing = [t for t in tuning_runs if tuned[t.slug] is None]
-    for t, found in zip(missing, _in_workers(_tune_job, [(t, profile, profile_name, dataset.path, results, str(device),
-                                                           committed_tuning) for t in missing], jobs, log)):
-        tuned[t.slug] = found
+    tuned = tune_and_train(runs, profile, profile_name, dataset, results, device, log, committed_tuning, jobs)
     tuned_for = {r: tuned[r.tuned_at(profile).slug] for r in runs}
     paths = [checkpoint_path(r, tuned_for[r], dataset, results / "runs") for r in runs]
-    missing = [r for r, path in zip(runs, paths) if not _finished(path)]
-    _in_workers(_train_job, [(r, tuned_for[r], dataset.path, results / "runs", str(device)) for r in missing], jobs,
-                log)
-    set_threads(1)  # the analyses too: one thread holds its speed beside other work (cli.HELDOUT_THREADS)
+    # the analyses run one after another, nothing beside them: the workers' cores become their threads
+    # (one thread holds its speed beside other work: cli.HELDOUT_THREADS)
+    threads = max(1, jobs)
+    set_threads(threads)
     keys, timings = run_analyses(profile, results, runs, paths, dataset, device, log)
-    record = {"library_version": library_version(), "versions": package_versions(), "threads": 1,
+    record = {"library_version": library_version(), "versions": package_versions(), "machine": machine(),
+              "threads": threads,
               "profile": profile_name, "settings": dataclasses.asdict(profile),
               "data": str(dataset.path), "fingerprint": dataset.fingerprint, "n_items": dataset.n_items,
               "runs": [{**dataclasses.asdict(r), "head": r.head, "label": r.label, "checkpoint": str(p),

@@ -90,6 +90,32 @@ def _check_range(name: str, spec: dict) -> None:
         raise InputError(f"space entry {name}: unknown key(s) {', '.join(sorted(unknown))}")
 
 
+def restrict_choices(space: dict, choices: dict) -> dict:
+    """`space` with the named categoricals narrowed to a subset of their choices (kept in the space's order);
+    an entry that only applies ("when") to choices no longer there is dropped. InputError if a name is not a
+    categorical of the space or a value is not among its choices."""
+    space = json.loads(json.dumps(space))  # a copy
+    for name, wanted in choices.items():
+        spec = space.get(name)
+        if not isinstance(spec, dict) or "choices" not in spec:
+            raise InputError(f"--choices {name}: not a categorical of the search space "
+                             f"({', '.join(k for k, v in space.items() if 'choices' in v) or 'it has none'})")
+        unknown = [v for v in wanted if json.dumps(v) not in set(map(json.dumps, spec["choices"]))]
+        if unknown or not wanted:
+            raise InputError(f"--choices {name}: {unknown or 'nothing'} not among its choices {spec['choices']}")
+        spec["choices"] = [c for c in spec["choices"] if json.dumps(c) in set(map(json.dumps, wanted))]
+    for name in list(space):
+        for other, wanted in (space[name].get("when") or {}).items():
+            left = [v for v in (wanted if isinstance(wanted, list) else [wanted])
+                    if json.dumps(v) in set(map(json.dumps, space[other]["choices"]))]
+            if not left:
+                del space[name]
+                break
+            if isinstance(wanted, list):
+                space[name]["when"][other] = left
+    return space
+
+
 def load_space(path: str | os.PathLike, *, fixed: tuple[str, ...] = ()) -> dict:
     """Read and check a search-space file; entries named in `fixed` are dropped (e.g. hidden_dim)."""
     path = Path(path)
@@ -285,6 +311,15 @@ def fail_orphans(study) -> int:
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
             failed += 1
     return failed
+
+
+def fail_running(study) -> int:
+    """Mark FAIL every RUNNING trial: for a storage copied from another machine or session, where none runs."""
+    optuna = _optuna()
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    for trial in running:
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+    return len(running)
 
 
 def trial_sampler(seed: int, number: int):
@@ -489,6 +524,9 @@ def build_parser() -> ArgumentParser:
                         help="end a trial after N epochs without improvement (default: 3; 0: never)")
     parser.add_argument("--metric", default="mrr@20", help="valid metric to maximise (default: mrr@20)")
     parser.add_argument("--space", type=Path, help="search-space JSON (default: softmax_bottleneck/spaces/HEAD.json)")
+    parser.add_argument("--choices", action="append", default=[], metavar="NAME=V1,V2",
+                        help="narrow a categorical of the space to some of its choices, e.g. batch_size=128,256 "
+                             "(repeatable)")
     parser.add_argument("--storage", help="Optuna storage URL (default: sqlite:///OUT/study.db)")
     parser.add_argument("--study-name", help="study name in the storage (default: from head, K and d)")
     parser.add_argument("--jobs", type=int, default=1, metavar="J", help="worker processes here (default: 1)")
@@ -518,13 +556,31 @@ def settings_from_args(args) -> TuneSettings:
                             **({"hidden_dim": args.hidden_dim} if args.hidden_dim is not None else {}))
     except ValueError as err:
         raise InputError(str(err)) from None
-    space = load_space(args.space or default_space(args.head), fixed=("hidden_dim",) if args.hidden_dim else ())
+    space = restrict_choices(load_space(args.space or default_space(args.head),
+                                        fixed=("hidden_dim",) if args.hidden_dim else ()), parse_choices(args.choices))
     dataset = load_prepared(args.data)
     if dataset.splits["valid"].n_transitions == 0:
         raise InputError(f"{args.data}: the valid split has no events to select on")
     return TuneSettings(data=str(Path(dataset.path).resolve()), fingerprint=dataset.fingerprint, head=args.head,
                         n_experts=model.n_experts, hidden_dim=args.hidden_dim, metric=args.metric,
                         max_epochs=args.max_epochs, patience=args.patience, seed=args.seed, space=space)
+
+
+def parse_choices(flags: list[str]) -> dict:
+    """--choices NAME=V1,V2 … as {NAME: [V1, V2]}, each value read as JSON where it can be (128 → 128, adam → "adam")."""
+    def value(text: str):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return text
+
+    choices = {}
+    for flag in flags:
+        name, sep, values = flag.partition("=")
+        if not sep or not name or not values:
+            raise InputError(f"--choices {flag}: expected NAME=V1,V2 (e.g. batch_size=128,256)")
+        choices[name] = [value(v) for v in values.split(",")]
+    return choices
 
 
 def default_study_name(settings: TuneSettings) -> str:

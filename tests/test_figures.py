@@ -57,6 +57,32 @@ def test_study_trains_the_grid_once_and_records_it(tiny_results):
         assert all((folder / sub / f).stat().st_size > 0 for f in files)
 
 
+def test_gains_are_each_head_against_the_softmax_of_its_own_size(tiny_results):
+    """gains.csv's differences are the main comparison's values minus the same d's softmax, for every head × d."""
+    import pandas as pd
+
+    from analysis.stats import holm
+
+    folder, _ = tiny_results
+    gains, metrics = pd.read_csv(folder / "gains" / "gains.csv"), pd.read_csv(folder / "compare" / "metrics.csv")
+    metrics = metrics[(metrics["k"] == 20) & (metrics["model"] != "oracle")]
+    value = {(r["variant"], r["hidden_dim"], r["n_experts"], r["metric"]): r["value"] for r in metrics.to_dict("records")}
+    # every head but softmax at each d (MoS with the size sweep's K), three metrics at K = 20
+    assert sorted(set(zip(gains["hidden_dim"], gains["variant"]))) == sorted(
+        (d, v) for d in TINY.dims for v in EVERY_HEAD if v != "softmax")
+    assert len(gains) == len(TINY.dims) * (len(EVERY_HEAD) - 1) * 3 and set(gains["k"]) == {20}
+    assert set(gains[gains["head"] == "mos"]["n_experts"]) == {TINY.experts}
+    for row in gains.to_dict("records"):
+        softmax = value[("softmax", row["hidden_dim"], 1, row["metric"])]
+        assert row["baseline_value"] == pytest.approx(softmax, abs=1e-12)
+        assert row["value"] == pytest.approx(value[(row["variant"], row["hidden_dim"], row["n_experts"], row["metric"])],
+                                             abs=1e-12)
+        assert row["diff_vs_baseline"] == pytest.approx(row["value"] - softmax, abs=1e-12)
+        assert row["diff_ci_low"] <= row["diff_vs_baseline"] <= row["diff_ci_high"]
+        assert row["baseline"].startswith(f"softmax d={row['hidden_dim']}")
+    assert gains["p_holm"].tolist() == pytest.approx(holm(gains["p_value"]).tolist())  # one family: the whole table
+
+
 def test_every_head_is_trained_with_its_own_tuned_settings(tiny_results):
     from softmax_bottleneck.checkpoint import load_checkpoint
 
@@ -131,6 +157,10 @@ def test_study_json_records_the_versions_the_numbers_depend_on(tiny_results):
     recorded = json.loads((folder / "study.json").read_text())["versions"]
     assert recorded["torch"] == version("torch") and recorded["matplotlib"] == version("matplotlib")
     assert {"python", "numpy", "pandas", "scipy", "optuna"} <= set(recorded)
+    import torch
+
+    machine = json.loads((folder / "study.json").read_text())["machine"]
+    assert machine["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability() and machine["cpu"]
 
 
 def test_changed_settings_retrain_only_what_changed(tiny_results, tmp_path, monkeypatch):
@@ -290,8 +320,8 @@ def test_figures_on_a_dataset_without_a_truth(tiny_synthetic, tmp_path):
 
 
 def test_a_code_change_redoes_the_analyses_and_nothing_else(tiny_results, tmp_path, monkeypatch):
-    copy = _copy_results(tiny_results, tmp_path, "data", "runs", "tuned", "rank", "compare", "reach", "capacity",
-                         "study.json")
+    copy = _copy_results(tiny_results, tmp_path, "data", "runs", "tuned", "rank", "compare", "gains", "reach",
+                         "capacity", "study.json")
     messages = []
     run_study(TINY, copy, log=messages.append)
     assert messages == []  # the same code: all cached
@@ -299,7 +329,7 @@ def test_a_code_change_redoes_the_analyses_and_nothing_else(tiny_results, tmp_pa
     monkeypatch.setattr(study_module, "source_hash",
                         lambda *packages: "another version" if "analysis" in packages else real(*packages))
     run_study(TINY, copy, log=messages.append)
-    assert [m.split()[0] for m in messages] == ["rank", "comparing", "reachability", "capacity"]
+    assert [m.split()[0] for m in messages] == ["rank", "comparing", "every", "reachability", "capacity"]
 
 
 def test_figures_pick_models_by_the_studys_settings_not_by_counting(tiny_results, tmp_path):
@@ -359,3 +389,51 @@ def test_a_real_data_profile_asks_for_data(tmp_path):
     with pytest.raises(InputError, match="--data"):
         run_study("real", tmp_path / "results", log=lambda message: None)
     assert not (tmp_path / "results").exists()
+
+
+def test_an_unfinished_tuning_committed_by_an_earlier_session_is_continued(tmp_path, monkeypatch):
+    """A session's machine keeps only the repository: an unfinished tuning is committed as SLUG.partial.db, and
+    the next study continues it (a trial it holds as RUNNING, cut off with that machine, is done again)."""
+    import socket
+
+    import optuna
+
+    monkeypatch.setattr(study_module, "run_analyses", lambda *a, **k: ({}, {}))  # tuning is what this test is about
+    small = dataclasses.replace(TINY, heads=("softmax",), seeds=(0,), dims=(2,), expert_counts=(), tune_trials=3)
+    run_study(dataclasses.replace(small, tune_trials=2), tmp_path / "earlier", log=lambda message: None)
+    partial = tmp_path / "tuned" / "custom" / "softmax-d2.partial.db"
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes((tmp_path / "earlier" / "tuned" / "softmax-d2" / "study.db").read_bytes())
+    earlier = optuna.load_study(study_name="softmax-d2", storage=f"sqlite:///{partial}")
+    cut_off = earlier.ask()  # running when that session ended: its worker looks alive (this process)
+    cut_off.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    monkeypatch.setattr(study_module, "TUNED", tmp_path / "tuned")
+    messages = []
+    record = run_study(small, tmp_path / "now", log=messages.append)
+    assert f"  continuing the {partial} trials" in messages
+    best = json.loads(Path(record["runs"][0]["tuned"]["file"]).read_text())
+    assert best["budget"]["trials"] == 3 and best["budget"]["failed"] == 1
+    now = optuna.load_study(study_name="softmax-d2", storage=f"sqlite:///{tmp_path / 'now' / 'tuned' / 'softmax-d2' / 'study.db'}")
+    done = [t for t in now.trials if t.state.name != "FAIL"]
+    assert [t.params for t in done[:2]] == [t.params for t in earlier.trials[:2]]  # the earlier trials, carried
+
+
+def test_a_narrowed_space_is_in_the_recorded_tuning_command(tmp_path, monkeypatch, capsys):
+    """space_choices (the real profile's) narrow every head's space, and the command best.json records makes that
+    very study: run again, it finds its own settings (not "other settings") and its trials all done."""
+    import shlex
+
+    from softmax_bottleneck.tune import main as tune_main
+
+    monkeypatch.setattr(study_module, "run_analyses", lambda *a, **k: ({}, {}))  # tuning is what this test is about
+    narrowed = dataclasses.replace(TINY, heads=("softmax",), seeds=(0,), dims=(2,), expert_counts=(),
+                                   space_choices=(("batch_size", (64, 128)), ("optimizer", ("adam",))))
+    record = run_study(narrowed, tmp_path / "r", log=lambda message: None)
+    best = json.loads(Path(record["runs"][0]["tuned"]["file"]).read_text())
+    assert best["settings"]["space"]["batch_size"] == {"choices": [64, 128]} and "momentum" not in best["settings"]["space"]
+    assert best["params"]["batch_size"] in (64, 128) and best["params"]["optimizer"] == "adam"
+    argv = shlex.split(best["command"])
+    assert argv[:3] == ["python", "-m", "softmax_bottleneck.tune"] and "--choices" in argv
+    status, _, err = run_cli(tune_main, argv[3:] + ["--json"], capsys)
+    assert status == 0, err
+    assert json.loads((tmp_path / "r" / "tuned" / "softmax-d2" / "best.json").read_text())["budget"] == best["budget"]

@@ -116,6 +116,20 @@ def test_the_space_file_is_checked(tmp_path):
     assert "hidden_dim" not in load_space("softmax_bottleneck/spaces/softmax.json", fixed=("hidden_dim",))
 
 
+def test_choices_narrow_the_space_and_every_trial_keeps_to_them(tmp_path, tiny_synthetic, space, capsys):
+    from softmax_bottleneck.tune import restrict_choices
+
+    frame = _tune(capsys, tiny_synthetic, space, tmp_path / "t", "--n-trials", "4", "--choices", "optimizer=adam",
+                  "--choices", "batch_size=32")
+    assert set(frame["param_optimizer"]) == {"adam"} and set(frame["param_batch_size"]) == {32}
+    assert "param_momentum" not in frame  # momentum applies to Adagrad only: gone with it
+    settings = json.loads((tmp_path / "t" / "best.json").read_text())["settings"]["space"]
+    assert settings["optimizer"] == {"choices": ["adam"]} and "momentum" not in settings
+    # the space's order is kept whatever the flag's order, so the same choices make the same study
+    both = restrict_choices(SPACE, {"batch_size": [32, 16]})
+    assert both["batch_size"] == {"choices": [16, 32]} and both == SPACE
+
+
 @pytest.fixture(scope="module")
 def existing(tmp_path_factory, tiny_synthetic):
     """A study with two trials, shared by the bad-input cases (each checks that it still has two)."""
@@ -141,11 +155,15 @@ def _bad(tmp_path, space):
         "other head": (["--head", "mos", "--study-name", "softmax-d8"], "other settings (head, n_experts"),
         "jobs": (["--jobs", "0"], "--jobs must be >= 1"),
         "trials": (["--n-trials", "0"], "--n-trials must be >= 1"),
+        "choices value": (["--choices", "batch_size=64"], "[64] not among its choices [16, 32]"),
+        "choices name": (["--choices", "lr=0.1"], "--choices lr: not a categorical"),
+        "choices form": (["--choices", "batch_size"], "expected NAME=V1,V2"),
     }
 
 
 @pytest.mark.parametrize("case", ["unknown head", "empty space", "malformed space", "storage", "driver",
-                                  "other space", "other head", "jobs", "trials"])
+                                  "other space", "other head", "jobs", "trials", "choices value", "choices name",
+                                  "choices form"])
 def test_bad_input_one_line_exit_2_and_the_study_keeps_its_trials(existing, tiny_synthetic, space, capsys, case):
     extra, needle = _bad(existing.parent, space)[case]
     before = (existing / "trials.csv").read_bytes()
