@@ -139,20 +139,23 @@ GAIN_COLUMNS = ("hidden_dim", "model", "head", "variant", "n_experts", "n_seeds"
 
 def gains_by_size(paths_by_size: dict[int, list[Path]], *, data: Path | None = None, split: str = "test",
                   ks=(20,), metrics=METRICS, n_bootstrap: int = 2000, seed: int = 0, device="cpu",
-                  ci_level: float = 0.95) -> tuple[pd.DataFrame, dict]:
+                  ci_level: float = 0.95) -> dict:
     """Every head against the softmax **of its own hidden size**: one :func:`compare` per size d, whose
     first checkpoints are that size's softmax (its seeds), on the same held-out events.
 
-    Returns (gains, summary): one row per size × head × metric × K with the paired difference to the
-    size's softmax, its interval and p-value as :func:`metric_rows` makes them (a hierarchical bootstrap
-    over seeds, then sessions, where a configuration has ≥ 2 seeds), and Holm's adjustment over every
-    row of the table together (``p_holm``: the family is every head × d × metric × K)."""
-    rows, summaries = [], {}
+    Returns {"gains", "breakdown", "summary"}: gains has one row per size × head × metric × K with the
+    paired difference to the size's softmax, its interval and p-value as :func:`metric_rows` makes them
+    (a hierarchical bootstrap over seeds, then sessions, where a configuration has ≥ 2 seeds), and Holm's
+    adjustment over every row of the table together (``p_holm``: the family is every head × d × metric ×
+    K); breakdown is each size's :func:`analysis.breakdown.breakdown_table` (by target support, context
+    diversity and distinct items; relative gains over that size's softmax, descriptive)."""
+    rows, breakdowns, summaries = [], [], {}
     for d, paths in sorted(paths_by_size.items()):
         result = compare(paths, data=data, split=split, ks=ks, metrics=metrics, n_bootstrap=n_bootstrap, seed=seed,
                          device=device, ci_level=ci_level)
         table, summary = result["metrics"], result["summary"]
         summaries[d] = summary
+        breakdowns.append(result["breakdown"].assign(hidden_dim=d, baseline=summary["baseline"]))
         base = table[table["model"] == summary["baseline"]].set_index(["metric", "k"])["value"]
         for row in table[(table["model"] != summary["baseline"]) & (table["model"] != "oracle")].to_dict("records"):
             baseline_value = float(base[(row["metric"], row["k"])])
@@ -170,13 +173,14 @@ def gains_by_size(paths_by_size: dict[int, list[Path]], *, data: Path | None = N
                "baselines": {str(d): s["baseline"] for d, s in summaries.items()},
                "multiplicity": f"Holm over the {len(gains)} differences of gains.csv (every head × d × metric × K)",
                "fairness": sorted({w for s in summaries.values() for w in s["fairness"]})}
-    return gains, summary
+    return {"gains": gains, "breakdown": pd.concat(breakdowns, ignore_index=True), "summary": summary}
 
 
-def write_gains(out: Path, gains: pd.DataFrame, summary: dict) -> None:
-    """gains.csv and gains.json (:func:`gains_by_size`)."""
-    write_files(out, {"gains.csv": lambda f: gains.to_csv(f, index=False),
-                      "gains.json": lambda f: f.write_text(json.dumps(summary, indent=2) + "\n")})
+def write_gains(out: Path, result: dict) -> None:
+    """gains.csv, breakdown.csv and gains.json (:func:`gains_by_size`)."""
+    write_files(out, {"gains.csv": lambda f: result["gains"].to_csv(f, index=False),
+                      "breakdown.csv": lambda f: result["breakdown"].to_csv(f, index=False),
+                      "gains.json": lambda f: f.write_text(json.dumps(result["summary"], indent=2) + "\n")})
 
 
 def group_summary(group: Group, rows: list[dict]) -> dict:

@@ -19,7 +19,7 @@ figures`` does not tune); otherwise the study tunes and caches the result in ``r
 ``study.json`` records, for every model, the settings file, its tuning command and its budget.
       rank/                 rank.json, spectrum.csv, spectrum.png     (analysis.rank)
       compare/              metrics.csv, breakdown.csv, compare.json (analysis.compare)
-      gains/                gains.csv, gains.json: each head against the softmax of its own d
+      gains/                gains.csv, breakdown.csv, gains.json: each head against the softmax of its own d
       reach/                reach.csv, reach.json, reach.png         (analysis.reach)
       study.json            the profile, the models and the analyses' cache keys
 
@@ -368,9 +368,8 @@ def run_analyses(profile: Profile, results: Path, runs: list[Run], paths: list[P
         compare_tool.write_outputs(results / "compare", result)
 
     def gains() -> None:
-        table, summary = compare_tool.gains_by_size(by_size, data=data, split=profile.split, ks=(20,),
-                                                    n_bootstrap=profile.n_bootstrap, device=device)
-        compare_tool.write_gains(results / "gains", table, summary)
+        compare_tool.write_gains(results / "gains", compare_tool.gains_by_size(
+            by_size, data=data, split=profile.split, ks=(20,), n_bootstrap=profile.n_bootstrap, device=device))
 
     def reach() -> None:
         table, summary = reach_tool.audit(first_seed, data=data, split=profile.split, n_random=profile.n_random,
@@ -404,7 +403,7 @@ def run_analyses(profile: Profile, results: Path, runs: list[Run], paths: list[P
         **({"gains": _analysis("gains", results / "gains",
                                analysis_key("gains", [p for d in sorted(by_size) for p in by_size[d]], profile.n_bootstrap,
                                             profile.split),
-                               ("gains.csv", "gains.json"), gains, log,
+                               ("gains.csv", "breakdown.csv", "gains.json"), gains, log,
                                f"every head against the softmax of its size d, at {len(by_size)} sizes", timings)}
            if by_size else {}),
         "reach": _analysis("reach", results / "reach", analysis_key("reach", first_seed, profile.n_random, profile.split),

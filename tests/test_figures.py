@@ -81,6 +81,14 @@ def test_gains_are_each_head_against_the_softmax_of_its_own_size(tiny_results):
         assert row["diff_ci_low"] <= row["diff_vs_baseline"] <= row["diff_ci_high"]
         assert row["baseline"].startswith(f"softmax d={row['hidden_dim']}")
     assert gains["p_holm"].tolist() == pytest.approx(holm(gains["p_value"]).tolist())  # one family: the whole table
+    # the breakdowns by support etc. are each size's, against that size's softmax
+    breakdown = pd.read_csv(folder / "gains" / "breakdown.csv")
+    assert sorted(set(breakdown["hidden_dim"])) == list(TINY.dims)
+    for d in TINY.dims:
+        at_d = breakdown[(breakdown["hidden_dim"] == d) & (breakdown["breakdown"] == "support")]
+        assert set(at_d["baseline"]) == {f"softmax d={d}"} and set(at_d["model"]) == {
+            m for m in gains[gains["hidden_dim"] == d]["model"]} | {f"softmax d={d}"}
+        assert (at_d[at_d["model"] == f"softmax d={d}"]["relative_gain"].dropna() == 0).all()
 
 
 def test_every_head_is_trained_with_its_own_tuned_settings(tiny_results):
@@ -437,3 +445,21 @@ def test_a_narrowed_space_is_in_the_recorded_tuning_command(tmp_path, monkeypatc
     status, _, err = run_cli(tune_main, argv[3:] + ["--json"], capsys)
     assert status == 0, err
     assert json.loads((tmp_path / "r" / "tuned" / "softmax-d2" / "best.json").read_text())["budget"] == best["budget"]
+
+
+def test_the_summary_prints_the_studys_numbers_as_tables(tiny_results, capsys, tmp_path):
+    import pandas as pd
+
+    from figures.summary import main as summary_main
+
+    folder, _ = tiny_results
+    status, out, err = run_cli(summary_main, ["--results", folder], capsys)
+    assert status == 0, err
+    gains = pd.read_csv(folder / "gains" / "gains.csv")
+    row = gains[(gains["variant"] == "mos") & (gains["hidden_dim"] == 4) & (gains["metric"] == "mrr")].iloc[0]
+    line = next(line for line in out.splitlines() if line.startswith("| mos K=2 |") and f"{row['value']:.4f}" in line)
+    assert f"({row['diff_vs_baseline']:+.4f} [{row['diff_ci_low']:+.4f}, {row['diff_ci_high']:+.4f}]" in line
+    rank = json.loads((folder / "rank" / "rank.json").read_text())["models"][0]
+    assert f"| {rank['label']} | {rank['rank']} | {rank['rank_cap']} |" in out
+    status, _, err = run_cli(summary_main, ["--results", tmp_path / "none"], capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and "study.json is missing" in err
