@@ -380,6 +380,19 @@ def plot_rank_vs_threshold(matrices, ax=None, *, title: str = "Rank vs threshold
     return ax
 
 
+def _errorbars_vs_dim(ax, families, value: str, low: str, high: str) -> None:
+    """One errorbar line per head variant of `families` (size_sweep_families) against d: the rows' `value`
+    with its interval [`low`, `high`], each variant's points a little apart, labelled with its seed count."""
+    for i, (name, label, chosen) in enumerate(families):
+        n_seeds = max(int(r["n_seeds"]) for r in chosen)
+        x = np.array([r["hidden_dim"] for r in chosen], dtype=float) * 1.05 ** (i - (len(families) - 1) / 2)
+        y = np.array([r[value] for r in chosen], dtype=float)
+        err = np.abs(np.stack([y - np.array([r[low] for r in chosen], dtype=float),
+                               np.array([r[high] for r in chosen], dtype=float) - y]))
+        ax.errorbar(x, y, yerr=err, capsize=3, lw=1.6, label=f"{label} ({n_seeds} seed{'s' if n_seeds > 1 else ''})",
+                    **_head_style(name))
+
+
 def plot_metric_vs_dim(table, ax=None, *, metric: str, k: int, experts: int | None = None):
     """metric@k (mean over seeds) against hidden size per head variant (MoS: with `experts` experts), with
     95 % session-bootstrap intervals of the seed-averaged per-event values as error bars (each variant's
@@ -390,14 +403,7 @@ def plot_metric_vs_dim(table, ax=None, *, metric: str, k: int, experts: int | No
     part = table[(table["metric"] == metric) & (table["k"] == k)]
     rows = part[part["model"] != "oracle"].to_dict("records")
     families = size_sweep_families(rows, experts)
-    for i, (name, label, chosen) in enumerate(families):
-        n_seeds = max(int(r["n_seeds"]) for r in chosen)
-        x = np.array([r["hidden_dim"] for r in chosen], dtype=float) * 1.05 ** (i - (len(families) - 1) / 2)
-        y = np.array([r["value"] for r in chosen], dtype=float)
-        err = np.abs(np.stack([y - np.array([r["ci_low"] for r in chosen], dtype=float),
-                               np.array([r["ci_high"] for r in chosen], dtype=float) - y]))
-        ax.errorbar(x, y, yerr=err, capsize=3, lw=1.6, label=f"{label} ({n_seeds} seed{'s' if n_seeds > 1 else ''})",
-                    **_head_style(name))
+    _errorbars_vs_dim(ax, families, "value", "ci_low", "ci_high")
     oracle = part[part["model"] == "oracle"]
     if not oracle.empty:
         o = oracle.iloc[0]
@@ -418,14 +424,7 @@ def plot_gain_vs_dim(gains, ax=None, *, metric: str, k: int, experts: int | None
     part = gains[(gains["metric"] == metric) & (gains["k"] == k)]
     families = size_sweep_families(part.to_dict("records"), experts)
     ax.axhline(0.0, color="C0", lw=1.2, label="softmax of the same d")
-    for i, (name, label, chosen) in enumerate(families):
-        n_seeds = max(int(r["n_seeds"]) for r in chosen)
-        x = np.array([r["hidden_dim"] for r in chosen], dtype=float) * 1.05 ** (i - (len(families) - 1) / 2)
-        y = np.array([r["diff_vs_baseline"] for r in chosen], dtype=float)
-        err = np.abs(np.stack([y - np.array([r["diff_ci_low"] for r in chosen], dtype=float),
-                               np.array([r["diff_ci_high"] for r in chosen], dtype=float) - y]))
-        ax.errorbar(x, y, yerr=err, capsize=3, lw=1.6, label=f"{label} ({n_seeds} seed{'s' if n_seeds > 1 else ''})",
-                    **_head_style(name))
+    _errorbars_vs_dim(ax, families, "diff_vs_baseline", "diff_ci_low", "diff_ci_high")
     ax.set_xscale("log", base=2)
     name = "Recall" if metric == "recall" else metric.upper()
     finish(ax, "hidden size d", f"{name}@{k} − softmax's at the same d",
