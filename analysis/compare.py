@@ -46,6 +46,8 @@ def print_summary(result: dict) -> None:
     summary, table = result["summary"], result["metrics"]
     for warning in summary["fairness"]:
         print(f"warning: not a fair comparison yet: {warning}", file=sys.stderr)
+    if (summary.get("resolution") or {}).get("warning"):
+        print(f"warning: {summary['resolution']['warning']}", file=sys.stderr)
     if summary.get("sample"):
         sample = summary["sample"]
         print(f"a seeded sample (seed {sample['seed']}) of {sample['sessions']:,} of the split's {sample['of_sessions']:,} "

@@ -28,8 +28,8 @@ from softmax_bottleneck.provenance import library_version
 from .breakdown import breakdown_table, event_bins, gain_grid
 from .groups import Group, evaluate_groups
 from .outputs import write_files
-from .stats import (bootstrap_p_value, bootstrap_replicates, holm, interval_from_replicates, session_bootstrap,
-                    sign_flip_test, welch_p_value)
+from .stats import (bootstrap_p_value, bootstrap_replicates, holm, interval_from_replicates, p_value_resolution,
+                    session_bootstrap, sign_flip_test, welch_p_value)
 
 
 def compare(paths: list[Path], *, data: Path | None = None, split: str = "test", ks=(1, 5, 10, 20),
@@ -67,6 +67,8 @@ def compare(paths: list[Path], *, data: Path | None = None, split: str = "test",
         "oracle": None if oracle is None else {f"{r['metric']}@{r['k']}": r["value"] for r in rows
                                                if r["model"] == "oracle"},
         "fairness": fairness_warnings(groups), "sample": sample_record(full, held_out, sample_seed),
+        "resolution": p_value_resolution([r["p_method"] for r in rows if "p_holm" in r], n_bootstrap,
+                                         int(len(np.unique(events[:, 0]))), ci_level),
     }
     return {"summary": summary, "metrics": metrics_table, "breakdown": breakdown_table(groups, bins, max(ks), metrics),
             "grid": gain_grid(groups, bins, max(ks), metrics), "health": health_table(groups)}
@@ -172,7 +174,8 @@ def gains_by_size(paths_by_size: dict[int, list[Path]], *, data: Path | None = N
                "resample": first["resample"], "ties": first["ties"],
                "baselines": {str(d): s["baseline"] for d, s in summaries.items()},
                "multiplicity": f"Holm over the {len(gains)} differences of gains.csv (every head × d × metric × K)",
-               "fairness": sorted({w for s in summaries.values() for w in s["fairness"]})}
+               "fairness": sorted({w for s in summaries.values() for w in s["fairness"]}),
+               "resolution": p_value_resolution(gains["p_method"], n_bootstrap, first["n_sessions"], ci_level)}
     return {"gains": gains, "breakdown": pd.concat(breakdowns, ignore_index=True), "summary": summary}
 
 

@@ -48,6 +48,20 @@ class Contexts:
         return np.stack([self.sessions, self.positions], axis=1)
 
 
+def distinct_prefixes(contexts: Contexts, split) -> int:
+    """How many different item sequences the contexts' prefixes are. Two contexts with one prefix have one
+    state, so one row of the log-prob matrix: no head's rank on these contexts can exceed this count.
+
+    >>> from softmax_bottleneck.data import SessionSplit
+    >>> split = SessionSplit(np.array([4, 5, 6, 4, 5, 7]), np.array([0, 3, 6]), np.zeros(6))
+    >>> c = Contexts(np.zeros((4, 1)), np.array([0, 0, 1, 1]), np.array([1, 2, 1, 2]), np.zeros(4), np.zeros(4))
+    >>> distinct_prefixes(c, split)  # (4,), (4, 5), (4,), (4, 5)
+    2
+    """
+    starts = split.offsets[contexts.sessions]
+    return len({split.items[start:start + length].tobytes() for start, length in zip(starts, contexts.positions)})
+
+
 def collect_contexts(model: GRU4Rec, split: SessionSplit, *, batch_size: int = 512,
                      device: torch.device | str = "cpu") -> Contexts:
     """Run `model` over every held-out session from a zero state; keep the state at each prefix."""

@@ -65,7 +65,9 @@ def __getattr__(name: str):
 
 
 def print_table(result: dict) -> None:
-    print(f"{result['n_contexts']:,} {result['split']} contexts (seed {result['seed']}) × {result['n_items']:,} items")
+    distinct = result.get("n_distinct_contexts")
+    print(f"{result['n_contexts']:,} {result['split']} contexts (seed {result['seed']}) × {result['n_items']:,} items"
+          + (f"; {distinct:,} distinct prefixes, the most any rank here can be" if distinct is not None else ""))
     header = f"{'matrix':22s} {'cap':>5s} {'rank':>6s} {'centred':>7s} {'eff.rank':>9s} {'stable':>7s} " \
              f"{'energy>cap':>10s}  engine"
     print(header)

@@ -25,7 +25,7 @@ from softmax_bottleneck.provenance import library_version
 from softmax_bottleneck.synthetic import SyntheticWorld
 
 from .engines import as_source, compute_spectra
-from .logprobs import LogProbMatrix, collect_contexts, sample_contexts
+from .logprobs import LogProbMatrix, collect_contexts, distinct_prefixes, sample_contexts
 from .outputs import write_files
 from .sharded import shared
 from .spectrum import Spectrum, count_above, rank_threshold
@@ -174,6 +174,8 @@ def analyse(checkpoint_paths: list[Path], *, data: Path | None, split: str, max_
     result = {"library_version": library_version(), "threads": torch.get_num_threads(),
               "world_size": distributed.world_size(), "split": split, "seed": seed,
               "n_contexts": len(key),
+              # the prefixes that differ: no rank on these contexts can exceed it (short sessions repeat prefixes)
+              "n_distinct_contexts": distinct_prefixes(contexts, held_out),
               "n_items": dataset.n_items,
               "data": str(dataset.path), "models": models, "truth": None}
     if dataset.world is not None:

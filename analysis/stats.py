@@ -125,6 +125,38 @@ def holm(p_values) -> np.ndarray:
     return adjusted
 
 
+def p_value_resolution(p_methods, n_resamples: int, n_sessions: int, level: float = 0.95) -> dict:
+    """The smallest p-value the tests of a table can report with `n_resamples` (``p_floor``), the smallest
+    Holm-adjusted one over its ``len(p_methods)`` differences (``holm_floor``: the family's size times the
+    floor), and, when that cannot go below 1 − `level`, a warning naming the resamples that would let it.
+
+    The hierarchical bootstrap's p is at least 2/(1 + B) (:func:`bootstrap_p_value`), a drawn sign-flip
+    test's 1/(1 + B), an enumerated one's 2/2^sessions (:func:`sign_flip_test`).
+
+    >>> r = p_value_resolution(["hierarchical bootstrap (seeds, then sessions)"] * 48, 1000, 9862)
+    >>> round(r["p_floor"], 6), round(r["holm_floor"], 4), r["warning"][:36]
+    (0.001998, 0.0959, "Holm's p cannot go below 0.0959 here")
+    """
+    methods = list(p_methods)
+    if not methods:
+        return {"p_floor": None, "holm_floor": None, "warning": None}
+
+    def floor_of(method: str) -> float:
+        if "bootstrap" in method:
+            return 2 / (1 + n_resamples)
+        return 2 / 2 ** n_sessions if 2 ** min(n_sessions, 64) <= n_resamples else 1 / (1 + n_resamples)
+
+    floor = min(floor_of(m) for m in methods)
+    holm_floor = min(1.0, len(methods) * floor)
+    alpha, warning = 1 - level, None
+    if holm_floor >= alpha:
+        warning = (f"Holm's p cannot go below {holm_floor:.3g} here: no p is below {floor:.3g} with {n_resamples} "
+                   f"resamples and {n_sessions} sessions, and the family has {len(methods)} differences")
+        if not (2 ** min(n_sessions, 64) <= n_resamples and floor == 2 / 2 ** n_sessions):  # not enumerated: more help
+            warning += f"; at least {int(np.ceil(2 * len(methods) / alpha))} resamples (--n-bootstrap) let it go below {alpha:g}"
+    return {"p_floor": floor, "holm_floor": holm_floor, "warning": warning}
+
+
 def sign_flip_test(differences: np.ndarray, sessions: np.ndarray, n_permutations: int,
                    rng: np.random.Generator) -> float:
     """Two-sided p-value of a paired permutation test: under no difference, each session's summed

@@ -56,6 +56,11 @@ def gains(results_dir) -> pd.DataFrame:
     return pd.read_csv(_need(Path(results_dir) / "gains" / "gains.csv"))
 
 
+def gains_summary(results_dir) -> dict:
+    """gains.json: the split, the resampling, Holm's family and the p-values' resolution."""
+    return json.loads(_need(Path(results_dir) / "gains" / "gains.json").read_text())
+
+
 def has_gains(results_dir) -> bool:
     return (Path(results_dir) / "gains" / "gains.csv").is_file()
 
@@ -65,7 +70,8 @@ def reach(results_dir) -> dict:
 
 
 def reach_items(results_dir) -> pd.DataFrame:
-    return pd.read_csv(_need(Path(results_dir) / "reach" / "reach.csv"))
+    """reach.csv, `reachable` as the nullable boolean it was written as (empty: undecided)."""
+    return pd.read_csv(_need(Path(results_dir) / "reach" / "reach.csv"), dtype={"reachable": "boolean"})
 
 
 def size_sweep_experts(results_dir) -> int:

@@ -73,10 +73,27 @@ def support_table(results_dir) -> str:
     return _table(wide[list(order)].reset_index().rename(columns={"model": "Recall@20 gain by target support"}))
 
 
+def gains_note(results_dir) -> str:
+    """One paragraph under the gains tables: what was resampled, Holm's family, and how low its p can go."""
+    from analysis.stats import p_value_resolution
+
+    s = results.gains_summary(results_dir)
+    resolution = p_value_resolution(results.gains(results_dir)["p_method"], s["n_bootstrap"], s["n_sessions"],
+                                    s["ci_level"])
+    note = (f"Each cell: the head's value (its difference to the softmax of the same d [paired {s['ci_level']:.0%} "
+            f"interval], Holm's p). {s['split']} split, {s['n_events']:,} events in {s['n_sessions']:,} sessions, "
+            f"{s['n_bootstrap']:,} {s['resample']} bootstrap replicates (seeds, then sessions), ties "
+            f"{s['ties']}; {s['multiplicity']}.")
+    if resolution.get("holm_floor") is not None:
+        note += (f" With these replicates no p is below {resolution['p_floor']:.2g} and no Holm p below "
+                 f"{resolution['holm_floor']:.2g}.")
+    return note
+
+
 def summary(results_dir) -> str:
     parts = []
     if results.has_gains(results_dir):
-        parts += ["## Against the softmax of the same d", gains_table(results_dir, "recall"),
+        parts += ["## Against the softmax of the same d", gains_note(results_dir), gains_table(results_dir, "recall"),
                   gains_table(results_dir, "mrr"), "## By target support (relative Recall@20 gain)",
                   support_table(results_dir)]
     parts += ["## Rank", rank_table(results_dir), "## Never ranked first", reach_table(results_dir)]

@@ -10,8 +10,8 @@ import torch
 
 from conftest import TINY_MODEL, run_cli
 from analysis.compare import main
-from analysis.stats import (bootstrap_p_value, bootstrap_replicates, holm, interval_from_replicates, quantile_bins,
-                            session_bootstrap, sign_flip_test)
+from analysis.stats import (bootstrap_p_value, bootstrap_replicates, holm, interval_from_replicates,
+                            p_value_resolution, quantile_bins, session_bootstrap, sign_flip_test)
 from softmax_bottleneck.checkpoint import load_checkpoint, save_checkpoint
 from softmax_bottleneck.data import save_prepared, session_parallel_batches
 from softmax_bottleneck.synthetic import SyntheticConfig, prepare_synthetic
@@ -79,6 +79,41 @@ def test_holm_against_a_hand_computed_family():
     # sorted: .001·4 = .004, .01·3 = .03, .02·2 = .04, .04·1 = .04 (running max)
     np.testing.assert_allclose(holm([0.04, 0.001, 0.02, 0.01]), [0.04, 0.004, 0.04, 0.03])
     assert holm([0.6, 0.9]).tolist() == [1.0, 1.0]  # 0.6·2 caps at 1, and no later p may fall below it
+
+
+BOOTSTRAP = "hierarchical bootstrap (seeds, then sessions)"
+
+
+def test_the_p_value_floor_is_the_smallest_p_each_test_gives():
+    rng = np.random.default_rng(0)
+    floor = p_value_resolution([BOOTSTRAP] * 10, 999, 500)
+    assert bootstrap_p_value(np.ones(999)) == floor["p_floor"] == 2 / 1000  # every replicate on one side of 0
+    assert floor["holm_floor"] == pytest.approx(holm([floor["p_floor"]] * 10).min())
+    drawn = p_value_resolution(["sign-flip over sessions"], 999, 40)["p_floor"]
+    assert sign_flip_test(np.ones(40), np.arange(40), 999, rng) == drawn == 1 / 1000
+    enumerated = p_value_resolution(["sign-flip over sessions"], 8, 3)["p_floor"]
+    assert sign_flip_test(np.array([1.0, 2.0, 4.0]), np.arange(3), 8, rng) == enumerated == 2 / 8
+
+
+def test_a_family_too_large_for_its_resamples_is_named_with_the_resamples_that_resolve_it():
+    coarse = p_value_resolution([BOOTSTRAP] * 48, 1000, 9862)  # the real study's first gains: Holm ≥ 0.096
+    assert coarse["holm_floor"] > 0.05 and "at least 1920 resamples" in coarse["warning"]
+    assert p_value_resolution([BOOTSTRAP] * 48, 1920, 9862)["holm_floor"] < 0.05
+    assert p_value_resolution([BOOTSTRAP] * 48, 1920, 9862)["warning"] is None
+    assert p_value_resolution([BOOTSTRAP] * 48, 1918, 9862)["warning"] is not None
+    few = p_value_resolution(["sign-flip over sessions"] * 3, 2000, 5)  # 5 sessions: 2/32 whatever the resamples
+    assert "resamples (--n-bootstrap)" not in few["warning"] and few["p_floor"] == 2 / 32
+
+
+def test_compare_warns_when_holm_cannot_reach_the_level(tiny_checkpoint, capsys):
+    # one seed each: 3 metrics × 4 cutoffs = 12 sign-flip differences; 100 permutations floor Holm at 12/101
+    coarse = ["--checkpoint", tiny_checkpoint, "--checkpoint", tiny_checkpoint, "--n-bootstrap", "100"]
+    status, _, err = run_cli(main, coarse, capsys)
+    assert status == 0 and "warning: Holm's p cannot go below 0.119" in err
+    status, out, _ = run_cli(main, [*coarse, "--json"], capsys)  # the JSON carries it instead
+    assert status == 0 and json.loads(out)["resolution"]["holm_floor"] == pytest.approx(12 / 101)
+    status, _, err = run_cli(main, ["--checkpoint", tiny_checkpoint, "--checkpoint", tiny_checkpoint, *FAST], capsys)
+    assert status == 0 and "Holm's p cannot" not in err
 
 
 def test_quantile_bins_partition_and_label():

@@ -459,6 +459,9 @@ def test_the_summary_prints_the_studys_numbers_as_tables(tiny_results, capsys, t
     row = gains[(gains["variant"] == "mos") & (gains["hidden_dim"] == 4) & (gains["metric"] == "mrr")].iloc[0]
     line = next(line for line in out.splitlines() if line.startswith("| mos K=2 |") and f"{row['value']:.4f}" in line)
     assert f"({row['diff_vs_baseline']:+.4f} [{row['diff_ci_low']:+.4f}, {row['diff_ci_high']:+.4f}]" in line
+    # the tiny study's 50 replicates over its differences: the note says how low Holm's p can go
+    holm_floor = min(1.0, len(gains) * 2 / 51)
+    assert f"no Holm p below {holm_floor:.2g}" in out and f"over the {len(gains)} differences" in out
     rank = json.loads((folder / "rank" / "rank.json").read_text())["models"][0]
     assert f"| {rank['label']} | {rank['rank']} | {rank['rank_cap']} |" in out
     status, _, err = run_cli(summary_main, ["--results", tmp_path / "none"], capsys)

@@ -160,6 +160,26 @@ def test_mos_rank_is_many_times_the_softmax_cap_and_truth_is_near_full(twins, tm
     assert list(spectrum.columns) == ["matrix", "centred", "index", "singular_value"]
 
 
+def test_no_rank_exceeds_the_distinct_prefixes_of_its_contexts(twins, capsys):
+    from softmax_bottleneck.checkpoint import model_from_checkpoint
+    from softmax_bottleneck.data import load_prepared
+
+    status, out, err = run_cli(main, ["--checkpoint", twins / "mos.pt", "--checkpoint", twins / "softmax.pt",
+                                      "--json", "--max-contexts", "300"], capsys)
+    assert status == 0, err
+    result = json.loads(out)
+    # the reference: distinct states of the model on the same sampled contexts (one state per prefix)
+    model = model_from_checkpoint(load_checkpoint(twins / "mos.pt"), "cpu")
+    contexts = logprobs.sample_contexts(
+        logprobs.collect_contexts(model, load_prepared(twins / "data").split("test")), 300, 0)
+    distinct = len(np.unique(contexts.hidden, axis=0))
+    assert result["n_distinct_contexts"] == distinct < result["n_contexts"]  # short sessions repeat prefixes
+    assert all(m["rank"] <= distinct for m in result["models"])
+    status, out, _ = run_cli(main, ["--checkpoint", twins / "mos.pt", "--checkpoint", twins / "softmax.pt",
+                                    "--max-contexts", "300"], capsys)
+    assert status == 0 and f"{distinct:,} distinct prefixes, the most any rank here can be" in out
+
+
 def test_same_seed_same_contexts_and_numbers(twins, capsys):
     outs = [run_cli(main, ["--checkpoint", twins / "mos.pt", "--json", "--max-contexts", "200", "--seed", "5"],
                     capsys)[1] for _ in range(2)]
