@@ -58,9 +58,10 @@ def rank_table(results_dir) -> str:
 
 def reach_table(results_dir) -> str:
     report = results.reach(results_dir)
-    rows = [{"model": m["label"], "never first": m.get("unreachable"), "undecided": m.get("undecided", 0),
-             "certificate": m.get("certificate"), "never first, in the top support decile":
-             m.get("unreachable_in_top_decile_support")} for m in report["models"]]
+    # reach.json leaves out a status no item has: none never first, none undecided
+    rows = [{"model": m["label"], "never first": f"{m.get('unreachable', 0):,}", "undecided": f"{m.get('undecided', 0):,}",
+             "certificate": m.get("certificate") or "none (witnesses only)", "never first, in the top support decile":
+             f"{m.get('unreachable_in_top_decile_support', 0):,}"} for m in report["models"]]
     return _table(pd.DataFrame(rows)) + f"\n\n(of {report['n_items']:,} items)"
 
 

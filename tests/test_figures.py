@@ -462,6 +462,9 @@ def test_the_summary_prints_the_studys_numbers_as_tables(tiny_results, capsys, t
     # the tiny study's 50 replicates over its differences: the note says how low Holm's p can go
     holm_floor = min(1.0, len(gains) * 2 / 51)
     assert f"no Holm p below {holm_floor:.2g}" in out and f"over the {len(gains)} differences" in out
+    reach = json.loads((folder / "reach" / "reach.json").read_text())["models"][0]
+    assert f"| {reach['label']} | {reach.get('unreachable', 0):,} | {reach.get('undecided', 0):,} |" in out
+    assert "nan" not in out
     rank = json.loads((folder / "rank" / "rank.json").read_text())["models"][0]
     assert f"| {rank['label']} | {rank['rank']} | {rank['rank_cap']} |" in out
     status, _, err = run_cli(summary_main, ["--results", tmp_path / "none"], capsys)
