@@ -55,10 +55,11 @@ def compare(paths: list[Path], *, data: Path | None = None, split: str = "test",
                        method=ci_method, resample=resample)
     metrics_table = pd.DataFrame(rows).astype({"hidden_dim": "Int64", "n_experts": "Int64", "n_seeds": "Int64"})
     bins = event_bins(dataset, held_out, events, baseline_model, n_bins)
+    n_sessions = int(len(np.unique(events[:, 0])))
     summary = {
         "library_version": library_version(), "threads": torch.get_num_threads(),
         "world_size": distributed.world_size(), "split": split,
-        "n_events": int(len(events)), "n_sessions": int(len(np.unique(events[:, 0]))),
+        "n_events": int(len(events)), "n_sessions": n_sessions,
         "baseline": groups[0].label, "seed": seed, "n_bootstrap": n_bootstrap, "ci_level": ci_level,
         "ci_method": ci_method, "resample": resample, "ties": "conservative",
         "multiplicity": f"Holm over the {sum(r['model'] != groups[0].label and r['model'] != 'oracle' for r in rows)} "
@@ -67,8 +68,8 @@ def compare(paths: list[Path], *, data: Path | None = None, split: str = "test",
         "oracle": None if oracle is None else {f"{r['metric']}@{r['k']}": r["value"] for r in rows
                                                if r["model"] == "oracle"},
         "fairness": fairness_warnings(groups), "sample": sample_record(full, held_out, sample_seed),
-        "resolution": p_value_resolution([r["p_method"] for r in rows if "p_holm" in r], n_bootstrap,
-                                         int(len(np.unique(events[:, 0]))), ci_level),
+        "resolution": p_value_resolution([r["p_method"] for r in rows if "p_holm" in r], n_bootstrap, n_sessions,
+                                         ci_level),
     }
     return {"summary": summary, "metrics": metrics_table, "breakdown": breakdown_table(groups, bins, max(ks), metrics),
             "grid": gain_grid(groups, bins, max(ks), metrics), "health": health_table(groups)}

@@ -141,18 +141,15 @@ def p_value_resolution(p_methods, n_resamples: int, n_sessions: int, level: floa
     if not methods:
         return {"p_floor": None, "holm_floor": None, "warning": None}
 
-    def floor_of(method: str) -> float:
-        if "bootstrap" in method:
-            return 2 / (1 + n_resamples)
-        return 2 / 2 ** n_sessions if 2 ** min(n_sessions, 64) <= n_resamples else 1 / (1 + n_resamples)
-
-    floor = min(floor_of(m) for m in methods)
+    enumerated = 2 ** min(n_sessions, 64) <= n_resamples  # sign_flip_test's rule: every pattern, B not used
+    sign_flip = 2 / 2 ** n_sessions if enumerated else 1 / (1 + n_resamples)
+    floor = min(2 / (1 + n_resamples) if "bootstrap" in m else sign_flip for m in methods)
     holm_floor = min(1.0, len(methods) * floor)
     alpha, warning = 1 - level, None
     if holm_floor >= alpha:
         warning = (f"Holm's p cannot go below {holm_floor:.3g} here: no p is below {floor:.3g} with {n_resamples} "
                    f"resamples and {n_sessions} sessions, and the family has {len(methods)} differences")
-        if not (2 ** min(n_sessions, 64) <= n_resamples and floor == 2 / 2 ** n_sessions):  # not enumerated: more help
+        if not (enumerated and floor == sign_flip):  # the floor is the resamples': more of them lower it
             warning += f"; at least {int(np.ceil(2 * len(methods) / alpha))} resamples (--n-bootstrap) let it go below {alpha:g}"
     return {"p_floor": floor, "holm_floor": holm_floor, "warning": warning}
 
