@@ -85,8 +85,8 @@ def child(args) -> None:
                 if began is None and done >= 2000:
                     began, done = time.perf_counter(), 0
                 hidden = carry_state(hidden, batch.keep, batch.reset)
-                output, hidden = model.step(torch.from_numpy(batch.inputs), hidden)
-                train_step(model, output, torch.from_numpy(batch.targets), config, optimizer, sampler, log_support)
+                _, hidden = train_step(model, torch.from_numpy(batch.inputs), hidden, torch.from_numpy(batch.targets),
+                                       config, optimizer, sampler, log_support)
                 done += len(batch.targets)
                 if began is not None and done >= args.events:
                     break

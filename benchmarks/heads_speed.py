@@ -54,8 +54,7 @@ for step in range(steps + 20):
         if profile:
             profiler.start()
     targets = items[step + 1]
-    output, hidden = model.step(items[step], hidden.detach())
-    train_step(model, output, targets, config, optimizer, sampler, log_support)
+    _, hidden = train_step(model, items[step], hidden.detach(), targets, config, optimizer, sampler, log_support)
 train = steps * config.batch_size / (time.perf_counter() - began)
 if profile:
     profiler.stop()

@@ -141,8 +141,8 @@ for batch in session_parallel_batches(dataset.splits["train"], config.batch_size
         sync()
         t0, done = time.perf_counter(), 0
     hidden = carry_state(hidden, batch.keep, batch.reset)
-    output, hidden = model.step(torch.from_numpy(batch.inputs).to(device), hidden)
-    train_step(model, output, torch.from_numpy(batch.targets).to(device), config, optimizer, sampler, log_support)
+    _, hidden = train_step(model, torch.from_numpy(batch.inputs).to(device), hidden,
+                           torch.from_numpy(batch.targets).to(device), config, optimizer, sampler, log_support)
     done += len(batch.inputs)
     if t0 is not None and done >= args["events"]:
         break

@@ -50,8 +50,8 @@ for step, batch in enumerate(session_parallel_batches(dataset.splits["train"], c
         break
     hidden = carry_state(hidden, batch.keep, batch.reset)
     targets = torch.from_numpy(batch.targets)
-    output, hidden = model.step(torch.from_numpy(batch.inputs), hidden)
-    train_step(model, output, targets, config, optimizer, sampler, log_support)
+    _, hidden = train_step(model, torch.from_numpy(batch.inputs), hidden, targets, config, optimizer, sampler,
+                           log_support)
     events += len(targets)
 print(json.dumps({"events_per_second": events / (time.perf_counter() - start)}))
 """

@@ -94,6 +94,11 @@ class GRU4Rec(nn.Module):
         """Indexed optimizers (Adagrad as in GRU4Rec) update only the item rows a step touched."""
         self.head.sparse_gradients = sparse
 
+    def touched_rows(self, inputs: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor | None):
+        """The head's :meth:`~softmax_bottleneck.heads.Head.touched_rows` for a training step: the inputs read
+        the item matrix too when it is the input embedding (constrained)."""
+        return self.head.touched_rows(targets, negatives, inputs if self.input_embedding is None else None)
+
     def init_hidden(self, batch_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
         return torch.zeros(self.config.n_layers, batch_size, self.config.hidden_dim, device=device)
 

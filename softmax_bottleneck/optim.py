@@ -1,9 +1,10 @@
 """Adagrad with momentum, updating only the rows a sparse gradient touches (GRU4Rec's optimizer).
 
 For each parameter: ``acc += g²``, ``m = μ·m − lr·g / sqrt(acc + eps)``, ``p += m``. With a sparse
-gradient (item rows gathered with ``sparse=True``) the accumulator, the momentum and the parameter
-change only on the touched rows, as in the official implementation; other rows keep their
-momentum untouched until they are next in a batch.
+gradient (item rows read with ``F.embedding(sparse=True)``, or through
+:meth:`~softmax_bottleneck.heads.Head.touched_rows`) the accumulator, the momentum and the parameter
+change only on the touched rows, as in the official implementation; other rows keep their momentum
+untouched until they are next in a batch.
 """
 
 from __future__ import annotations
@@ -27,6 +28,15 @@ class AdagradMomentum(torch.optim.Optimizer):
                 state["mom"] = torch.zeros_like(param, memory_format=torch.preserve_format)
         return state
 
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Forget the gradients (set to None; a step of batch-32 training spent 3 % of its time in the
+        generic ``Optimizer.zero_grad``)."""
+        if not set_to_none:
+            return super().zero_grad(set_to_none=False)
+        for group in self.param_groups:
+            for param in group["params"]:
+                param.grad = None
+
     @torch.no_grad()
     def step(self, closure=None):
         loss = None
@@ -35,26 +45,48 @@ class AdagradMomentum(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             lr, momentum, eps = group["lr"], group["momentum"], group["eps"]
+            dense = []
             for param in group["params"]:
                 if param.grad is None:
                     continue
                 state = self._state(param, momentum)
-                grad = param.grad
-                if grad.is_sparse:
-                    grad = grad.coalesce()  # repeated rows must be summed before the non-linear update
-                    rows, values = grad.indices()[0], grad.values()
-                    # rows are unique after coalesce: index_add_/index_select/index_copy_ give the same numbers
-                    # as advanced indexing (acc[rows] += v²), at a fraction of its cost on CPU
-                    acc = state["acc"].index_add_(0, rows, values.square()).index_select(0, rows)
-                    update = values / acc.add_(eps).sqrt_() * -lr
-                    if momentum > 0:
-                        update = state["mom"].index_select(0, rows).mul_(momentum).add_(update)
-                        state["mom"].index_copy_(0, rows, update)
-                    param.index_add_(0, rows, update)
+                if param.grad.is_sparse:
+                    _sparse_update(param, state, lr, momentum, eps)
                 else:
-                    acc = state["acc"].addcmul_(grad, grad)
-                    update = grad / (acc + eps).sqrt_() * -lr
-                    if momentum > 0:
-                        update = state["mom"].mul_(momentum).add_(update)
-                    param.add_(update)
+                    dense.append((param, state))
+            if dense:
+                _dense_update(dense, lr, momentum, eps)
         return loss
+
+
+def _sparse_update(param: torch.Tensor, state: dict, lr: float, momentum: float, eps: float) -> None:
+    grad = param.grad.coalesce()  # repeated rows must be summed before the non-linear update
+    rows, values = grad.indices()[0], grad.values()
+    # rows are unique after coalesce: index_add_/index_select/index_copy_ give the same numbers
+    # as advanced indexing (acc[rows] += v²), at a fraction of its cost on CPU
+    scale = state["acc"].index_add_(0, rows, values.square()).index_select(0, rows).add_(eps).rsqrt_()
+    if momentum > 0:
+        update = state["mom"].index_select(0, rows).mul_(momentum).addcmul_(values, scale, value=-lr)
+        state["mom"].index_copy_(0, rows, update)
+    else:
+        update = scale.mul_(values).mul_(-lr)
+    param.index_add_(0, rows, update)
+
+
+def _dense_update(dense: list[tuple[torch.Tensor, dict]], lr: float, momentum: float, eps: float) -> None:
+    """The dense parameters (the GRU's) together, one ``torch._foreach_*`` call per operation: on the CPU
+    the same operations, in the same order, as one parameter at a time (the same bits; less Python)."""
+    params = [param for param, _ in dense]
+    grads = [param.grad for param in params]
+    accs = [state["acc"] for _, state in dense]
+    torch._foreach_addcmul_(accs, grads, grads)
+    denominators = torch._foreach_add(accs, eps)
+    torch._foreach_sqrt_(denominators)
+    updates = torch._foreach_div(grads, denominators)
+    torch._foreach_mul_(updates, -lr)
+    if momentum > 0:
+        moms = [state["mom"] for _, state in dense]
+        torch._foreach_mul_(moms, momentum)
+        torch._foreach_add_(moms, updates)
+        updates = moms
+    torch._foreach_add_(params, updates)

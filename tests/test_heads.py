@@ -223,6 +223,48 @@ def test_sparse_gradients_touch_only_candidate_rows():
     assert sorted(set(head.item_weight.grad.coalesce().indices()[0].tolist())) == [3, 5, 8]
 
 
+@pytest.mark.parametrize("kind", HEADS)
+@pytest.mark.parametrize("with_inputs", [True, False])
+def test_touched_rows_give_the_sparse_embedding_losses_and_gradients(kind, with_inputs):
+    """Inside touched_rows, with every touched item scored once and a negative drawn several times merged
+    into one column, the loss is the loss over the candidates as drawn, and item_weight and item_bias get
+    the gradients F.embedding(sparse=True) gives: the same rows (the bias's: the candidates' only, the
+    inputs do not read it) and the same sums, already coalesced."""
+    targets = torch.tensor([3, 5, 8, 30, 3])  # a repeated target, and targets that are also drawn
+    negatives = torch.tensor([5, 12, 12, 3, 20, 20, 20, 36])
+    candidates = torch.cat([targets, negatives])
+    inputs = torch.tensor([8, 1, 1, 20, 5, 7, 7, 0, 9, 36, 2])
+    columns = torch.tensor([0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0])  # each row's target among the candidates
+    item_log_q = torch.linspace(-2, 1, N_ITEMS, dtype=torch.float64)
+    log_q = torch.cat([torch.linspace(-1, 1, len(targets), dtype=torch.float64), 0.5 * item_log_q[negatives]])
+    grads, losses = {}, {}
+    for gathered in (False, True):
+        head = make_head(kind)
+        head.sparse_gradients = True
+        with head.touched_rows(targets, negatives, inputs if with_inputs else None) if gathered else torch.enable_grad():
+            states = hidden() + (head.embed_items(inputs) if with_inputs else 0.0)
+            loss = head.loss(states, columns, candidates, log_q)
+            loss.sum().backward()
+        grads[gathered], losses[gathered] = (head.item_weight.grad, head.item_bias.grad), loss.detach()
+    torch.testing.assert_close(losses[True], losses[False], rtol=1e-12, atol=1e-14)
+    for plain, touched in zip(grads[False], grads[True]):
+        assert touched.is_sparse and touched.is_coalesced()
+        plain = plain.coalesce()
+        assert touched.indices().tolist() == plain.indices().tolist()
+        torch.testing.assert_close(touched.values(), plain.values(), rtol=1e-12, atol=1e-14)
+    assert grads[True][1].indices()[0].tolist() == [3, 5, 8, 12, 20, 30, 36]
+
+
+def test_touched_rows_leave_no_gradient_after_an_error():
+    head = make_head("softmax")
+    head.sparse_gradients = True
+    with pytest.raises(RuntimeError, match="stop"):
+        with head.touched_rows(torch.tensor([1, 2]), torch.tensor([2, 4])):
+            head.loss(hidden(), torch.zeros(11, dtype=torch.long), torch.tensor([1, 2])).sum().backward()
+            raise RuntimeError("stop")
+    assert head.item_weight.grad is None and head._touched is None
+
+
 def test_unknown_head():
     with pytest.raises(ValueError):
         build_head("sparsemax", 3, 2, True)
