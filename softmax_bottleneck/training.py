@@ -127,25 +127,30 @@ def train_step(model: GRU4Rec, inputs: torch.Tensor, hidden: torch.Tensor, targe
     same: all the batch's targets and the shared negatives) and the gradients are summed over the
     ranks before the update (softmax_bottleneck.distributed); the returned losses are this rank's rows'."""
     n_rows = len(targets)
-    rows = distributed.rows_of_rank(n_rows) if distributed.active() else slice(None)
+    rows = distributed.rows_of_rank(n_rows) if distributed.active() else None
     sampled = not config.full_softmax
     if sampled and config.n_sample == 0 and n_rows < 2:
         return None, model.step(inputs, hidden)[1]  # no negatives at all (GRU4Rec stops the epoch here)
+    gathered = sampled and model.head.sparse_gradients
     candidates = log_q = negatives = None
     if sampled:
         candidates, log_q = targets, log_support.index_select(0, targets)
         if sampler is not None:
             negatives = sampler.draw()
-            candidates = torch.cat([targets, negatives])
+            if not gathered:  # inside touched_rows the head reads the negatives from there
+                candidates = torch.cat([targets, negatives])
             log_q = torch.cat([log_q, log_support.index_select(0, negatives).mul_(config.sample_alpha)])
-    gathered = sampled and model.head.sparse_gradients
+        if config.logq != 1.0:
+            log_q = log_q.mul_(config.logq) if config.logq else None
     with model.touched_rows(inputs, targets, negatives) if gathered else contextlib.nullcontext():
         output, hidden = model.step(inputs, hidden)
+        if rows is not None:  # this rank's share (torchrun)
+            output, targets = output[rows], targets[rows]
         if sampled:
-            columns = torch.arange(n_rows, device=output.device)[rows]
-            losses = model.head.loss(output[rows], columns, candidates, config.logq * log_q if config.logq else None)
+            columns = torch.arange(n_rows, device=output.device)
+            losses = model.head.loss(output, columns if rows is None else columns[rows], candidates, log_q)
         else:
-            losses = model.head.loss(output[rows], targets[rows])
+            losses = model.head.loss(output, targets)
         loss = losses.sum() / config.batch_size  # GRU4Rec's scaling: by the configured batch size
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
