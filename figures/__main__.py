@@ -70,8 +70,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--retune", action="store_true",
                         help="ignore the committed tuned settings (figures/tuned/) and tune into RESULTS/tuned/")
     parser.add_argument("--jobs", type=int, default=1, metavar="N",
-                        help="worker processes (one thread each) for the tunings and trainings; the models do not "
-                             "depend on N (default: 1)")
+                        help="cores to use: worker processes (one thread each) for the tunings, the trainings and the "
+                             "analyses; no model or number depends on N (default: 1)")
     parser.add_argument("--json", action="store_true", help="print the files written (and the results folder) as JSON")
     add_device_argument(parser)
     return parser

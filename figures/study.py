@@ -312,18 +312,6 @@ def _cached(folder: Path, key: str, files: tuple[str, ...]) -> bool:
     return marker.is_file() and marker.read_text().strip() == key and all((folder / f).is_file() for f in files)
 
 
-def _analysis(name: str, folder: Path, key: str, files: tuple[str, ...], run: Callable[[], None],
-              log: Callable[[str], None], message: str, timings: dict) -> str:
-    """Run `run` (which writes `files` into `folder`) unless its outputs under `key` are there; returns the key."""
-    if not _cached(folder, key, files):
-        log(message)
-        began = time.perf_counter()
-        run()
-        write_text(folder / "key.txt", key + "\n")  # last: a run cut short is redone
-        timings[name] = time.perf_counter() - began
-    return key
-
-
 def size_sweep_by_size(profile: Profile, runs: list[Run], paths: list[Path]) -> dict[int, list[Path]]:
     """{d: checkpoints} of the size sweep at each d that has a softmax and another head: the softmax's seeds
     first (the baseline of analysis.comparison.gains_by_size), then the other heads' (MoS with the sweep's K)."""
@@ -337,87 +325,153 @@ def size_sweep_by_size(profile: Profile, runs: list[Run], paths: list[Path]) -> 
     return by_size
 
 
-def run_analyses(profile: Profile, results: Path, runs: list[Run], paths: list[Path], dataset: PreparedDataset,
-                 device, log: Callable[[str], None]) -> tuple[dict, dict]:
-    """The rank report and the audit of the first seed's models, the comparison of all, and on the synthetic
-    world the capacity fit of every head × d × K with its trained models: ({name: key}, seconds)."""
-    from analysis import comparison as compare_tool
+def _first_seed(profile: Profile, runs: list[Run], paths: list[Path]) -> list[Path]:
+    return [p for r, p in zip(runs, paths) if r.seed == profile.seeds[0]]
+
+
+def _rank(profile: Profile, results: Path, runs: list[Run], paths: list[Path], data: Path, n_contexts: int,
+          n_items: int, device) -> None:
     from analysis import rank_report as rank_tool
+
+    ranks = [r for r in profile.expressive_ranks if r <= n_items]
+    result, spectra = rank_tool.analyse(_first_seed(profile, runs, paths), data=data, split=profile.split,
+                                        max_contexts=n_contexts, seed=0, engine="auto", tol=None, rtol=None,
+                                        block_size=2048, device=device,
+                                        expressive={"ranks": ranks, "steps": profile.expressive_steps, "seed": 0},
+                                        expressive_dims=profile.expressive_dims)
+    rank_tool.write_outputs(results / "rank", result, spectra)
+
+
+def _compared(profile: Profile, runs: list[Run], paths: list[Path]) -> list[Path]:
+    """Every checkpoint, the baseline of every difference and of the gain heatmap first: the softmax of the
+    expert sweep's size."""
+    ordered = sorted(zip(runs, paths), key=lambda rp: (rp[0].variant, rp[0].hidden_dim) != ("softmax", profile.expert_dim))
+    return [p for _, p in ordered]
+
+
+def _compare(profile: Profile, results: Path, runs: list[Run], paths: list[Path], data: Path, n_contexts: int,
+             n_items: int, device) -> None:
+    from analysis import comparison as compare_tool
+
+    result = compare_tool.compare(_compared(profile, runs, paths), data=data, split=profile.split, ks=(1, 5, 10, 20),
+                                  n_bootstrap=profile.n_bootstrap, device=device)
+    compare_tool.write_outputs(results / "compare", result)
+
+
+def _gains(profile: Profile, results: Path, runs: list[Run], paths: list[Path], data: Path, n_contexts: int,
+           n_items: int, device) -> None:
+    from analysis import comparison as compare_tool
+
+    compare_tool.write_gains(results / "gains", compare_tool.gains_by_size(
+        size_sweep_by_size(profile, runs, paths), data=data, split=profile.split, ks=(20,),
+        n_bootstrap=profile.n_bootstrap, device=device))
+
+
+def _reach(profile: Profile, results: Path, runs: list[Run], paths: list[Path], data: Path, n_contexts: int,
+           n_items: int, device) -> None:
     from analysis import reachability as reach_tool
 
-    first_seed = [p for r, p in zip(runs, paths) if r.seed == profile.seeds[0]]
-    # the baseline of every difference and of the gain heatmap: the softmax of the expert sweep's size
-    ordered = sorted(zip(runs, paths), key=lambda rp: (rp[0].variant, rp[0].hidden_dim) != ("softmax", profile.expert_dim))
-    compared = [p for _, p in ordered]
-    data = Path(dataset.path)
+    table, summary = reach_tool.audit(_first_seed(profile, runs, paths), data=data, split=profile.split,
+                                      n_random=profile.n_random, device=device)
+    reach_tool.write_outputs(results / "reach", table, summary)
+
+
+def _capacity(profile: Profile, results: Path, runs: list[Run], paths: list[Path], data: Path, n_contexts: int,
+              n_items: int, device) -> None:
+    from analysis import capacity_fit
+
+    groups: dict[tuple, list[Path]] = {}
+    for run, path in zip(runs, paths):
+        groups.setdefault((run.variant, run.hidden_dim, run.n_experts), []).append(path)
+    summaries = []
+    for (variant, hidden_dim, n_experts), group in groups.items():
+        config = capacity_fit.family_config(load_checkpoint(group[0])["model_config"])  # the models' own family
+        summaries.append(capacity_fit.capacity(config, data=data, checkpoints=group, split=profile.split,
+                                               max_contexts=n_contexts, seed=0, restarts=profile.capacity_restarts,
+                                               steps=profile.capacity_steps, ks=(20,), device=device))
+    capacity_fit.write_sweep(results / "capacity", summaries)
+
+
+ANALYSES = {"rank": _rank, "compare": _compare, "gains": _gains, "reach": _reach, "capacity": _capacity}
+
+
+def _analysis_job(job: tuple) -> float:
+    """One analysis (in this process or a worker: picklable arguments): its files, then its key, last, so
+    that a run cut short is redone; returns its seconds."""
+    name, key, threads, arguments = job
+    set_threads(threads)
+    began = time.perf_counter()
+    ANALYSES[name](*arguments)
+    write_text(arguments[1] / name / "key.txt", key + "\n")
+    return time.perf_counter() - began
+
+
+def run_analyses(profile: Profile, results: Path, runs: list[Run], paths: list[Path], dataset: PreparedDataset,
+                 device, log: Callable[[str], None], jobs: int = 1,
+                 expected_seconds: dict | None = None) -> tuple[dict, dict, int]:
+    """The rank report and the audit of the first seed's models, the comparison of all, each head against
+    the softmax of its size, and on the synthetic world the capacity fit of every head × d × K with its
+    trained models: ({name: key}, {name: seconds} of those run now, threads each ran with).
+
+    Each analysis is redone only when its key changed. jobs: the cores to use. With one analysis to do it
+    gets them all as threads; with several, min(jobs, their number) worker processes share the cores and
+    take them longest first (by `expected_seconds`, an earlier run's, else the order above). The
+    reachability audit spends most of its time in HiGHS on one core, so beside it the others run at
+    little cost. No analysis depends on the others, and each is seeded: the same numbers in any order."""
+    first_seed = _first_seed(profile, runs, paths)
     n_contexts = min(profile.max_contexts, dataset.split(profile.split).n_transitions)
     by_size = size_sweep_by_size(profile, runs, paths)
-    timings: dict[str, float] = {}
-
-    def rank() -> None:
-        ranks = [r for r in profile.expressive_ranks if r <= dataset.n_items]
-        result, spectra = rank_tool.analyse(first_seed, data=data, split=profile.split, max_contexts=n_contexts,
-                                            seed=0, engine="auto", tol=None, rtol=None, block_size=2048, device=device,
-                                            expressive={"ranks": ranks, "steps": profile.expressive_steps, "seed": 0},
-                                            expressive_dims=profile.expressive_dims)
-        rank_tool.write_outputs(results / "rank", result, spectra)
-
-    def compare() -> None:
-        result = compare_tool.compare(compared, data=data, split=profile.split, ks=(1, 5, 10, 20),
-                                      n_bootstrap=profile.n_bootstrap, device=device)
-        compare_tool.write_outputs(results / "compare", result)
-
-    def gains() -> None:
-        compare_tool.write_gains(results / "gains", compare_tool.gains_by_size(
-            by_size, data=data, split=profile.split, ks=(20,), n_bootstrap=profile.n_bootstrap, device=device))
-
-    def reach() -> None:
-        table, summary = reach_tool.audit(first_seed, data=data, split=profile.split, n_random=profile.n_random,
-                                          device=device)
-        reach_tool.write_outputs(results / "reach", table, summary)
-
-    def capacity() -> None:
-        from analysis import capacity_fit
-
-        groups: dict[tuple, list[Path]] = {}
-        for run, path in zip(runs, paths):
-            groups.setdefault((run.variant, run.hidden_dim, run.n_experts), []).append(path)
-        summaries = []
-        for (variant, hidden_dim, n_experts), group in groups.items():
-            config = capacity_fit.family_config(load_checkpoint(group[0])["model_config"])  # the models' own family
-            summaries.append(capacity_fit.capacity(config, data=data, checkpoints=group, split=profile.split,
-                                                   max_contexts=n_contexts, seed=0, restarts=profile.capacity_restarts,
-                                                   steps=profile.capacity_steps, ks=(20,), device=device))
-        capacity_fit.write_sweep(results / "capacity", summaries)
-
-    keys = {
-        "rank": _analysis("rank", results / "rank",
-                          analysis_key("rank", first_seed, profile.max_contexts, profile.split, profile.expressive_ranks,
-                                       profile.expressive_steps, profile.expressive_dims),
-                          ("rank.json", "spectrum.csv", "expressive.csv"), rank, log,
-                          f"rank report of {len(first_seed)} models (with the expressive rank)", timings),
-        "compare": _analysis("compare", results / "compare",
-                             analysis_key("compare", compared, profile.n_bootstrap, profile.split),
-                             ("metrics.csv", "breakdown.csv", "compare.json"), compare, log,
-                             f"comparing {len(paths)} checkpoints on the {profile.split} split", timings),
-        **({"gains": _analysis("gains", results / "gains",
-                               analysis_key("gains", [p for d in sorted(by_size) for p in by_size[d]], profile.n_bootstrap,
-                                            profile.split),
-                               ("gains.csv", "breakdown.csv", "gains.json"), gains, log,
-                               f"every head against the softmax of its size d, at {len(by_size)} sizes", timings)}
-           if by_size else {}),
-        "reach": _analysis("reach", results / "reach", analysis_key("reach", first_seed, profile.n_random, profile.split),
-                           ("reach.csv", "reach.json"), reach, log, f"reachability audit of {len(first_seed)} models",
-                           timings),
+    compared = _compared(profile, runs, paths)
+    wanted = {
+        "rank": (analysis_key("rank", first_seed, profile.max_contexts, profile.split, profile.expressive_ranks,
+                              profile.expressive_steps, profile.expressive_dims),
+                 ("rank.json", "spectrum.csv", "expressive.csv"),
+                 f"rank report of {len(first_seed)} models (with the expressive rank)"),
+        "compare": (analysis_key("compare", compared, profile.n_bootstrap, profile.split),
+                    ("metrics.csv", "breakdown.csv", "compare.json"),
+                    f"comparing {len(paths)} checkpoints on the {profile.split} split"),
+        **({"gains": (analysis_key("gains", [p for d in sorted(by_size) for p in by_size[d]], profile.n_bootstrap,
+                                   profile.split),
+                      ("gains.csv", "breakdown.csv", "gains.json"),
+                      f"every head against the softmax of its size d, at {len(by_size)} sizes")} if by_size else {}),
+        "reach": (analysis_key("reach", first_seed, profile.n_random, profile.split), ("reach.csv", "reach.json"),
+                  f"reachability audit of {len(first_seed)} models"),
+        **({"capacity": (analysis_key("capacity", paths, n_contexts, profile.capacity_restarts,
+                                      profile.capacity_steps, profile.split),
+                         ("capacity.json", "capacity_sweep.csv"),
+                         f"capacity fits of {len({(r.variant, r.hidden_dim, r.n_experts) for r in runs})} "
+                         f"head × d × K")}
+           if dataset.world is not None else {}),  # the capacity fit needs a known truth
     }
-    if dataset.world is not None:  # the capacity fit needs a known truth
-        keys["capacity"] = _analysis("capacity", results / "capacity",
-                                     analysis_key("capacity", paths, n_contexts, profile.capacity_restarts,
-                                                  profile.capacity_steps, profile.split),
-                                     ("capacity.json", "capacity_sweep.csv"), capacity, log,
-                                     f"capacity fits of {len({(r.variant, r.hidden_dim, r.n_experts) for r in runs})} "
-                                     f"head × d × K", timings)
-    return keys, timings
+    pending = [name for name, (key, files, _) in wanted.items() if not _cached(results / name, key, files)]
+    workers = max(1, min(jobs, len(pending)))
+    threads = max(1, jobs // workers)
+    if workers > 1:  # the longest first, so that the short ones fill in beside it
+        expected = expected_seconds or {}
+        pending.sort(key=lambda name: -expected.get(name, 0.0))
+    arguments = (profile, results, runs, paths, Path(dataset.path), n_contexts, dataset.n_items, str(device))
+    queue = [(name, wanted[name][0], threads, arguments) for name in pending]
+    timings: dict[str, float] = {}
+    if workers == 1:
+        for job in queue:
+            log(wanted[job[0]][2])
+            timings[job[0]] = _analysis_job(job)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            try:
+                futures = {}
+                for job in queue:
+                    log(wanted[job[0]][2] + " (in a worker)")
+                    futures[job[0]] = pool.submit(_analysis_job, job)
+                for name, future in futures.items():
+                    timings[name] = future.result()
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)  # the analyses running finish and cache their work
+                raise
+    return {name: key for name, (key, _, _) in wanted.items()}, timings, threads
 
 
 def _stderr(message: str) -> None:
@@ -501,7 +555,8 @@ def run_study(profile: str | Profile, results: Path, data: Path | None = None, d
 
     profile: a name in PROFILES, or a Profile (tests use tiny ones). committed_tuning=False ignores
     figures/tuned/ and tunes into results/tuned/ (how the committed files are made). jobs: worker
-    processes for the tunings and the trainings (one thread each; the same models for any number)."""
+    processes for the tunings, the trainings and the analyses (one thread each; the same models and numbers for
+    any number)."""
     profile_name = profile if isinstance(profile, str) else "custom"
     profile = PROFILES[profile] if isinstance(profile, str) else profile
     results = Path(results)
@@ -514,11 +569,9 @@ def run_study(profile: str | Profile, results: Path, data: Path | None = None, d
     tuned = tune_and_train(runs, profile, profile_name, dataset, results, device, log, committed_tuning, jobs)
     tuned_for = {r: tuned[r.tuned_at(profile).slug] for r in runs}
     paths = [checkpoint_path(r, tuned_for[r], dataset, results / "runs") for r in runs]
-    # the analyses run one after another, nothing beside them: the workers' cores become their threads
-    # (one thread holds its speed beside other work: cli.HELDOUT_THREADS)
-    threads = max(1, jobs)
-    set_threads(threads)
-    keys, timings = run_analyses(profile, results, runs, paths, dataset, device, log)
+    earlier = json.loads((results / "study.json").read_text()) if (results / "study.json").is_file() else {}
+    keys, timings, threads = run_analyses(profile, results, runs, paths, dataset, device, log, jobs,
+                                          earlier.get("analysis_seconds"))
     record = {"library_version": library_version(), "versions": package_versions(), "machine": machine(),
               "threads": threads,
               "profile": profile_name, "settings": dataclasses.asdict(profile),
@@ -528,7 +581,6 @@ def run_study(profile: str | Profile, results: Path, data: Path | None = None, d
                        for r, p in zip(runs, paths)],
               "analyses": keys}
     write_models_table(results / "models.csv", runs, paths)
-    earlier = json.loads((results / "study.json").read_text()) if (results / "study.json").is_file() else {}
     record["analysis_seconds"] = {**earlier.get("analysis_seconds", {}), **{k: round(v, 1) for k, v in timings.items()}}
     write_text(results / "study.json", json.dumps(record, indent=2) + "\n")
     return record

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from conftest import REPO, run_cli
@@ -119,7 +120,7 @@ def test_committed_tuned_settings_are_used_and_nothing_is_tuned(tiny_results, tm
         (committed / f"{best.parent.name}.json").write_bytes(best.read_bytes())
     monkeypatch.setattr(study_module, "TUNED", tmp_path / "tuned")
     monkeypatch.setattr(study_module.tuner, "tune", lambda *a, **k: pytest.fail("tuned although committed"))
-    monkeypatch.setattr(study_module, "run_analyses", lambda *a, **k: ({}, {}))  # tuning is what this test is about
+    monkeypatch.setattr(study_module, "run_analyses", lambda *a, **k: ({}, {}, 1))  # tuning is what this test is about
     results = _copy_results(tiny_results, tmp_path, "data", "runs")  # the trained models, but no tuned/ folder
     messages = []
     again = run_study(TINY, results, log=messages.append)
@@ -173,7 +174,7 @@ def test_study_json_records_the_versions_the_numbers_depend_on(tiny_results):
 
 def test_changed_settings_retrain_only_what_changed(tiny_results, tmp_path, monkeypatch):
     folder = _copy_results(tiny_results, tmp_path, "data", "runs", "tuned", "study.json")
-    monkeypatch.setattr(study_module, "run_analyses", lambda *a, **k: ({}, {}))  # training is what this test is about
+    monkeypatch.setattr(study_module, "run_analyses", lambda *a, **k: ({}, {}, 1))  # training is what this test is about
     other = dataclasses.replace(TINY, expert_counts=(1, 2, 3))
     messages = []
     run_study(other, folder, log=messages.append)
@@ -372,7 +373,7 @@ def test_settings_tuned_at_one_size_are_carried_and_workers_train_the_same_model
 
     from softmax_bottleneck.checkpoint import load_checkpoint
 
-    monkeypatch.setattr(study_module, "run_analyses", lambda *a, **k: ({}, {}))  # tuning and training are the subject
+    monkeypatch.setattr(study_module, "run_analyses", lambda *a, **k: ({}, {}, 1))  # tuning and training are the subject
     carried = dataclasses.replace(TINY, heads=("softmax", "mos"), seeds=(0,), expert_counts=(2,), tune_dim=4)
     alone = run_study(carried, tmp_path / "one", log=lambda message: None)
     workers = run_study(carried, tmp_path / "two", log=lambda message: None, jobs=2)
@@ -406,7 +407,7 @@ def test_an_unfinished_tuning_committed_by_an_earlier_session_is_continued(tmp_p
 
     import optuna
 
-    monkeypatch.setattr(study_module, "run_analyses", lambda *a, **k: ({}, {}))  # tuning is what this test is about
+    monkeypatch.setattr(study_module, "run_analyses", lambda *a, **k: ({}, {}, 1))  # tuning is what this test is about
     small = dataclasses.replace(TINY, heads=("softmax",), seeds=(0,), dims=(2,), expert_counts=(), tune_trials=3)
     run_study(dataclasses.replace(small, tune_trials=2), tmp_path / "earlier", log=lambda message: None)
     partial = tmp_path / "tuned" / "custom" / "softmax-d2.partial.db"
@@ -433,7 +434,7 @@ def test_a_narrowed_space_is_in_the_recorded_tuning_command(tmp_path, monkeypatc
 
     from softmax_bottleneck.tune import main as tune_main
 
-    monkeypatch.setattr(study_module, "run_analyses", lambda *a, **k: ({}, {}))  # tuning is what this test is about
+    monkeypatch.setattr(study_module, "run_analyses", lambda *a, **k: ({}, {}, 1))  # tuning is what this test is about
     narrowed = dataclasses.replace(TINY, heads=("softmax",), seeds=(0,), dims=(2,), expert_counts=(),
                                    space_choices=(("batch_size", (64, 128)), ("optimizer", ("adam",))))
     record = run_study(narrowed, tmp_path / "r", log=lambda message: None)
@@ -469,3 +470,31 @@ def test_the_summary_prints_the_studys_numbers_as_tables(tiny_results, capsys, t
     assert f"| {rank['label']} | {rank['rank']} | {rank['rank_cap']} |" in out
     status, _, err = run_cli(summary_main, ["--results", tmp_path / "none"], capsys)
     assert status == 2 and len(err.strip().splitlines()) == 1 and "study.json is missing" in err
+
+
+def test_analyses_in_workers_give_the_same_files_longest_first(tiny_results, tmp_path):
+    """--jobs 2 runs the analyses in two worker processes (one thread each, as the fixture's one-worker
+    study): the same bytes, started in the order of the earlier run's seconds; one analysis left runs here
+    with both threads."""
+    folder, _ = tiny_results
+    copy = _copy_results(tiny_results, tmp_path, "data", "runs", "tuned", "study.json")
+    messages = []
+    record = run_study(TINY, copy, log=messages.append, jobs=2)
+    expected = json.loads((folder / "study.json").read_text())["analysis_seconds"]
+    assert [m.split()[0] for m in messages] == [{"rank": "rank", "compare": "comparing", "gains": "every",
+                                                 "reach": "reachability", "capacity": "capacity"}[name]
+                                                for name in sorted(expected, key=lambda name: -expected[name])]
+    assert all(m.endswith("(in a worker)") for m in messages) and record["threads"] == 1
+    for name, file in [("rank", "spectrum.csv"), ("rank", "expressive.csv"), ("compare", "breakdown.csv"),
+                       ("gains", "gains.csv"), ("reach", "reach.csv"), ("capacity", "capacity_sweep.csv")]:
+        assert (copy / name / file).read_bytes() == (folder / name / file).read_bytes(), (name, file)
+    timed = ["train_events_per_second", "eval_events_per_second"]  # measured anew, the rest must not move
+    pd.testing.assert_frame_equal(pd.read_csv(copy / "compare" / "metrics.csv").drop(columns=timed),
+                                  pd.read_csv(folder / "compare" / "metrics.csv").drop(columns=timed), check_exact=True)
+    assert record["analyses"] == json.loads((folder / "study.json").read_text())["analyses"]
+    (copy / "reach" / "key.txt").unlink()  # a run cut short in the audit
+    messages.clear()
+    record = run_study(TINY, copy, log=messages.append, jobs=2)
+    assert [m.split()[0] for m in messages] == ["reachability"] and "worker" not in messages[0]
+    assert record["threads"] == 2
+    assert json.loads((copy / "reach" / "reach.json").read_text())["threads"] == 2
