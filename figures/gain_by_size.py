@@ -18,4 +18,5 @@ def make(results_dir):
     figure, axes = plots.subplots(1, 2, figsize=(11, 4.2))
     for ax, metric in zip(axes, ("recall", "mrr")):
         plots.plot_gain_vs_dim(table, ax, metric=metric, k=20, experts=experts)
+        ax.title.set_fontsize(10)  # the two titles side by side fit the figure's width
     return figure
