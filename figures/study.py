@@ -37,6 +37,7 @@ import hashlib
 import json
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -325,6 +326,22 @@ def size_sweep_by_size(profile: Profile, runs: list[Run], paths: list[Path]) -> 
     return by_size
 
 
+@contextmanager
+def worker_pool(workers: int):
+    """A pool of `workers` spawned processes for the study's jobs (tunings, trainings, analyses). On an error
+    or Ctrl-C the jobs not yet handed to a worker are cancelled and those running finish, so that each
+    caches its work before the study stops."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            yield pool
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
 def _first_seed(profile: Profile, runs: list[Run], paths: list[Path]) -> list[Path]:
     return [p for r, p in zip(runs, paths) if r.seed == profile.seeds[0]]
 
@@ -457,20 +474,13 @@ def run_analyses(profile: Profile, results: Path, runs: list[Run], paths: list[P
             log(wanted[job[0]][2])
             timings[job[0]] = _analysis_job(job)
     else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            try:
-                futures = {}
-                for job in queue:
-                    log(wanted[job[0]][2] + " (in a worker)")
-                    futures[job[0]] = pool.submit(_analysis_job, job)
-                for name, future in futures.items():
-                    timings[name] = future.result()
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)  # the analyses running finish and cache their work
-                raise
+        with worker_pool(workers) as pool:
+            futures = {}
+            for job in queue:
+                log(wanted[job[0]][2] + " (in a worker)")
+                futures[job[0]] = pool.submit(_analysis_job, job)
+            for name, future in futures.items():
+                timings[name] = future.result()
     return {name: key for name, (key, _, _) in wanted.items()}, timings, threads
 
 
@@ -529,23 +539,18 @@ def tune_and_train(runs: list[Run], profile: Profile, profile_name: str, dataset
     def longest_first(queue: list[tuple]) -> list[tuple]:
         return sorted(queue, key=lambda job: (-_epoch_seconds(job[1][0]), -job[0].hidden_dim))
 
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import as_completed
 
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        try:
-            tunings = {pool.submit(_tune_job, tuning(t)): t for t in missing}
-            trainings = [pool.submit(_train_job, job)
-                         for job in longest_first(training({s for s, found in tuned.items() if found}))]
-            for future in as_completed(tunings):
-                t = tunings[future]
-                tuned[t.slug] = future.result()
-                trainings += [pool.submit(_train_job, job) for job in longest_first(training({t.slug}))]
-            for future in trainings:
-                future.result()
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)  # the jobs running finish and cache their work
-            raise
+    with worker_pool(jobs) as pool:
+        tunings = {pool.submit(_tune_job, tuning(t)): t for t in missing}
+        trainings = [pool.submit(_train_job, job)
+                     for job in longest_first(training({s for s, found in tuned.items() if found}))]
+        for future in as_completed(tunings):
+            t = tunings[future]
+            tuned[t.slug] = future.result()
+            trainings += [pool.submit(_train_job, job) for job in longest_first(training({t.slug}))]
+        for future in trainings:
+            future.result()
     return tuned
 
 
