@@ -19,7 +19,14 @@ Seeds: this toolkit's seed sets its initialisation and its negative samples. The
 resets its weights from ``np.random.seed(42)`` (its compatibility mode), so there the seed
 (``torch.manual_seed``) changes only the negative samples.
 
-Each (implementation, seed) runs in its own process, alternating, and its result is appended to
+With ``--init official`` this toolkit's runs start from the official code's compatibility-mode weights
+(:func:`official_initial_weights`: ``np.random.seed(42)`` drawn in the official order, each item's output
+row put on this toolkit's index of that item), so that both implementations start from the same point
+and the seeds move only the negative samples on both sides: a comparison of the two training steps with
+the initial draw held fixed. Without it (``--init own``, the default) this toolkit draws its own weights
+from its seed, from the same distribution, and the seeds move both.
+
+Each (implementation, init, seed) runs in its own process, alternating, and its result is appended to
 --out as soon as it is done: a run stopped half-way resumes with the pairs still missing. Prints
 the mean over seeds of each implementation, the relative difference, and each run's median epoch
 events/s (the true number of next-item events over the epoch's time).
@@ -48,7 +55,7 @@ from softmax_bottleneck.data import load_prepared
 from softmax_bottleneck.evaluation import evaluate_ranks
 from softmax_bottleneck.metrics import metric_table
 from softmax_bottleneck.training import build_training, train_epoch
-settings, seed, epochs = json.loads(sys.argv[4]), int(sys.argv[2]), int(sys.argv[5])
+settings, seed, epochs, init = json.loads(sys.argv[4]), int(sys.argv[2]), int(sys.argv[5]), sys.argv[6]
 dataset = load_prepared(sys.argv[1])
 model_config = ModelConfig(hidden_dim=settings["hidden_dim"], head="softmax",
                            dropout_embedding=settings["dropout_embedding"], dropout_hidden=settings["dropout_hidden"])
@@ -56,6 +63,11 @@ config = TrainConfig(epochs=epochs, seed=seed, batch_size=settings["batch_size"]
                      momentum=settings["momentum"], n_sample=settings["n_sample"],
                      sample_alpha=settings["sample_alpha"], logq=settings["logq"], optimizer="adagrad")
 model, optimizer, sampler, _, log_support = build_training(dataset, model_config, config, "cpu")
+if init == "official":
+    from benchmarks.parity_official import official_initial_weights, first_seen
+    with torch.no_grad():
+        for name, value in official_initial_weights(first_seen(dataset), settings["hidden_dim"]).items():
+            model.get_parameter(name).copy_(value)
 speeds = []
 for epoch in range(epochs):
     stats = train_epoch(model, dataset, config, optimizer, sampler, log_support, torch.device("cpu"), progress=False)
@@ -99,6 +111,40 @@ print(json.dumps({"recall@20": float(recall[20]), "mrr@20": float(mrr[20]),
 """
 
 
+def first_seen(dataset):
+    """This toolkit's item indices in the order the official code numbers them: the order of first
+    appearance in the training TSV that :func:`write_tsv` writes (``data[item_key].unique()``)."""
+    import pandas as pd
+
+    return pd.unique(dataset.splits["train"].items)
+
+
+def official_initial_weights(items, hidden: int) -> dict:
+    """The official code's compatibility-mode initial weights of a one-layer GRU4Rec with the constrained
+    embedding (``_reset_weights_to_compatibility_mode``: ``np.random.seed(42)``; three U(±σ) gate blocks of
+    the input weights, three of the recurrent weights, then the output matrix, σ = sqrt(6 / (fan_in +
+    fan_out)), drawn in float64 and rounded to float32 as numpy < 2 does), as this toolkit's parameters.
+    ``items[j]`` is this toolkit's index of the official row j (:func:`first_seen`)."""
+    import numpy as np
+    import torch
+
+    rng = np.random.RandomState(42)  # np.random.seed(42) then np.random.rand: the same stream
+
+    def block(rows: int, columns: int) -> np.ndarray:
+        sigma = np.float32(np.sqrt(6.0 / (rows + columns)))  # numpy < 2: a float64 scalar meets float32 as float32
+        return rng.rand(rows, columns).astype(np.float32) * np.float32(2) * sigma - sigma
+
+    weight_ih = np.vstack([block(hidden, hidden) for _ in range(3)])
+    weight_hh = np.vstack([block(hidden, hidden) for _ in range(3)])
+    output = block(len(items), hidden)
+    item_weight = np.empty_like(output)
+    item_weight[np.asarray(items)] = output
+    zeros = torch.zeros(3 * hidden)
+    return {"grus.0.weight_ih": torch.from_numpy(weight_ih), "grus.0.weight_hh": torch.from_numpy(weight_hh),
+            "grus.0.bias_ih": zeros, "grus.0.bias_hh": zeros, "head.item_weight": torch.from_numpy(item_weight),
+            "head.item_bias": torch.zeros(len(items), 1)}
+
+
 def write_tsv(dataset, split: str, path: Path) -> int:
     """The split as the official TSV (its original item ids; sessions numbered in order); returns its events."""
     import numpy as np
@@ -127,6 +173,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of every run (default: 1)")
+    parser.add_argument("--init", choices=["own", "official"], default="own",
+                        help="this toolkit's initial weights: drawn from its seed (own, the default) or the "
+                             "official code's compatibility-mode weights (official; see above)")
     parser.add_argument("--only", choices=["ours", "official"], help="run one implementation's missing seeds only")
     parser.add_argument("--out", type=Path, required=True, help="JSON of the runs, appended as each one ends")
     args = parser.parse_args()
@@ -153,24 +202,27 @@ def main() -> None:
           f"{args.threads} thread(s) per run", flush=True)
     runners = {
         "ours": lambda seed: run([sys.executable, "-c", OURS, str(args.data.resolve()), str(seed), str(args.threads),
-                                  settings, str(args.epochs)], cwd=ROOT),
+                                  settings, str(args.epochs), args.init], cwd=ROOT),
         "official": lambda seed: run([str(args.official_python), "-c", OFFICIAL, str(work / "train.tsv"),
                                       str(work / "test.tsv"), str(args.official.resolve()), str(seed),
                                       str(args.threads), settings, str(args.epochs), str(train_events)]),
     }
+    inits = {"ours": args.init, "official": "official"}
     for seed in args.seeds:
         for name, runner in runners.items():  # alternating, so a load change hits both alike
-            if (args.only and name != args.only) or any(r["implementation"] == name and r["seed"] == seed
+            if (args.only and name != args.only) or any(_is(r, name, inits[name]) and r["seed"] == seed
                                                         for r in record["runs"]):
                 continue
-            result = {"implementation": name, "seed": seed, **runner(seed)}
+            result = {"implementation": name, "init": inits[name], "seed": seed, **runner(seed)}
             record["runs"].append(result)
             args.out.write_text(json.dumps(record, indent=2) + "\n")
             print(f"  {name:8s} seed {seed}: recall@20 {result['recall@20']:.4f}  mrr@20 {result['mrr@20']:.4f}  "
                   f"{result['events_per_second']:,.0f} events/s (median epoch)", flush=True)
+    runs = [r for r in record["runs"] if _is(r, r["implementation"], inits[r["implementation"]])]
+    print(f"\nthis toolkit's initial weights: {args.init}")
     means = {}
     for name in runners:
-        rows = [r for r in record["runs"] if r["implementation"] == name]
+        rows = [r for r in runs if r["implementation"] == name]
         if rows:
             means[name] = {key: statistics.mean(r[key] for r in rows) for key in ("recall@20", "mrr@20")}
             means[name]["events_per_second"] = statistics.median(r["events_per_second"] for r in rows)
@@ -183,8 +235,15 @@ def main() -> None:
         print(f"{'relative':9s} {'':5s} {ours['recall@20'] / official['recall@20'] - 1:+10.2%} "
               f"{ours['mrr@20'] / official['mrr@20'] - 1:+8.2%} "
               f"{ours['events_per_second'] / official['events_per_second']:8.2f}×")
-        for line in seed_spread(record["runs"]):
+        for line in seed_spread(runs):
             print(line)
+
+
+def _is(run: dict, implementation: str, init: str) -> bool:
+    """Whether a recorded run is of this implementation and initialisation (runs recorded before
+    ``--init`` existed drew their own: the official code its compatibility mode, this toolkit its seed)."""
+    recorded = run.get("init", "official" if run["implementation"] == "official" else "own")
+    return run["implementation"] == implementation and recorded == init
 
 
 def seed_spread(runs: list[dict]) -> list[str]:

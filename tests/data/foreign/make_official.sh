@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Regenerates official-gru4rec.pt (a model file made by the official GRU4Rec code itself) and
+# Regenerates official-gru4rec.pt (a model file made by the official GRU4Rec code itself),
 # official-gru4rec.reference.pt (its weights and item ids as the official code reads them back, and
-# the official forward's scores of every step of five training sessions).
+# the official forward's scores of every step of five training sessions) and official-init.pt (the
+# official compatibility-mode initial weights of a 7-item, layer-4 model, which
+# benchmarks/parity_official.py --init official reproduces).
 #   OFFICIAL=path/to/GRU4Rec_PyTorch_Official PY=path/to/venv/bin/python [OUT=folder] tests/data/foreign/make_official.sh
 # OUT (default: this folder) is where the two files go; the slow tests write fresh ones to a temporary folder.
 # The venv needs torch, numpy<2, pandas<3 and joblib (the official code's own requirements). The model:
@@ -40,6 +42,16 @@ with torch.no_grad():
             scores.append(g.model(X, H, None, training=False)[0].clone())
 torch.save({"state_dict": dict(g.model.state_dict()), "item_ids": ids, "sessions": sessions,
             "scores": torch.stack(scores)}, f"{sys.argv[1]}/official-gru4rec.reference.pt")
+PY
+)
+(cd "$OFFICIAL" && "$PY" - "$out" <<'PY'
+import sys
+import torch
+from gru4rec_pytorch import GRU4RecModel
+model = GRU4RecModel(7, [4])
+model._reset_weights_to_compatibility_mode()  # what fit() does by default
+torch.save({name: value.detach().clone() for name, value in model.state_dict().items()},
+           f"{sys.argv[1]}/official-init.pt")
 PY
 )
 rm -rf "$work"
