@@ -68,15 +68,16 @@ if init == "official":
     with torch.no_grad():
         for name, value in official_initial_weights(first_seen(dataset), settings["hidden_dim"]).items():
             model.get_parameter(name).copy_(value)
-speeds = []
+speeds, losses = [], []
 for epoch in range(epochs):
     stats = train_epoch(model, dataset, config, optimizer, sampler, log_support, torch.device("cpu"), progress=False)
     speeds.append(stats["events_per_second"])
+    losses.append(stats["loss"])
     print(f"epoch {epoch + 1}: loss {stats['loss']:.4f}, {stats['events_per_second']:,.0f} events/s", file=sys.stderr,
           flush=True)
 table = metric_table(evaluate_ranks(model, dataset.splits["test"]).ranks, (20,))
 print(json.dumps({"recall@20": table["recall@20"], "mrr@20": table["mrr@20"],
-                  "events_per_second": statistics.median(speeds)}))
+                  "events_per_second": statistics.median(speeds), "losses": losses}))
 """
 
 OFFICIAL = r"""
@@ -102,12 +103,13 @@ log = io.StringIO()
 with contextlib.redirect_stdout(log):
     gru.fit(train)
 seconds = [float(s) for s in re.findall(r"\(([0-9.]+)s\)", log.getvalue())]  # the official code's epoch times
+losses = [float(s) for s in re.findall(r"loss: ([0-9.]+)", log.getvalue())]  # and mean training losses
 with contextlib.redirect_stdout(io.StringIO()):
     # its batch may not exceed the test sessions (a bigger one indexes past them)
     recall, mrr = evaluation.batch_eval(gru, test, cutoff=[20], mode="conservative",
                                         batch_size=min(512, test["SessionId"].nunique()))
 print(json.dumps({"recall@20": float(recall[20]), "mrr@20": float(mrr[20]),
-                  "events_per_second": statistics.median(events / s for s in seconds)}))
+                  "events_per_second": statistics.median(events / s for s in seconds), "losses": losses}))
 """
 
 
