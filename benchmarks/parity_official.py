@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -263,8 +264,22 @@ def seed_spread(runs: list[dict]) -> list[str]:
                            for name, v in values.items())
         low, high = stats.ttest_ind(values["ours"], values["official"], equal_var=False).confidence_interval(0.95)
         base = statistics.mean(values["official"])
+        relative_sd = math.sqrt(statistics.mean((statistics.stdev(v) / statistics.mean(v)) ** 2
+                                                for v in values.values()))
+        needed = math.ceil(2 * (1.96 * relative_sd / 0.02) ** 2)  # a side, for a ±2 % interval at these sds
         lines.append(f"{key}: seeds {spread}; ours − official {low / base:+.1%} … {high / base:+.1%} of the "
-                     f"official mean (Welch 95 %)")
+                     f"official mean (Welch 95 %); about {needed} seeds a side would give ±2 %")
+    losses = {name: [r["losses"] for r in runs if r["implementation"] == name and r.get("losses")]
+              for name in ("ours", "official")}
+    if min(len(v) for v in losses.values()) >= 2:
+        lines.append("mean training loss by epoch (nats), runs that recorded it: "
+                     + ", ".join(f"{name} {len(v)}" for name, v in losses.items()))
+        for name, curves in losses.items():
+            lines.append(f"  {name:9s}" + " ".join(f"{statistics.mean(c[e] for c in curves):.4f}"
+                                                   for e in range(len(curves[0]))))
+        last = {name: [c[-1] for c in curves] for name, curves in losses.items()}
+        low, high = stats.ttest_ind(last["ours"], last["official"], equal_var=False).confidence_interval(0.95)
+        lines.append(f"last epoch's loss, ours − official: {low:+.4f} … {high:+.4f} nats (Welch 95 %)")
     return lines
 
 
