@@ -4,7 +4,7 @@
         --session-column session_id --item-column click_article_id --time-column click_timestamp \\
         --time-unit ms --out prepared/globo
     python benchmarks/parity_official.py --data prepared/globo --official path/to/GRU4Rec_PyTorch_Official \\
-        --official-python venvs/official/bin/python --seeds 0 1 2 --out parity-globo.json
+        --official-python venvs/official/bin/python --init official --seeds 0 1 2 3 4 5 --out parity-globo.json
 
 The official code (hidasib/GRU4Rec_PyTorch_Official, in its own virtual environment: numpy < 2,
 pandas < 3) and this toolkit train on the same training split, written out as the official TSV
