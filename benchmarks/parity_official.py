@@ -66,9 +66,7 @@ config = TrainConfig(epochs=epochs, seed=seed, batch_size=settings["batch_size"]
 model, optimizer, sampler, _, log_support = build_training(dataset, model_config, config, "cpu")
 if init == "official":
     from benchmarks.parity_official import official_initial_weights, first_seen
-    with torch.no_grad():
-        for name, value in official_initial_weights(first_seen(dataset), settings["hidden_dim"]).items():
-            model.get_parameter(name).copy_(value)
+    model.load_state_dict(official_initial_weights(first_seen(dataset), settings["hidden_dim"]))  # copies in place
 speeds, losses = [], []
 for epoch in range(epochs):
     stats = train_epoch(model, dataset, config, optimizer, sampler, log_support, torch.device("cpu"), progress=False)
